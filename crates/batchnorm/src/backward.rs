@@ -1,0 +1,270 @@
+//! Backward pass: dx, dweight (dgamma) and dbias (dbeta), fused.
+
+use crate::coefficients::fold_backward;
+use crate::error::{check_len, Result};
+use crate::forward_eval::check_params;
+use crate::layout::Dims;
+use crate::parallel::{for_each_chunk, Plan, SharedMut};
+use crate::saved::{SavedStats, StatsSource};
+use crate::simd::{
+    acc_grad, grad_combine, lane_sum, multiversion, rows_acc_grad, rows_grad_combine,
+    rows_scale, scale, LANES,
+};
+use crate::workspace::{sized, Workspace};
+
+/// Elements per task of an element-wise pass.
+const ELEMENTWISE_TASK: usize = 1 << 14;
+
+multiversion! {
+    /// `(sum(dy), sum(dy * (x - k)))` of channel c over outer indices `lo..hi`.
+    fn channel_block_grad_sums(x: &[f32], dy: &[f32], d: Dims, c: usize, lo: usize, hi: usize, k: f64) -> (f64, f64) {
+        let mut a1 = [0.0f64; LANES];
+        let mut a2 = [0.0f64; LANES];
+        for n in lo..hi {
+            let off = (n * d.channels + c) * d.inner;
+            let r = off..off + d.inner;
+            acc_grad(&x[r.clone()], &dy[r], k, &mut a1, &mut a2);
+        }
+        (lane_sum(&a1), lane_sum(&a2))
+    }
+}
+
+multiversion! {
+    fn rows_block_grad_sums(x: &[f32], dy: &[f32], k: &[f64], acc: &mut [f64]) {
+        let (a1, a2) = acc.split_at_mut(k.len());
+        rows_acc_grad(x, dy, k, a1, a2);
+    }
+}
+
+multiversion! {
+    fn combine_channel(x: &[f32], dy: &[f32], dx: &SharedMut, d: Dims, c: usize, q: (f32, f32, f32, f32)) {
+        for n in 0..d.outer {
+            let off = (n * d.channels + c) * d.inner;
+            let r = off..off + d.inner;
+            // SAFETY: channel c's slices belong to this task alone.
+            let o = unsafe { dx.slice(off, d.inner) };
+            grad_combine(&x[r.clone()], &dy[r], o, q.0, q.1, q.2, q.3);
+        }
+    }
+}
+
+multiversion! {
+    /// Channels-first slices `first..` of dx: `dx = dy * a + (x - ctr) * b + d`, or
+    /// `dx = dy * a` when `coef` holds only `a`.
+    fn combine_slices(x: &[f32], dy: &[f32], dx: &mut [f32], first: usize, d: Dims, coef: &[f32]) {
+        let ch = d.channels;
+        let eval = coef.len() == ch;
+        for (j, o) in dx.chunks_exact_mut(d.inner).enumerate() {
+            let i = first + j;
+            let c = i % ch;
+            let r = i * d.inner..(i + 1) * d.inner;
+            if eval {
+                scale(&dy[r], o, coef[c]);
+            } else {
+                grad_combine(&x[r.clone()], &dy[r], o, coef[c], coef[ch + c], coef[2 * ch + c], coef[3 * ch + c]);
+            }
+        }
+    }
+}
+
+multiversion! {
+    fn combine_rows(x: &[f32], dy: &[f32], dx: &mut [f32], coef: &[f32], ch: usize) {
+        if coef.len() == ch {
+            rows_scale(dy, dx, coef);
+        } else {
+            let (ctr, rest) = coef.split_at(ch);
+            let (a, rest) = rest.split_at(ch);
+            let (b, dd) = rest.split_at(ch);
+            rows_grad_combine(x, dy, dx, ctr, a, b, dd);
+        }
+    }
+}
+
+/// Per-channel `[sum(dy) (C) | sum(dy * (x - mean)) (C)]`, in float64, in a fixed order.
+fn grad_sums<'a>(
+    x: &[f32],
+    dy: &[f32],
+    d: Dims,
+    mean: &[f64],
+    sums: &mut Vec<f64>,
+    totals: &'a mut Vec<f64>,
+) -> &'a [f64] {
+    let c = d.channels;
+    let out = sized(totals, 2 * c, 0.0);
+    if d.is_empty() {
+        return out;
+    }
+    let plan = Plan::new(d);
+    if d.is_rows() {
+        let part = sized(sums, plan.blocks * 2 * c, 0.0);
+        for_each_chunk(part, 2 * c, d.len(), |b, acc| {
+            let r = plan.range(b, d.outer);
+            let r = r.start * c..r.end * c;
+            rows_block_grad_sums(&x[r.clone()], &dy[r], mean, acc);
+        });
+        for acc in part.chunks_exact(2 * c) {
+            for (o, a) in out.iter_mut().zip(acc) {
+                *o += a;
+            }
+        }
+    } else {
+        let nb = plan.blocks;
+        let part = sized(sums, nb * c * 2, 0.0);
+        for_each_chunk(part, 2, d.len(), |i, p| {
+            let (ch, b) = (i / nb, i % nb);
+            let r = plan.range(b, d.outer);
+            let (s1, s2) = channel_block_grad_sums(x, dy, d, ch, r.start, r.end, mean[ch]);
+            p[0] = s1;
+            p[1] = s2;
+        });
+        for ch in 0..c {
+            for p in part[ch * nb * 2..(ch + 1) * nb * 2].chunks_exact(2) {
+                out[ch] += p[0];
+                out[c + ch] += p[1];
+            }
+        }
+    }
+    out
+}
+
+fn combine_unchecked(x: &[f32], dy: &[f32], d: Dims, coef: &[f32], dx: &mut [f32]) {
+    if d.is_empty() {
+        return;
+    }
+    let c = d.channels;
+    if d.is_rows() {
+        let rows = (ELEMENTWISE_TASK / c).max(1);
+        for_each_chunk(dx, rows * c, d.len(), |i, o| {
+            let r = i * rows * c..i * rows * c + o.len();
+            combine_rows(&x[r.clone()], &dy[r], o, coef, c);
+        });
+    } else {
+        let per = (ELEMENTWISE_TASK / d.inner).max(1);
+        for_each_chunk(dx, per * d.inner, d.len(), |i, o| {
+            combine_slices(x, dy, o, i * per, d, coef);
+        });
+    }
+}
+
+/// Backward pass of batch normalization for upstream gradient `dy`.
+///
+/// With `x_hat = (x - mean) * invstd` from `saved` and sums over a channel's M values:
+/// - batch statistics (training): `dx = weight * invstd * (dy - mean(dy) - x_hat * mean(dy * x_hat))`;
+/// - running statistics (eval): `dx = weight * invstd * dy`;
+/// - both: `dweight = sum(dy * x_hat)`, `dbias = sum(dy)`.
+///
+/// `weight = None` means gamma = 1 (no affine). `dweight` and `dbias` are written when given.
+/// One fused reduction pass computes `sum(dy)` and `sum(dy * x_hat)` together (float64), a
+/// second writes `dx` with one multiply-add chain per element; for channels-first tensors
+/// both passes over one channel run in the same task so the second read comes from cache.
+///
+/// ```
+/// use batchnorm::*;
+/// let d = Dims::new(Layout::Nc, &[2, 1]).unwrap();
+/// let (x, mut y) = ([1.0f32, 3.0], [0.0f32; 2]);
+/// let mut saved = SavedStats::with_channels(1);
+/// let mut ws = Workspace::new();
+/// forward_train_into(&x, d, None, None, 1e-12, &mut y, &mut [Moments::EMPTY], &mut saved, &mut ws).unwrap();
+/// // A gradient along x_hat itself is cancelled by the normalisation's own constraint.
+/// let (mut dx, mut dw, mut db) = ([9.0f32; 2], [0.0f32], [0.0f32]);
+/// backward_into(&x, &[-1.0, 1.0], d, None, &saved, &mut dx, Some(&mut dw), Some(&mut db), &mut ws).unwrap();
+/// assert!(dx.iter().all(|v| v.abs() < 1e-6));
+/// assert_eq!((dw[0], db[0]), (2.0, 0.0));
+/// ```
+#[allow(clippy::too_many_arguments)]
+pub fn backward_into(
+    x: &[f32],
+    dy: &[f32],
+    d: Dims,
+    weight: Option<&[f32]>,
+    saved: &SavedStats,
+    dx: &mut [f32],
+    dweight: Option<&mut [f32]>,
+    dbias: Option<&mut [f32]>,
+    ws: &mut Workspace,
+) -> Result<()> {
+    let c = d.channels;
+    check_len("x", d.len(), x.len())?;
+    check_len("dy", d.len(), dy.len())?;
+    check_len("dx", d.len(), dx.len())?;
+    check_params(c, weight, None)?;
+    check_len("saved.mean", c, saved.mean.len())?;
+    check_len("saved.invstd", c, saved.invstd.len())?;
+    if let Some(g) = dweight.as_deref() {
+        check_len("dweight", c, g.len())?;
+    }
+    if let Some(g) = dbias.as_deref() {
+        check_len("dbias", c, g.len())?;
+    }
+    let m = d.per_channel() as f64;
+    let gamma = |ch: usize| weight.map_or(1.0, |w| w[ch] as f64);
+    let plan = Plan::new(d);
+    let fused = saved.source == StatsSource::Batch && !d.is_rows() && plan.blocks == 1;
+    let sums: &[f64] = if fused && !d.is_empty() {
+        let out = sized(&mut ws.totals, 2 * c, 0.0);
+        let (s_dy, s_dyx) = out.split_at_mut(c);
+        let dxp = SharedMut::new(dx);
+        let per_channel = |ch: usize, s1: &mut f64, s2: &mut f64| {
+            let (a, b) = channel_block_grad_sums(x, dy, d, ch, 0, d.outer, saved.mean[ch]);
+            let q = fold_backward(saved.mean[ch], saved.invstd[ch], gamma(ch), m, a, b);
+            combine_channel(x, dy, &dxp, d, ch, q);
+            (*s1, *s2) = (a, b);
+        };
+        if d.len() < crate::parallel::SEQUENTIAL_BELOW {
+            for (ch, (s1, s2)) in s_dy.iter_mut().zip(s_dyx.iter_mut()).enumerate() {
+                per_channel(ch, s1, s2);
+            }
+        } else {
+            use rayon::prelude::*;
+            s_dy.par_iter_mut()
+                .zip(s_dyx.par_iter_mut())
+                .enumerate()
+                .for_each(|(ch, (s1, s2))| per_channel(ch, s1, s2));
+        }
+        out
+    } else {
+        let need_sums = saved.source == StatsSource::Batch || dweight.is_some() || dbias.is_some();
+        let sums = if need_sums {
+            grad_sums(x, dy, d, &saved.mean, &mut ws.sums, &mut ws.totals)
+        } else {
+            sized(&mut ws.totals, 2 * c, 0.0)
+        };
+        let coef: &[f32] = match saved.source {
+            StatsSource::Batch => {
+                let q = sized(&mut ws.coef, 4 * c, 0.0);
+                for ch in 0..c {
+                    let (ctr, a, b, dd) = fold_backward(
+                        saved.mean[ch],
+                        saved.invstd[ch],
+                        gamma(ch),
+                        m,
+                        sums[ch],
+                        sums[c + ch],
+                    );
+                    (q[ch], q[c + ch], q[2 * c + ch], q[3 * c + ch]) = (ctr, a, b, dd);
+                }
+                q
+            }
+            StatsSource::Running => {
+                let q = sized(&mut ws.coef, c, 0.0);
+                for (ch, a) in q.iter_mut().enumerate() {
+                    *a = (gamma(ch) * saved.invstd[ch]) as f32;
+                }
+                q
+            }
+        };
+        combine_unchecked(x, dy, d, coef, dx);
+        sums
+    };
+    if let Some(g) = dweight {
+        for ch in 0..c {
+            g[ch] = (sums[c + ch] * saved.invstd[ch]) as f32;
+        }
+    }
+    if let Some(g) = dbias {
+        for ch in 0..c {
+            g[ch] = sums[ch] as f32;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,122 @@
+//! Eval-mode forward: normalise with given (running) statistics, one read and one write.
+
+use crate::coefficients::{fold_affine, inv_std};
+use crate::error::{check_len, Result};
+use crate::layout::Dims;
+use crate::parallel::for_each_chunk;
+use crate::simd::{affine, multiversion, rows_affine};
+use crate::workspace::{sized, Workspace};
+
+/// Elements per task of an element-wise pass.
+const ELEMENTWISE_TASK: usize = 1 << 14;
+
+multiversion! {
+    /// Channels-first slices `first..` (slice i is channel `i % C`) of `y` from `x`.
+    fn affine_slices(x: &[f32], y: &mut [f32], first: usize, d: Dims, ctr: &[f32], s: &[f32], t: &[f32]) {
+        for (j, ys) in y.chunks_exact_mut(d.inner).enumerate() {
+            let i = first + j;
+            let c = i % d.channels;
+            affine(&x[i * d.inner..(i + 1) * d.inner], ys, ctr[c], s[c], t[c]);
+        }
+    }
+}
+
+multiversion! {
+    fn affine_rows(x: &[f32], y: &mut [f32], ctr: &[f32], s: &[f32], t: &[f32]) {
+        rows_affine(x, y, ctr, s, t);
+    }
+}
+
+/// `y = (x - ctr[c]) * s[c] + t[c]` over the whole tensor; `coef = [ctr | s | t]`.
+pub(crate) fn normalize_unchecked(x: &[f32], d: Dims, coef: &[f32], y: &mut [f32]) {
+    let c = d.channels;
+    let (ctr, rest) = coef.split_at(c);
+    let (s, t) = rest.split_at(c);
+    if d.is_empty() {
+        return;
+    }
+    if d.is_rows() {
+        let rows = (ELEMENTWISE_TASK / c).max(1);
+        for_each_chunk(y, rows * c, d.len(), |i, yc| {
+            let lo = i * rows * c;
+            affine_rows(&x[lo..lo + yc.len()], yc, ctr, s, t);
+        });
+    } else {
+        let per = (ELEMENTWISE_TASK / d.inner).max(1);
+        for_each_chunk(y, per * d.inner, d.len(), |i, yc| {
+            affine_slices(x, yc, i * per, d, ctr, s, t);
+        });
+    }
+}
+
+/// Fills `coef = [ctr | s | t]` for every channel from means and inverse standard deviations.
+pub(crate) fn fill_coef<'a>(
+    coef: &'a mut Vec<f32>,
+    mean: impl Fn(usize) -> f64,
+    invstd: impl Fn(usize) -> f64,
+    weight: Option<&[f32]>,
+    bias: Option<&[f32]>,
+    c: usize,
+) -> &'a [f32] {
+    let buf = sized(coef, 3 * c, 0.0);
+    for ch in 0..c {
+        let g = weight.map_or(1.0, |w| w[ch] as f64);
+        let b = bias.map_or(0.0, |b| b[ch] as f64);
+        let (ctr, s, t) = fold_affine(mean(ch), invstd(ch), g, b);
+        buf[ch] = ctr;
+        buf[c + ch] = s;
+        buf[2 * c + ch] = t;
+    }
+    buf
+}
+
+pub(crate) fn check_params(c: usize, weight: Option<&[f32]>, bias: Option<&[f32]>) -> Result<()> {
+    if let Some(w) = weight {
+        check_len("weight", c, w.len())?;
+    }
+    if let Some(b) = bias {
+        check_len("bias", c, b.len())?;
+    }
+    Ok(())
+}
+
+/// Eval forward: `y = weight * (x - mean) / sqrt(var + eps) + bias` per channel, with given
+/// statistics (normally the running ones); `weight`/`bias` default to 1/0 when `None`.
+///
+/// ```
+/// use batchnorm::{forward_eval_into, Dims, Layout, Workspace};
+/// let x = [1.0f32, 2.0, 3.0, 4.0];
+/// let mut y = [0.0f32; 4];
+/// let d = Dims::new(Layout::Nc, &[2, 2]).unwrap();
+/// forward_eval_into(&x, d, None, Some(&[0.5, 0.5]), &[1.0, 2.0], &[4.0, 4.0], 1e-12, &mut y,
+///                   &mut Workspace::new()).unwrap();
+/// assert_eq!(y, [0.5, 0.5, 1.5, 1.5]);
+/// ```
+#[allow(clippy::too_many_arguments)]
+pub fn forward_eval_into(
+    x: &[f32],
+    d: Dims,
+    weight: Option<&[f32]>,
+    bias: Option<&[f32]>,
+    mean: &[f32],
+    var: &[f32],
+    eps: f64,
+    y: &mut [f32],
+    ws: &mut Workspace,
+) -> Result<()> {
+    check_len("x", d.len(), x.len())?;
+    check_len("y", d.len(), y.len())?;
+    check_len("running_mean", d.channels, mean.len())?;
+    check_len("running_var", d.channels, var.len())?;
+    check_params(d.channels, weight, bias)?;
+    let coef = fill_coef(
+        &mut ws.coef,
+        |c| mean[c] as f64,
+        |c| inv_std(var[c] as f64, eps),
+        weight,
+        bias,
+        d.channels,
+    );
+    normalize_unchecked(x, d, coef, y);
+    Ok(())
+}

@@ -1,0 +1,105 @@
+//! Training forward: batch statistics, then normalise with them.
+
+use crate::coefficients::{fold_affine, inv_std};
+use crate::error::{check_len, BnError, Result};
+use crate::forward_eval::{check_params, fill_coef, normalize_unchecked};
+use crate::layout::Dims;
+use crate::moments::Moments;
+use crate::parallel::{for_each_chunk, Plan, SharedMut};
+use crate::saved::{SavedStats, StatsSource};
+use crate::simd::{affine, multiversion};
+use crate::stats::{channel_block_moments, moments_unchecked, shifts};
+use crate::workspace::Workspace;
+
+multiversion! {
+    fn affine_channel(x: &[f32], y: &SharedMut, d: Dims, c: usize, ctr: f32, s: f32, t: f32) {
+        for n in 0..d.outer {
+            let off = (n * d.channels + c) * d.inner;
+            // SAFETY: channel c's slices belong to this task alone.
+            let ys = unsafe { y.slice(off, d.inner) };
+            affine(&x[off..off + d.inner], ys, ctr, s, t);
+        }
+    }
+}
+
+/// Training forward pass over a batch.
+///
+/// Per channel c over its M values: `mean = sum(x) / M`, `var = sum((x - mean)^2) / M`
+/// (biased), `y = weight * (x - mean) / sqrt(var + eps) + bias`. Writes `y`, the batch
+/// `moments` (for the running statistics) and `saved` (mean and inverse std for backward).
+///
+/// Reads `x` twice and writes `y` once; on channels-first tensors whose batch of one channel
+/// fits in cache, each channel is reduced and normalised by the same task so the second
+/// read comes from cache. Fails with [`BnError::Degenerate`] when M = 1; an empty batch
+/// (M = 0) gives empty moments and touches nothing.
+///
+/// ```
+/// use batchnorm::{forward_train_into, Dims, Layout, Moments, SavedStats, Workspace};
+/// let x = [1.0f32, 3.0]; // NC: 2 rows, 1 channel: mean 2, var 1
+/// let mut y = [0.0f32; 2];
+/// let mut m = [Moments::EMPTY];
+/// let mut saved = SavedStats::with_channels(1);
+/// forward_train_into(&x, Dims::new(Layout::Nc, &[2, 1]).unwrap(), None, None, 1e-12,
+///                    &mut y, &mut m, &mut saved, &mut Workspace::new()).unwrap();
+/// assert_eq!(y, [-1.0, 1.0]);
+/// assert_eq!(m[0].mean, 2.0);
+/// ```
+#[allow(clippy::too_many_arguments)]
+pub fn forward_train_into(
+    x: &[f32],
+    d: Dims,
+    weight: Option<&[f32]>,
+    bias: Option<&[f32]>,
+    eps: f64,
+    y: &mut [f32],
+    moments: &mut [Moments],
+    saved: &mut SavedStats,
+    ws: &mut Workspace,
+) -> Result<()> {
+    check_len("x", d.len(), x.len())?;
+    check_len("y", d.len(), y.len())?;
+    check_len("moments", d.channels, moments.len())?;
+    check_params(d.channels, weight, bias)?;
+    if d.per_channel() == 1 {
+        return Err(BnError::Degenerate { shape: vec![d.outer, d.channels, d.inner] });
+    }
+    saved.resize(d.channels);
+    saved.source = StatsSource::Batch;
+    if d.per_channel() == 0 {
+        moments.fill(Moments::EMPTY);
+        saved.mean.fill(f64::NAN);
+        saved.invstd.fill(f64::NAN);
+        return Ok(());
+    }
+    let plan = Plan::new(d);
+    if !d.is_rows() && plan.blocks == 1 {
+        // Fused: each task owns one channel, reduces it, then normalises it while it is
+        // still in cache.
+        let k = shifts(x, d, &mut ws.shift);
+        let yp = SharedMut::new(y);
+        for_each_chunk(moments, 1, d.len(), |c, m| {
+            m[0] = channel_block_moments(x, d, c, 0, d.outer, k[c]);
+            let is = inv_std(m[0].var_biased(), eps);
+            let g = weight.map_or(1.0, |w| w[c] as f64);
+            let b = bias.map_or(0.0, |b| b[c] as f64);
+            let (ctr, s, t) = fold_affine(m[0].mean, is, g, b);
+            affine_channel(x, &yp, d, c, ctr, s, t);
+        });
+    } else {
+        moments_unchecked(x, d, moments, ws);
+        let coef = fill_coef(
+            &mut ws.coef,
+            |c| moments[c].mean,
+            |c| inv_std(moments[c].var_biased(), eps),
+            weight,
+            bias,
+            d.channels,
+        );
+        normalize_unchecked(x, d, coef, y);
+    }
+    for (c, m) in moments.iter().enumerate() {
+        saved.mean[c] = m.mean;
+        saved.invstd[c] = inv_std(m.var_biased(), eps);
+    }
+    Ok(())
+}

@@ -1,0 +1,211 @@
+//! Inner loops shaped for auto-vectorisation, and the CPU-feature dispatch around them.
+//!
+//! Every loop keeps `LANES` independent float64 accumulators and reduces them in a fixed
+//! tree at the end, so the arithmetic (and the result) is the same whichever instruction set
+//! runs it. Rust never contracts `a * b + c` into a fused multiply-add on its own, which keeps
+//! the AVX2 and the baseline builds bitwise identical.
+
+/// Independent accumulators per reduction.
+pub(crate) const LANES: usize = 8;
+
+/// Defines `fn $name(args)` whose body is compiled twice, for the baseline target and for
+/// AVX2+FMA, and picks the AVX2 copy at run time when the CPU has it.
+macro_rules! multiversion {
+    ($(#[$m:meta])* $vis:vis fn $name:ident($($arg:ident : $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
+        $(#[$m])*
+        #[allow(clippy::too_many_arguments)]
+        $vis fn $name($($arg: $ty),*) $(-> $ret)? {
+            #[inline(always)]
+            #[allow(clippy::too_many_arguments)]
+            fn body($($arg: $ty),*) $(-> $ret)? $body
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx2,fma")]
+                #[allow(clippy::too_many_arguments)]
+                unsafe fn avx2($($arg: $ty),*) $(-> $ret)? { body($($arg),*) }
+                if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+                    // SAFETY: the CPU supports the features `avx2` was compiled for.
+                    return unsafe { avx2($($arg),*) };
+                }
+            }
+            body($($arg),*)
+        }
+    };
+}
+pub(crate) use multiversion;
+
+#[inline(always)]
+pub(crate) fn lane_sum(a: &[f64; LANES]) -> f64 {
+    ((a[0] + a[4]) + (a[1] + a[5])) + ((a[2] + a[6]) + (a[3] + a[7]))
+}
+
+/// `a1 += x - k`, `a2 += (x - k)^2`, lane by lane.
+#[inline(always)]
+pub(crate) fn acc_shifted(x: &[f32], k: f64, a1: &mut [f64; LANES], a2: &mut [f64; LANES]) {
+    let mut it = x.chunks_exact(LANES);
+    for c in &mut it {
+        for i in 0..LANES {
+            let d = c[i] as f64 - k;
+            a1[i] += d;
+            a2[i] += d * d;
+        }
+    }
+    for (i, &v) in it.remainder().iter().enumerate() {
+        let d = v as f64 - k;
+        a1[i] += d;
+        a2[i] += d * d;
+    }
+}
+
+/// `a1 += dy`, `a2 += dy * (x - k)`, lane by lane.
+#[inline(always)]
+pub(crate) fn acc_grad(
+    x: &[f32],
+    dy: &[f32],
+    k: f64,
+    a1: &mut [f64; LANES],
+    a2: &mut [f64; LANES],
+) {
+    let n = x.len().min(dy.len());
+    let (x, dy) = (&x[..n], &dy[..n]);
+    let mut ix = x.chunks_exact(LANES);
+    let mut id = dy.chunks_exact(LANES);
+    for (cx, cd) in (&mut ix).zip(&mut id) {
+        for i in 0..LANES {
+            let g = cd[i] as f64;
+            a1[i] += g;
+            a2[i] += g * (cx[i] as f64 - k);
+        }
+    }
+    for (i, (&v, &g)) in ix.remainder().iter().zip(id.remainder()).enumerate() {
+        let g = g as f64;
+        a1[i] += g;
+        a2[i] += g * (v as f64 - k);
+    }
+}
+
+/// `y = (x - ctr) * s + t`.
+#[inline(always)]
+pub(crate) fn affine(x: &[f32], y: &mut [f32], ctr: f32, s: f32, t: f32) {
+    for (yo, &xi) in y.iter_mut().zip(x) {
+        *yo = (xi - ctr) * s + t;
+    }
+}
+
+/// `dx = dy * a + (x - ctr) * b + d`.
+#[inline(always)]
+pub(crate) fn grad_combine(x: &[f32], dy: &[f32], dx: &mut [f32], ctr: f32, a: f32, b: f32, d: f32) {
+    for ((o, &xi), &g) in dx.iter_mut().zip(x).zip(dy) {
+        *o = g * a + ((xi - ctr) * b + d);
+    }
+}
+
+/// Rows of `C` values: `a1[c] += x - k[c]`, `a2[c] += (x - k[c])^2` over every row of `x`,
+/// four rows at a time so the accumulators are loaded once per four rows.
+#[inline(always)]
+pub(crate) fn rows_acc_shifted(x: &[f32], k: &[f64], a1: &mut [f64], a2: &mut [f64]) {
+    let c = k.len();
+    let (a1, a2) = (&mut a1[..c], &mut a2[..c]);
+    let mut it = x.chunks_exact(4 * c);
+    for quad in &mut it {
+        let (r0, rest) = quad.split_at(c);
+        let (r1, rest) = rest.split_at(c);
+        let (r2, r3) = rest.split_at(c);
+        for j in 0..c {
+            let d0 = r0[j] as f64 - k[j];
+            let d1 = r1[j] as f64 - k[j];
+            let d2 = r2[j] as f64 - k[j];
+            let d3 = r3[j] as f64 - k[j];
+            a1[j] += (d0 + d1) + (d2 + d3);
+            a2[j] += (d0 * d0 + d1 * d1) + (d2 * d2 + d3 * d3);
+        }
+    }
+    for row in it.remainder().chunks_exact(c) {
+        for j in 0..c {
+            let d = row[j] as f64 - k[j];
+            a1[j] += d;
+            a2[j] += d * d;
+        }
+    }
+}
+
+/// Rows of `C` values: `a1[c] += dy`, `a2[c] += dy * (x - k[c])`, four rows at a time.
+#[inline(always)]
+pub(crate) fn rows_acc_grad(x: &[f32], dy: &[f32], k: &[f64], a1: &mut [f64], a2: &mut [f64]) {
+    let c = k.len();
+    let (a1, a2) = (&mut a1[..c], &mut a2[..c]);
+    let mut ix = x.chunks_exact(4 * c);
+    let mut id = dy.chunks_exact(4 * c);
+    for (qx, qd) in (&mut ix).zip(&mut id) {
+        let (x0, rest) = qx.split_at(c);
+        let (x1, rest) = rest.split_at(c);
+        let (x2, x3) = rest.split_at(c);
+        let (g0, rest) = qd.split_at(c);
+        let (g1, rest) = rest.split_at(c);
+        let (g2, g3) = rest.split_at(c);
+        for j in 0..c {
+            let (e0, e1, e2, e3) = (g0[j] as f64, g1[j] as f64, g2[j] as f64, g3[j] as f64);
+            a1[j] += (e0 + e1) + (e2 + e3);
+            a2[j] += (e0 * (x0[j] as f64 - k[j]) + e1 * (x1[j] as f64 - k[j]))
+                + (e2 * (x2[j] as f64 - k[j]) + e3 * (x3[j] as f64 - k[j]));
+        }
+    }
+    for (row, grow) in ix.remainder().chunks_exact(c).zip(id.remainder().chunks_exact(c)) {
+        for j in 0..c {
+            let g = grow[j] as f64;
+            a1[j] += g;
+            a2[j] += g * (row[j] as f64 - k[j]);
+        }
+    }
+}
+
+/// Rows of `C` values: `y[c] = (x[c] - ctr[c]) * s[c] + t[c]` for every row.
+#[inline(always)]
+pub(crate) fn rows_affine(x: &[f32], y: &mut [f32], ctr: &[f32], s: &[f32], t: &[f32]) {
+    let c = ctr.len();
+    let (s, t) = (&s[..c], &t[..c]);
+    for (yr, xr) in y.chunks_exact_mut(c).zip(x.chunks_exact(c)) {
+        for j in 0..c {
+            yr[j] = (xr[j] - ctr[j]) * s[j] + t[j];
+        }
+    }
+}
+
+/// Rows of `C` values: `dx[c] = dy[c] * a[c] + ((x[c] - ctr[c]) * b[c] + d[c])`.
+#[inline(always)]
+pub(crate) fn rows_grad_combine(
+    x: &[f32],
+    dy: &[f32],
+    dx: &mut [f32],
+    ctr: &[f32],
+    a: &[f32],
+    b: &[f32],
+    d: &[f32],
+) {
+    let c = ctr.len();
+    let (a, b, d) = (&a[..c], &b[..c], &d[..c]);
+    for ((o, xr), gr) in dx.chunks_exact_mut(c).zip(x.chunks_exact(c)).zip(dy.chunks_exact(c)) {
+        for j in 0..c {
+            o[j] = gr[j] * a[j] + ((xr[j] - ctr[j]) * b[j] + d[j]);
+        }
+    }
+}
+
+/// `dx = dy * a`.
+#[inline(always)]
+pub(crate) fn scale(dy: &[f32], dx: &mut [f32], a: f32) {
+    for (o, &g) in dx.iter_mut().zip(dy) {
+        *o = g * a;
+    }
+}
+
+/// Rows of `C` values: `dx[c] = dy[c] * a[c]`.
+#[inline(always)]
+pub(crate) fn rows_scale(dy: &[f32], dx: &mut [f32], a: &[f32]) {
+    let c = a.len();
+    for (o, gr) in dx.chunks_exact_mut(c).zip(dy.chunks_exact(c)) {
+        for j in 0..c {
+            o[j] = gr[j] * a[j];
+        }
+    }
+}

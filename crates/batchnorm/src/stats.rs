@@ -1,0 +1,109 @@
+//! Per-channel batch statistics: one read of `x`, float64 accumulation about a shift.
+
+use crate::error::{check_len, Result};
+use crate::layout::Dims;
+use crate::moments::Moments;
+use crate::parallel::{for_each_chunk, Plan};
+use crate::simd::{acc_shifted, lane_sum, multiversion, rows_acc_shifted, LANES};
+use crate::workspace::{sized, Workspace};
+
+multiversion! {
+    /// Moments of channel `c` over the outer indices `lo..hi` of a channels-first tensor,
+    /// accumulated about `k`.
+    pub(crate) fn channel_block_moments(x: &[f32], d: Dims, c: usize, lo: usize, hi: usize, k: f64) -> Moments {
+        let mut a1 = [0.0f64; LANES];
+        let mut a2 = [0.0f64; LANES];
+        for n in lo..hi {
+            let off = (n * d.channels + c) * d.inner;
+            acc_shifted(&x[off..off + d.inner], k, &mut a1, &mut a2);
+        }
+        Moments::from_shifted_sums(((hi - lo) * d.inner) as f64, k, lane_sum(&a1), lane_sum(&a2))
+    }
+}
+
+multiversion! {
+    /// Shifted sums of every channel over a block of rows: `acc = [s1 (C) | s2 (C)]`.
+    pub(crate) fn rows_block_sums(x: &[f32], k: &[f64], acc: &mut [f64]) {
+        let (a1, a2) = acc.split_at_mut(k.len());
+        rows_acc_shifted(x, k, a1, a2);
+    }
+}
+
+/// The shift each channel's sums are taken about: its first value, which is close to the
+/// data, so float64 sums of `(x - k)` and `(x - k)^2` lose nothing that matters even when
+/// the mean is 1e4 times the spread.
+pub(crate) fn shifts<'a>(x: &[f32], d: Dims, ws: &'a mut Vec<f64>) -> &'a [f64] {
+    let k = sized(ws, d.channels, 0.0);
+    for (c, kc) in k.iter_mut().enumerate() {
+        *kc = x[c * d.inner] as f64;
+    }
+    k
+}
+
+/// Writes the moments (count, mean, M2) of every channel of `x` into `out`.
+///
+/// For channel c over its M values: `mean = sum(x) / M`, `m2 = sum((x - mean)^2)`, computed
+/// in float64 in one read of `x`; results are identical whatever the number of threads.
+///
+/// ```
+/// use batchnorm::{batch_moments_into, Dims, Layout, Moments, Workspace};
+/// let x = [1.0f32, 10.0, 3.0, 30.0]; // NC, 2 rows, 2 channels
+/// let mut out = [Moments::EMPTY; 2];
+/// batch_moments_into(&x, Dims::new(Layout::Nc, &[2, 2]).unwrap(), &mut out, &mut Workspace::new()).unwrap();
+/// assert_eq!(out[0].mean, 2.0);
+/// assert_eq!(out[1].var_biased(), 100.0);
+/// ```
+pub fn batch_moments_into(
+    x: &[f32],
+    d: Dims,
+    out: &mut [Moments],
+    ws: &mut Workspace,
+) -> Result<()> {
+    check_len("x", d.len(), x.len())?;
+    check_len("moments", d.channels, out.len())?;
+    moments_unchecked(x, d, out, ws);
+    Ok(())
+}
+
+/// [`batch_moments_into`] into a new vector.
+pub fn batch_moments(x: &[f32], d: Dims) -> Result<Vec<Moments>> {
+    let mut out = vec![Moments::EMPTY; d.channels];
+    batch_moments_into(x, d, &mut out, &mut Workspace::new())?;
+    Ok(out)
+}
+
+pub(crate) fn moments_unchecked(x: &[f32], d: Dims, out: &mut [Moments], ws: &mut Workspace) {
+    if d.per_channel() == 0 {
+        out.fill(Moments::EMPTY);
+        return;
+    }
+    let plan = Plan::new(d);
+    let c = d.channels;
+    let k = shifts(x, d, &mut ws.shift);
+    if d.is_rows() {
+        let sums = sized(&mut ws.sums, plan.blocks * 2 * c, 0.0);
+        for_each_chunk(sums, 2 * c, d.len(), |b, acc| {
+            let r = plan.range(b, d.outer);
+            rows_block_sums(&x[r.start * c..r.end * c], k, acc);
+        });
+        for (ch, o) in out.iter_mut().enumerate() {
+            let mut m = Moments::EMPTY;
+            for (b, acc) in sums.chunks_exact(2 * c).enumerate() {
+                let rows = plan.range(b, d.outer).len() as f64;
+                m = m.merge(&Moments::from_shifted_sums(rows, k[ch], acc[ch], acc[c + ch]));
+            }
+            *o = m;
+        }
+    } else {
+        let nb = plan.blocks;
+        let parts = sized(&mut ws.partials, nb * c, Moments::EMPTY);
+        for_each_chunk(parts, 1, d.len(), |i, p| {
+            let (ch, b) = (i / nb, i % nb);
+            let r = plan.range(b, d.outer);
+            p[0] = channel_block_moments(x, d, ch, r.start, r.end, k[ch]);
+        });
+        for (o, ps) in out.iter_mut().zip(parts.chunks_exact(nb)) {
+            *o = ps.iter().fold(Moments::EMPTY, |a, p| a.merge(p));
+        }
+    }
+}
