@@ -1,0 +1,54 @@
+//! Results are bitwise identical whatever the number of threads.
+
+mod common;
+
+use batchnorm::{BatchNorm, BatchNormConfig, Dims, Layout, PopulationStats};
+use common::Rng;
+
+type Outputs = (Vec<u32>, Vec<u32>, Vec<u32>, Vec<u32>, Vec<u32>, Vec<u32>);
+
+fn bits(v: &[f32]) -> Vec<u32> {
+    v.iter().map(|f| f.to_bits()).collect()
+}
+
+fn run(layout: Layout, shape: &[usize]) -> Outputs {
+    let d = Dims::new(layout, shape).unwrap();
+    let mut rng = Rng::new(11);
+    let x = rng.vec(d.len(), 3.0, 2.0);
+    let dy = rng.vec(d.len(), 0.0, 1.0);
+    let mut bn = BatchNorm::new(BatchNormConfig::new(d.channels)).unwrap();
+    let (y, saved) = bn.forward_train(&x, d).unwrap();
+    let g = bn.backward(&x, &dy, d, &saved).unwrap();
+    let (ye, saved_e) = bn.forward_eval(&x, d).unwrap();
+    let ge = bn.backward(&x, &dy, d, &saved_e).unwrap();
+    let mut pop = PopulationStats::new(d.channels);
+    pop.add_batch(&x, d).unwrap();
+    let mut stats = bits(bn.running_mean().unwrap());
+    stats.extend(bits(bn.running_var().unwrap()));
+    stats.extend(bits(&g.dweight.unwrap()));
+    stats.extend(bits(&g.dbias.unwrap()));
+    stats.extend(bits(&ge.dweight.unwrap()));
+    (bits(&y), bits(&g.dx), bits(&ye), bits(&ge.dx), stats, vec![])
+}
+
+#[test]
+fn identical_results_for_1_2_3_and_4_threads() {
+    let shapes: [(Layout, &[usize]); 5] = [
+        (Layout::Nchw, &[8, 2, 64, 64]),
+        (Layout::Nchw, &[4, 64, 16, 16]),
+        (Layout::Nhwc, &[8, 32, 32, 16]),
+        (Layout::Nc, &[512, 256]),
+        (Layout::Ncl, &[3, 1, 40000]),
+    ];
+    for (layout, shape) in shapes {
+        let results: Vec<Outputs> = [1, 2, 3, 4]
+            .into_iter()
+            .map(|t| {
+                rayon::ThreadPoolBuilder::new().num_threads(t).build().unwrap().install(|| run(layout, shape))
+            })
+            .collect();
+        for (t, r) in results.iter().enumerate().skip(1) {
+            assert!(r == &results[0], "{layout} {shape:?}: {} threads differ from 1 thread", t + 1);
+        }
+    }
+}
