@@ -18,7 +18,7 @@
 /// assert_eq!(merged.count, 5.0);
 /// assert!((merged.mean - all.mean).abs() < 1e-12);
 /// assert!((merged.m2 - all.m2).abs() < 1e-9);
-/// assert!((merged.var_biased() - 50.0).abs() < 1e-9);
+/// assert!((merged.var_biased() - 50.96).abs() < 1e-9);
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct Moments {
