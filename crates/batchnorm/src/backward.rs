@@ -30,9 +30,22 @@ multiversion! {
 }
 
 multiversion! {
-    fn rows_block_grad_sums(x: &[f32], dy: &[f32], k: &[f64], acc: &mut [f64]) {
-        let (a1, a2) = acc.split_at_mut(k.len());
-        rows_acc_grad(x, dy, k, a1, a2);
+    /// `[sum(dy) (C) | sum(dy * (x - k)) (C)]` over a block of whole outer indices, in
+    /// memory order.
+    fn block_grad_sums(x: &[f32], dy: &[f32], d: Dims, k: &[f64], acc: &mut [f64]) {
+        let c = d.channels;
+        let (a1, a2) = acc.split_at_mut(c);
+        if d.is_rows() {
+            rows_acc_grad(x, dy, k, a1, a2);
+            return;
+        }
+        for (i, (xr, gr)) in x.chunks_exact(d.inner).zip(dy.chunks_exact(d.inner)).enumerate() {
+            let ch = i % c;
+            let (mut l1, mut l2) = ([0.0f64; LANES], [0.0f64; LANES]);
+            acc_grad(xr, gr, k[ch], &mut l1, &mut l2);
+            a1[ch] += lane_sum(&l1);
+            a2[ch] += lane_sum(&l2);
+        }
     }
 }
 
@@ -95,33 +108,26 @@ fn grad_sums<'a>(
         return out;
     }
     let plan = Plan::new(d);
-    if d.is_rows() {
-        let part = sized(sums, plan.blocks * 2 * c, 0.0);
-        for_each_chunk(part, 2 * c, d.len(), |b, acc| {
-            let r = plan.range(b, d.outer);
-            let r = r.start * c..r.end * c;
-            rows_block_grad_sums(&x[r.clone()], &dy[r], mean, acc);
+    if plan.fused {
+        let part = sized(sums, 2 * c, 0.0);
+        for_each_chunk(part, 2, d.len(), |ch, p| {
+            (p[0], p[1]) = channel_block_grad_sums(x, dy, d, ch, 0, d.outer, mean[ch]);
         });
-        for acc in part.chunks_exact(2 * c) {
-            for (o, a) in out.iter_mut().zip(acc) {
-                *o += a;
-            }
+        for (ch, p) in part.chunks_exact(2).enumerate() {
+            (out[ch], out[c + ch]) = (p[0], p[1]);
         }
-    } else {
-        let nb = plan.blocks;
-        let part = sized(sums, nb * c * 2, 0.0);
-        for_each_chunk(part, 2, d.len(), |i, p| {
-            let (ch, b) = (i / nb, i % nb);
-            let r = plan.range(b, d.outer);
-            let (s1, s2) = channel_block_grad_sums(x, dy, d, ch, r.start, r.end, mean[ch]);
-            p[0] = s1;
-            p[1] = s2;
-        });
-        for ch in 0..c {
-            for p in part[ch * nb * 2..(ch + 1) * nb * 2].chunks_exact(2) {
-                out[ch] += p[0];
-                out[c + ch] += p[1];
-            }
+        return out;
+    }
+    let span = c * d.inner;
+    let part = sized(sums, plan.blocks * 2 * c, 0.0);
+    for_each_chunk(part, 2 * c, d.len(), |b, acc| {
+        let r = plan.range(b, d.outer);
+        let r = r.start * span..r.end * span;
+        block_grad_sums(&x[r.clone()], &dy[r], d, mean, acc);
+    });
+    for acc in part.chunks_exact(2 * c) {
+        for (o, a) in out.iter_mut().zip(acc) {
+            *o += a;
         }
     }
     out
@@ -199,7 +205,7 @@ pub fn backward_into(
     let m = d.per_channel() as f64;
     let gamma = |ch: usize| weight.map_or(1.0, |w| w[ch] as f64);
     let plan = Plan::new(d);
-    let fused = saved.source == StatsSource::Batch && !d.is_rows() && plan.blocks == 1;
+    let fused = saved.source == StatsSource::Batch && plan.fused;
     let sums: &[f64] = if fused && !d.is_empty() {
         let out = sized(&mut ws.totals, 2 * c, 0.0);
         let (s_dy, s_dyx) = out.split_at_mut(c);

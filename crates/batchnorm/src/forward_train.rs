@@ -72,7 +72,7 @@ pub fn forward_train_into(
         return Ok(());
     }
     let plan = Plan::new(d);
-    if !d.is_rows() && plan.blocks == 1 {
+    if plan.fused {
         // Fused: each task owns one channel, reduces it, then normalises it while it is
         // still in cache.
         let k = shifts(x, d, &mut ws.shift);

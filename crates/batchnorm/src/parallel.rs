@@ -12,32 +12,38 @@ pub(crate) const SEQUENTIAL_BELOW: usize = 1 << 15;
 /// Aim for at least this many elements per task.
 const MIN_TASK: usize = 1 << 14;
 
-/// Most blocks a reduction is cut into per channel (channels-first) or in all (rows).
+/// Most blocks a memory-order reduction is cut into.
 const MAX_BLOCKS: usize = 32;
+
+/// Channels-first tensors whose contiguous runs are at least this long are reduced channel
+/// by channel (each run is long enough for the prefetchers); shorter runs are reduced in
+/// memory order, where strided per-channel access would miss the TLB on every run.
+const FUSE_MIN_INNER: usize = 1024;
+
+/// Channel-by-channel reduction needs this many channels to feed the threads.
+const FUSE_MIN_CHANNELS: usize = 8;
 
 /// The decomposition of one tensor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Plan {
-    /// Blocks per channel (channels-first: ranges of the outer axis) or row blocks (rows).
+    /// One task per channel reduces the whole channel, then normalises (or forms dx for)
+    /// it while it is still in cache. Only channels-first.
+    pub fused: bool,
+    /// Otherwise: blocks of the outer axis, reduced in memory order, merged in block order.
     pub blocks: usize,
-    /// Outer indices (channels-first) or rows (rows layout) per block.
+    /// Outer indices per block.
     pub block_len: usize,
 }
 
 impl Plan {
     pub(crate) fn new(d: Dims) -> Plan {
         let outer = d.outer.max(1);
-        let blocks = if d.is_rows() {
-            (d.len() / MIN_TASK).clamp(1, MAX_BLOCKS)
-        } else {
-            // Enough (channel, block) tasks to feed the threads, each still large.
-            let want = MAX_BLOCKS.div_ceil(d.channels.max(1));
-            let room = (d.per_channel() / MIN_TASK).max(1);
-            want.min(room).max(1)
+        if !d.is_rows() && d.inner >= FUSE_MIN_INNER && d.channels >= FUSE_MIN_CHANNELS {
+            return Plan { fused: true, blocks: 1, block_len: outer };
         }
-        .min(outer);
+        let blocks = (d.len() / MIN_TASK).clamp(1, MAX_BLOCKS).min(outer);
         let block_len = outer.div_ceil(blocks);
-        Plan { blocks: outer.div_ceil(block_len), block_len }
+        Plan { fused: false, blocks: outer.div_ceil(block_len), block_len }
     }
 
     /// The outer range of block `b`.

@@ -22,10 +22,22 @@ multiversion! {
 }
 
 multiversion! {
-    /// Shifted sums of every channel over a block of rows: `acc = [s1 (C) | s2 (C)]`.
-    pub(crate) fn rows_block_sums(x: &[f32], k: &[f64], acc: &mut [f64]) {
-        let (a1, a2) = acc.split_at_mut(k.len());
-        rows_acc_shifted(x, k, a1, a2);
+    /// Shifted sums of every channel over a block of whole outer indices, in memory order:
+    /// `acc = [s1 (C) | s2 (C)]`.
+    pub(crate) fn block_sums(x: &[f32], d: Dims, k: &[f64], acc: &mut [f64]) {
+        let c = d.channels;
+        let (a1, a2) = acc.split_at_mut(c);
+        if d.is_rows() {
+            rows_acc_shifted(x, k, a1, a2);
+            return;
+        }
+        for (i, run) in x.chunks_exact(d.inner).enumerate() {
+            let ch = i % c;
+            let (mut l1, mut l2) = ([0.0f64; LANES], [0.0f64; LANES]);
+            acc_shifted(run, k[ch], &mut l1, &mut l2);
+            a1[ch] += lane_sum(&l1);
+            a2[ch] += lane_sum(&l2);
+        }
     }
 }
 
@@ -80,30 +92,24 @@ pub(crate) fn moments_unchecked(x: &[f32], d: Dims, out: &mut [Moments], ws: &mu
     let plan = Plan::new(d);
     let c = d.channels;
     let k = shifts(x, d, &mut ws.shift);
-    if d.is_rows() {
-        let sums = sized(&mut ws.sums, plan.blocks * 2 * c, 0.0);
-        for_each_chunk(sums, 2 * c, d.len(), |b, acc| {
-            let r = plan.range(b, d.outer);
-            rows_block_sums(&x[r.start * c..r.end * c], k, acc);
+    if plan.fused {
+        for_each_chunk(out, 1, d.len(), |ch, o| {
+            o[0] = channel_block_moments(x, d, ch, 0, d.outer, k[ch]);
         });
-        for (ch, o) in out.iter_mut().enumerate() {
-            let mut m = Moments::EMPTY;
-            for (b, acc) in sums.chunks_exact(2 * c).enumerate() {
-                let rows = plan.range(b, d.outer).len() as f64;
-                m = m.merge(&Moments::from_shifted_sums(rows, k[ch], acc[ch], acc[c + ch]));
-            }
-            *o = m;
+        return;
+    }
+    let span = c * d.inner;
+    let sums = sized(&mut ws.sums, plan.blocks * 2 * c, 0.0);
+    for_each_chunk(sums, 2 * c, d.len(), |b, acc| {
+        let r = plan.range(b, d.outer);
+        block_sums(&x[r.start * span..r.end * span], d, k, acc);
+    });
+    for (ch, o) in out.iter_mut().enumerate() {
+        let mut m = Moments::EMPTY;
+        for (b, acc) in sums.chunks_exact(2 * c).enumerate() {
+            let count = (plan.range(b, d.outer).len() * d.inner) as f64;
+            m = m.merge(&Moments::from_shifted_sums(count, k[ch], acc[ch], acc[c + ch]));
         }
-    } else {
-        let nb = plan.blocks;
-        let parts = sized(&mut ws.partials, nb * c, Moments::EMPTY);
-        for_each_chunk(parts, 1, d.len(), |i, p| {
-            let (ch, b) = (i / nb, i % nb);
-            let r = plan.range(b, d.outer);
-            p[0] = channel_block_moments(x, d, ch, r.start, r.end, k[ch]);
-        });
-        for (o, ps) in out.iter_mut().zip(parts.chunks_exact(nb)) {
-            *o = ps.iter().fold(Moments::EMPTY, |a, p| a.merge(p));
-        }
+        *o = m;
     }
 }

@@ -33,8 +33,9 @@ fn run(layout: Layout, shape: &[usize]) -> Outputs {
 
 #[test]
 fn identical_results_for_1_2_3_and_4_threads() {
-    let shapes: [(Layout, &[usize]); 5] = [
+    let shapes: [(Layout, &[usize]); 6] = [
         (Layout::Nchw, &[8, 2, 64, 64]),
+        (Layout::Nchw, &[4, 16, 32, 32]), // long runs, many channels: channel-by-channel tasks
         (Layout::Nchw, &[4, 64, 16, 16]),
         (Layout::Nhwc, &[8, 32, 32, 16]),
         (Layout::Nc, &[512, 256]),

@@ -29,6 +29,7 @@ fn steady_state_training_steps_do_not_allocate() {
             (Layout::Nc, vec![60, 100]),
             (Layout::Nchw, vec![8, 4, 32, 32]),
             (Layout::Nchw, vec![4, 64, 8, 8]),
+            (Layout::Nchw, vec![2, 8, 32, 32]),
             (Layout::Nhwc, vec![8, 16, 16, 32]),
         ] {
             let d = Dims::new(layout, &shape).unwrap();

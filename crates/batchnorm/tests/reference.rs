@@ -174,8 +174,9 @@ proptest! {
 #[test]
 fn large_tensors_match_reference_on_every_path() {
     for (layout, shape) in [
-        (Layout::Nchw, vec![16, 2, 48, 48]),  // few channels: blocked reduction
-        (Layout::Nchw, vec![8, 40, 16, 16]),  // many channels: fused per-channel tasks
+        (Layout::Nchw, vec![16, 2, 48, 48]),  // few channels: memory-order blocks
+        (Layout::Nchw, vec![8, 40, 16, 16]),  // short runs: memory-order blocks
+        (Layout::Nchw, vec![3, 12, 40, 40]),  // long runs, many channels: channel-by-channel tasks
         (Layout::Nhwc, vec![8, 24, 24, 40]),  // rows, several blocks
         (Layout::Nc, vec![1000, 70]),
         (Layout::Ncdhw, vec![3, 3, 10, 30, 30]),
