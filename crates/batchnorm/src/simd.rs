@@ -188,61 +188,80 @@ pub(crate) fn grad_combine(x: &[f32], dy: &[f32], dx: &mut [f32], ctr: f32, a: f
     }
 }
 
+/// Channels per strip of a rows reduction: the strip's accumulators (2 x 8 KB) stay in L1
+/// however wide the rows are.
+const STRIP: usize = 512;
+
 /// Rows of `C` values: `a1[c] += x - k[c]`, `a2[c] += (x - k[c])^2` over every row of `x`,
-/// four rows at a time so the accumulators are loaded once per four rows.
+/// four rows at a time so the accumulators are loaded once per four rows, one strip of
+/// channels at a time. Each channel's additions happen in row order whatever the strip.
 #[inline(always)]
 pub(crate) fn rows_acc_shifted(x: &[f32], k: &[f64], a1: &mut [f64], a2: &mut [f64]) {
     let c = k.len();
-    let (a1, a2) = (&mut a1[..c], &mut a2[..c]);
-    let mut it = x.chunks_exact(4 * c);
-    for quad in &mut it {
-        let (r0, rest) = quad.split_at(c);
-        let (r1, rest) = rest.split_at(c);
-        let (r2, r3) = rest.split_at(c);
-        for j in 0..c {
-            let d0 = r0[j] as f64 - k[j];
-            let d1 = r1[j] as f64 - k[j];
-            let d2 = r2[j] as f64 - k[j];
-            let d3 = r3[j] as f64 - k[j];
-            a1[j] += (d0 + d1) + (d2 + d3);
-            a2[j] += (d0 * d0 + d1 * d1) + (d2 * d2 + d3 * d3);
+    for j0 in (0..c).step_by(STRIP) {
+        let j1 = (j0 + STRIP).min(c);
+        let (k, a1, a2) = (&k[j0..j1], &mut a1[j0..j1], &mut a2[j0..j1]);
+        let w = j1 - j0;
+        let mut it = x.chunks_exact(4 * c);
+        for quad in &mut it {
+            let r0 = &quad[j0..j0 + w];
+            let r1 = &quad[c + j0..c + j0 + w];
+            let r2 = &quad[2 * c + j0..2 * c + j0 + w];
+            let r3 = &quad[3 * c + j0..3 * c + j0 + w];
+            for j in 0..w {
+                let d0 = r0[j] as f64 - k[j];
+                let d1 = r1[j] as f64 - k[j];
+                let d2 = r2[j] as f64 - k[j];
+                let d3 = r3[j] as f64 - k[j];
+                a1[j] += (d0 + d1) + (d2 + d3);
+                a2[j] += (d0 * d0 + d1 * d1) + (d2 * d2 + d3 * d3);
+            }
         }
-    }
-    for row in it.remainder().chunks_exact(c) {
-        for j in 0..c {
-            let d = row[j] as f64 - k[j];
-            a1[j] += d;
-            a2[j] += d * d;
+        for row in it.remainder().chunks_exact(c) {
+            let row = &row[j0..j1];
+            for j in 0..w {
+                let d = row[j] as f64 - k[j];
+                a1[j] += d;
+                a2[j] += d * d;
+            }
         }
     }
 }
 
-/// Rows of `C` values: `a1[c] += dy`, `a2[c] += dy * (x - k[c])`, four rows at a time.
+/// Channels `j0..j0 + w` of row `r` of a block of rows `c` wide.
+#[inline(always)]
+fn row(q: &[f32], r: usize, c: usize, j0: usize, w: usize) -> &[f32] {
+    &q[r * c + j0..r * c + j0 + w]
+}
+
+/// Rows of `C` values: `a1[c] += dy`, `a2[c] += dy * (x - k[c])`, four rows at a time, one
+/// strip of channels at a time.
 #[inline(always)]
 pub(crate) fn rows_acc_grad(x: &[f32], dy: &[f32], k: &[f64], a1: &mut [f64], a2: &mut [f64]) {
     let c = k.len();
-    let (a1, a2) = (&mut a1[..c], &mut a2[..c]);
-    let mut ix = x.chunks_exact(4 * c);
-    let mut id = dy.chunks_exact(4 * c);
-    for (qx, qd) in (&mut ix).zip(&mut id) {
-        let (x0, rest) = qx.split_at(c);
-        let (x1, rest) = rest.split_at(c);
-        let (x2, x3) = rest.split_at(c);
-        let (g0, rest) = qd.split_at(c);
-        let (g1, rest) = rest.split_at(c);
-        let (g2, g3) = rest.split_at(c);
-        for j in 0..c {
-            let (e0, e1, e2, e3) = (g0[j] as f64, g1[j] as f64, g2[j] as f64, g3[j] as f64);
-            a1[j] += (e0 + e1) + (e2 + e3);
-            a2[j] += (e0 * (x0[j] as f64 - k[j]) + e1 * (x1[j] as f64 - k[j]))
-                + (e2 * (x2[j] as f64 - k[j]) + e3 * (x3[j] as f64 - k[j]));
+    for j0 in (0..c).step_by(STRIP) {
+        let j1 = (j0 + STRIP).min(c);
+        let (k, a1, a2) = (&k[j0..j1], &mut a1[j0..j1], &mut a2[j0..j1]);
+        let w = j1 - j0;
+        let mut ix = x.chunks_exact(4 * c);
+        let mut id = dy.chunks_exact(4 * c);
+        for (qx, qd) in (&mut ix).zip(&mut id) {
+            let (x0, x1, x2, x3) = (row(qx, 0, c, j0, w), row(qx, 1, c, j0, w), row(qx, 2, c, j0, w), row(qx, 3, c, j0, w));
+            let (g0, g1, g2, g3) = (row(qd, 0, c, j0, w), row(qd, 1, c, j0, w), row(qd, 2, c, j0, w), row(qd, 3, c, j0, w));
+            for j in 0..w {
+                let (e0, e1, e2, e3) = (g0[j] as f64, g1[j] as f64, g2[j] as f64, g3[j] as f64);
+                a1[j] += (e0 + e1) + (e2 + e3);
+                a2[j] += (e0 * (x0[j] as f64 - k[j]) + e1 * (x1[j] as f64 - k[j]))
+                    + (e2 * (x2[j] as f64 - k[j]) + e3 * (x3[j] as f64 - k[j]));
+            }
         }
-    }
-    for (row, grow) in ix.remainder().chunks_exact(c).zip(id.remainder().chunks_exact(c)) {
-        for j in 0..c {
-            let g = grow[j] as f64;
-            a1[j] += g;
-            a2[j] += g * (row[j] as f64 - k[j]);
+        for (row, grow) in ix.remainder().chunks_exact(c).zip(id.remainder().chunks_exact(c)) {
+            let (row, grow) = (&row[j0..j1], &grow[j0..j1]);
+            for j in 0..w {
+                let g = grow[j] as f64;
+                a1[j] += g;
+                a2[j] += g * (row[j] as f64 - k[j]);
+            }
         }
     }
 }
