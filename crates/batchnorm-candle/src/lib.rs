@@ -1,1 +1,23 @@
-pub fn _x(){}
+//! # batchnorm-candle
+//!
+//! A batch-normalization layer for [candle](https://github.com/huggingface/candle) whose
+//! forward and backward passes are the `batchnorm` crate's fused, float64-accumulating
+//! kernels, run as candle custom ops. Semantics are PyTorch's `BatchNorm{1,2,3}d`
+//! (momentum or cumulative average, unbiased or biased running variance, `affine`,
+//! `track_running_stats`); variables carry `candle_nn::batch_norm`'s names, so checkpoints
+//! interchange with candle-nn and PyTorch.
+
+#![warn(missing_docs)]
+
+mod dims;
+mod fallback;
+mod layer;
+mod ops;
+
+pub use batchnorm::{BatchNormConfig, Momentum, RunningVar};
+pub use layer::{batch_norm, BatchNorm};
+
+/// The core crate's errors as candle errors (the message is kept whole).
+pub(crate) fn to_candle(e: batchnorm::BnError) -> candle_core::Error {
+    candle_core::Error::Msg(e.to_string())
+}

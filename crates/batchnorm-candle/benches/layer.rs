@@ -1,0 +1,43 @@
+//! One training step (forward + backward) and eval of our candle layer against
+//! `candle_nn::BatchNorm` on the suite's CNN shapes.
+//!
+//! cargo bench -p batchnorm-candle --bench layer
+
+use batchnorm_candle::{batch_norm, BatchNormConfig};
+use candle_core::{DType, Device, ModuleT, Tensor, Var};
+use candle_nn::{VarBuilder, VarMap};
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
+use std::time::Duration;
+
+const SHAPES: [[usize; 4]; 3] = [[32, 64, 56, 56], [64, 256, 14, 14], [128, 512, 7, 7]];
+
+fn layer(c: &mut Criterion) {
+    let mut g = c.benchmark_group("candle_bn");
+    g.sample_size(10).warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(3));
+    for shape in SHAPES {
+        let ch = shape[1];
+        let id = shape.iter().map(|s| s.to_string()).collect::<Vec<_>>().join("x");
+        let x = Var::from_tensor(&Tensor::randn(0f32, 1., &shape[..], &Device::Cpu).unwrap()).unwrap();
+        let dy = Tensor::randn(0f32, 1., &shape[..], &Device::Cpu).unwrap();
+        let vm_a = VarMap::new();
+        let ours = batch_norm(ch, BatchNormConfig::new(ch), VarBuilder::from_varmap(&vm_a, DType::F32, &Device::Cpu)).unwrap();
+        let vm_b = VarMap::new();
+        let nn = candle_nn::batch_norm(ch, 1e-5, VarBuilder::from_varmap(&vm_b, DType::F32, &Device::Cpu)).unwrap();
+        let modules: [(&str, &dyn ModuleT); 2] = [("ours", &ours), ("candle_nn", &nn)];
+        for (name, m) in modules {
+            g.bench_function(BenchmarkId::new(format!("train_step/{name}"), &id), |b| {
+                b.iter(|| {
+                    let y = m.forward_t(x.as_tensor(), true).unwrap();
+                    (y * &dy).unwrap().sum_all().unwrap().backward().unwrap()
+                })
+            });
+            g.bench_function(BenchmarkId::new(format!("eval/{name}"), &id), |b| {
+                b.iter(|| m.forward_t(x.as_tensor(), false).unwrap())
+            });
+        }
+    }
+    g.finish();
+}
+
+criterion_group!(benches, layer);
+criterion_main!(benches);

@@ -1,0 +1,194 @@
+//! The `BatchNorm` module.
+
+use crate::dims::dims_of;
+use crate::fallback;
+use crate::ops::{BnOp, Shared};
+use batchnorm::{BatchNormConfig, Moments};
+use candle_core::{bail, DType, Device, ModuleT, Result, Tensor, Var};
+use candle_nn::{Init, VarBuilder};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// Batch normalization as a candle [`ModuleT`], with PyTorch's semantics and the `batchnorm`
+/// crate's fused kernels behind it.
+///
+/// `forward_t(x, true)` normalises with the batch statistics and updates the running ones
+/// (when tracked); `forward_t(x, false)` uses the running statistics (or the batch's, when
+/// `track_running_stats` is false). On f32 CPU tensors forward and backward are single fused
+/// kernels (custom ops over x, gamma and beta); other devices and dtypes run composed candle
+/// ops with the same semantics.
+///
+/// The variables are named as `candle_nn::batch_norm` and PyTorch name them (`weight`,
+/// `bias`, `running_mean`, `running_var`), so checkpoints interchange.
+///
+/// ```
+/// use batchnorm_candle::{batch_norm, BatchNormConfig};
+/// use candle_core::{DType, Device, ModuleT, Tensor};
+/// use candle_nn::{VarBuilder, VarMap};
+/// let vm = VarMap::new();
+/// let vb = VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu);
+/// let bn = batch_norm(3, BatchNormConfig::new(3), vb.pp("bn")).unwrap();
+/// let x = Tensor::arange(0f32, 24., &Device::Cpu).unwrap().reshape((2, 3, 2, 2)).unwrap();
+/// let y = bn.forward_t(&x, true).unwrap();
+/// assert_eq!(y.dims(), &[2, 3, 2, 2]);
+/// assert_eq!(bn.num_batches_tracked(), 1);
+/// ```
+#[derive(Debug, Clone)]
+pub struct BatchNorm {
+    config: BatchNormConfig,
+    channels_last: bool,
+    weight: Option<Tensor>,
+    bias: Option<Tensor>,
+    running_mean: Option<Var>,
+    running_var: Option<Var>,
+    num_batches_tracked: Arc<AtomicI64>,
+}
+
+/// Creates a [`BatchNorm`] over `num_features` channels with its variables from `vb`:
+/// `weight` (init 1) and `bias` (init 0) when affine, `running_mean` (0) and `running_var`
+/// (1) when tracking. `config.num_features` is replaced by `num_features`.
+pub fn batch_norm(num_features: usize, config: BatchNormConfig, vb: VarBuilder) -> Result<BatchNorm> {
+    let config = BatchNormConfig { num_features, ..config };
+    config.validate().map_err(crate::to_candle)?;
+    let (weight, bias) = if config.affine {
+        (
+            Some(vb.get_with_hints(num_features, "weight", Init::Const(1.))?),
+            Some(vb.get_with_hints(num_features, "bias", Init::Const(0.))?),
+        )
+    } else {
+        (None, None)
+    };
+    let (running_mean, running_var) = if config.track_running_stats {
+        (
+            Some(Var::from_tensor(&vb.get_with_hints(num_features, "running_mean", Init::Const(0.))?)?),
+            Some(Var::from_tensor(&vb.get_with_hints(num_features, "running_var", Init::Const(1.))?)?),
+        )
+    } else {
+        (None, None)
+    };
+    Ok(BatchNorm {
+        config,
+        channels_last: false,
+        weight,
+        bias,
+        running_mean,
+        running_var,
+        num_batches_tracked: Arc::new(AtomicI64::new(0)),
+    })
+}
+
+impl BatchNorm {
+    /// Inputs of rank 3 and 4 are channels-last (`NLC`, `NHWC`) rather than channels-first.
+    pub fn channels_last(mut self, yes: bool) -> Self {
+        self.channels_last = yes;
+        self
+    }
+    /// The configuration.
+    pub fn config(&self) -> &BatchNormConfig {
+        &self.config
+    }
+    /// gamma, when affine.
+    pub fn weight(&self) -> Option<&Tensor> {
+        self.weight.as_ref()
+    }
+    /// beta, when affine.
+    pub fn bias(&self) -> Option<&Tensor> {
+        self.bias.as_ref()
+    }
+    /// The running mean, when tracked.
+    pub fn running_mean(&self) -> Option<&Tensor> {
+        self.running_mean.as_ref().map(Var::as_tensor)
+    }
+    /// The running variance, when tracked.
+    pub fn running_var(&self) -> Option<&Tensor> {
+        self.running_var.as_ref().map(Var::as_tensor)
+    }
+    /// Training batches seen (PyTorch's `num_batches_tracked`; not a candle variable, so
+    /// candle-nn checkpoints without it still load).
+    pub fn num_batches_tracked(&self) -> i64 {
+        self.num_batches_tracked.load(Ordering::Relaxed)
+    }
+    /// Sets `num_batches_tracked` (after loading a checkpoint that recorded it).
+    pub fn set_num_batches_tracked(&self, n: i64) {
+        self.num_batches_tracked.store(n, Ordering::Relaxed)
+    }
+
+    /// Writes new running statistics from one training batch's moments (float64 update).
+    fn update_running(&self, moments: &[Moments]) -> Result<()> {
+        let (Some(rm), Some(rv)) = (&self.running_mean, &self.running_var) else { return Ok(()) };
+        let n = self.num_batches_tracked.fetch_add(1, Ordering::Relaxed) + 1;
+        let dt = rm.dtype();
+        let mut m: Vec<f32> = rm.as_tensor().to_dtype(DType::F32)?.to_vec1()?;
+        let mut v: Vec<f32> = rv.as_tensor().to_dtype(DType::F32)?.to_vec1()?;
+        batchnorm::update_running(&self.config, moments, n, &mut m, &mut v);
+        let dev = rm.device();
+        rm.set(&Tensor::from_vec(m, self.config.num_features, dev)?.to_dtype(dt)?)?;
+        rv.set(&Tensor::from_vec(v, self.config.num_features, dev)?.to_dtype(dt)?)?;
+        Ok(())
+    }
+
+    /// gamma and beta for the op; constant 1/0 when the layer is not affine.
+    fn params(&self, dev: &Device) -> Result<(Tensor, Tensor)> {
+        match (&self.weight, &self.bias) {
+            (Some(w), Some(b)) => Ok((w.to_dtype(DType::F32)?, b.to_dtype(DType::F32)?)),
+            _ => {
+                let c = self.config.num_features;
+                Ok((Tensor::ones(c, DType::F32, dev)?, Tensor::zeros(c, DType::F32, dev)?))
+            }
+        }
+    }
+
+    fn fused(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let (_, d) = dims_of(x.dims(), self.channels_last, self.config.num_features)?;
+        let batch = train || self.running_mean.is_none();
+        let stats = if batch {
+            None
+        } else {
+            let rm = self.running_mean.as_ref().expect("tracked").as_tensor();
+            let rv = self.running_var.as_ref().expect("tracked").as_tensor();
+            Some((rm.to_dtype(DType::F32)?.to_vec1()?, rv.to_dtype(DType::F32)?.to_vec1()?))
+        };
+        let shared = Arc::new(Mutex::new(Shared::default()));
+        let op = BnOp { dims: d, eps: self.config.eps, affine: self.weight.is_some(), stats, shared: shared.clone() };
+        let (g, b) = self.params(x.device())?;
+        let y = x.contiguous()?.apply_op3_arc(&g, &b, Arc::new(Box::new(op)))?;
+        if train && !d.is_empty() {
+            let moments = std::mem::take(&mut shared.lock().expect("batch norm state poisoned").moments);
+            self.update_running(&moments)?;
+        }
+        Ok(y)
+    }
+
+    fn composed(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let (_, d) = dims_of(x.dims(), self.channels_last, self.config.num_features)?;
+        let xc = fallback::to_channels_first(x, self.channels_last)?;
+        let (w, b) = (self.weight.as_ref(), self.bias.as_ref());
+        let y = match (&self.running_mean, &self.running_var, train) {
+            (Some(rm), Some(rv), false) => fallback::eval(&xc, w, b, rm.as_tensor(), rv.as_tensor(), self.config.eps)?,
+            _ => {
+                if d.per_channel() == 1 {
+                    bail!("expected more than 1 value per channel when training, got input of shape {:?}", x.dims());
+                }
+                let (y, mean, var) = fallback::train(&xc, w, b, self.config.eps)?;
+                if train && !d.is_empty() {
+                    let m = d.per_channel() as f64;
+                    let moments: Vec<Moments> =
+                        mean.iter().zip(&var).map(|(&mean, &v)| Moments { count: m, mean, m2: v * m }).collect();
+                    self.update_running(&moments)?;
+                }
+                y
+            }
+        };
+        fallback::from_channels_first(&y, self.channels_last)
+    }
+}
+
+impl ModuleT for BatchNorm {
+    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        if x.device().is_cpu() && x.dtype() == DType::F32 {
+            self.fused(x, train)
+        } else {
+            self.composed(x, train)
+        }
+    }
+}

@@ -1,0 +1,113 @@
+//! The core's fused kernels as candle custom ops over (x, gamma, beta).
+
+use crate::to_candle;
+use batchnorm::{backward_into, forward_eval_into, forward_train_into, inv_std, Dims, Moments, SavedStats, StatsSource, Workspace};
+use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Storage, Tensor};
+use std::sync::{Arc, Mutex};
+
+/// The contiguous float32 slice a CPU storage holds for `layout`.
+fn slice<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
+    let Some((a, b)) = l.contiguous_offsets() else { bail!("batch norm op: input is not contiguous") };
+    Ok(&s.as_slice::<f32>()?[a..b])
+}
+
+/// Runs `f` on the contiguous float32 data of a CPU tensor.
+fn with_cpu_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> Result<R>) -> Result<R> {
+    let t = t.contiguous()?;
+    let (st, l) = t.storage_and_layout();
+    match &*st {
+        Storage::Cpu(cs) => f(slice(cs, l)?),
+        _ => bail!("batch norm op: expected a CPU tensor"),
+    }
+}
+
+/// What a forward pass leaves for the backward pass and for the running-statistics update.
+#[derive(Debug, Default)]
+pub(crate) struct Shared {
+    pub saved: SavedStats,
+    pub moments: Vec<Moments>,
+}
+
+/// Forward (batch statistics, or given statistics) and fused backward, both from the core.
+pub(crate) struct BnOp {
+    pub dims: Dims,
+    pub eps: f64,
+    pub affine: bool,
+    /// `Some((mean, var))`: normalise with these (eval); `None`: batch statistics.
+    pub stats: Option<(Vec<f32>, Vec<f32>)>,
+    pub shared: Arc<Mutex<Shared>>,
+}
+
+impl CustomOp3 for BnOp {
+    fn name(&self) -> &'static str {
+        "batchnorm"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let x = slice(s1, l1)?;
+        let (g, b) = (slice(s2, l2)?, slice(s3, l3)?);
+        let (g, b) = if self.affine { (Some(g), Some(b)) } else { (None, None) };
+        let d = self.dims;
+        let mut y = vec![0.0f32; d.len()];
+        let mut ws = Workspace::new();
+        let mut sh = self.shared.lock().expect("batch norm state poisoned");
+        let sh = &mut *sh;
+        match &self.stats {
+            None => {
+                sh.moments.resize(d.channels, Moments::EMPTY);
+                forward_train_into(x, d, g, b, self.eps, &mut y, &mut sh.moments, &mut sh.saved, &mut ws)
+                    .map_err(to_candle)?;
+            }
+            Some((mean, var)) => {
+                forward_eval_into(x, d, g, b, mean, var, self.eps, &mut y, &mut ws).map_err(to_candle)?;
+                sh.saved = SavedStats {
+                    mean: mean.iter().map(|&v| v as f64).collect(),
+                    invstd: var.iter().map(|&v| inv_std(v as f64, self.eps)).collect(),
+                    source: StatsSource::Running,
+                };
+            }
+        }
+        Ok((CpuStorage::F32(y), l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        gamma: &Tensor,
+        beta: &Tensor,
+        _y: &Tensor,
+        dy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let d = self.dims;
+        let saved = &self.shared.lock().expect("batch norm state poisoned").saved;
+        let mut dx = vec![0.0f32; d.len()];
+        let (mut dg, mut db) = (vec![0.0f32; d.channels], vec![0.0f32; d.channels]);
+        with_cpu_f32(x, |xs| {
+            with_cpu_f32(dy, |gs| {
+                let mut run = |w: Option<&[f32]>| {
+                    backward_into(xs, gs, d, w, saved, &mut dx, Some(&mut dg), Some(&mut db), &mut Workspace::new())
+                        .map_err(to_candle)
+                };
+                if self.affine {
+                    with_cpu_f32(gamma, |w| run(Some(w)))
+                } else {
+                    run(None)
+                }
+            })
+        })?;
+        let dev = x.device();
+        Ok((
+            Some(Tensor::from_vec(dx, x.shape(), dev)?),
+            Some(Tensor::from_vec(dg, gamma.shape(), dev)?),
+            Some(Tensor::from_vec(db, beta.shape(), dev)?),
+        ))
+    }
+}
