@@ -1,0 +1,257 @@
+//! The `bnlab` command line.
+
+use crate::data::Source;
+use crate::model::{Act, Arch, BnSpec, ModelSpec, WeightInit};
+use crate::paper::{self, PaperArgs};
+use crate::train::{DataSpec, LrDecay, Run, TrainConfig};
+use anyhow::{bail, Result};
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser, Debug)]
+#[command(name = "bnlab", version, about = "The batch-normalization lab: train, measure and plot what batch normalization does")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Args, Debug, Clone)]
+struct DataArgs {
+    /// An MNIST-format directory (train-images-idx3-ubyte[.gz], train-labels-idx1-ubyte[.gz], t10k-*).
+    #[arg(long, value_name = "DIR")]
+    data: Option<PathBuf>,
+    /// A named dataset: mnist-10k (built in, the default) or fashion-mnist (Debian's package).
+    #[arg(long, value_name = "NAME")]
+    dataset: Option<String>,
+}
+
+impl DataArgs {
+    fn source(&self) -> Result<Source> {
+        Source::from_flags(self.data.as_deref(), self.dataset.as_deref())
+    }
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Reproduce the paper's Figure 1 (with and without BN) and write a report.
+    Paper {
+        /// Training steps per net (the paper: 50000).
+        #[arg(long, default_value_t = 6000)]
+        steps: u64,
+        /// Learning rate of plain SGD, the same for both nets.
+        #[arg(long, default_value_t = 0.5)]
+        lr: f64,
+        /// Evaluate every this many steps.
+        #[arg(long, default_value_t = 100)]
+        eval_every: u64,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Standard deviation of the Gaussian weight init.
+        #[arg(long, default_value_t = 0.1)]
+        init_std: f64,
+        /// The last-hidden-layer unit whose input distribution is tracked.
+        #[arg(long, default_value_t = 0)]
+        unit: usize,
+        #[arg(long, default_value_t = 60)]
+        batch_size: usize,
+        /// Output directory (default runs/paper-<timestamp>).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[command(flatten)]
+        data: DataArgs,
+    },
+    /// Train one model and record metrics and checkpoints.
+    Train(TrainArgs),
+    /// Run batch-norm conformance cases against the core library.
+    Conformance {
+        /// Directory of *.safetensors cases.
+        dir: PathBuf,
+        /// Write what was computed here.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+}
+
+#[derive(Args, Debug)]
+struct TrainArgs {
+    /// mlp or cnn.
+    #[arg(long, default_value = "mlp")]
+    model: String,
+    /// Hidden widths of the MLP, comma-separated.
+    #[arg(long, default_value = "100,100,100", value_delimiter = ',')]
+    widths: Vec<usize>,
+    /// Channels of the CNN's two convolutions.
+    #[arg(long, default_value = "8,16", value_delimiter = ',')]
+    channels: Vec<usize>,
+    /// Use batch normalization after every hidden layer.
+    #[arg(long, overrides_with = "no_bn")]
+    bn: bool,
+    /// No batch normalization (the default).
+    #[arg(long)]
+    no_bn: bool,
+    #[arg(long, value_enum, default_value = "relu")]
+    act: Act,
+    #[arg(long, default_value_t = 0.1)]
+    lr: f64,
+    /// Multiply the learning rate by --lr-decay-factor every this many steps.
+    #[arg(long)]
+    lr_decay_every: Option<u64>,
+    #[arg(long, default_value_t = 0.5)]
+    lr_decay_factor: f64,
+    /// sgd or momentum.
+    #[arg(long, default_value = "sgd")]
+    optimizer: String,
+    #[arg(long, default_value_t = 0.9)]
+    momentum: f64,
+    #[arg(long, default_value_t = 0.0)]
+    weight_decay: f64,
+    #[arg(long, default_value_t = 60)]
+    batch_size: usize,
+    #[arg(long, default_value_t = 2000)]
+    steps: u64,
+    #[arg(long, default_value_t = 0.0)]
+    dropout: f64,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    #[arg(long, default_value_t = 100)]
+    eval_every: u64,
+    /// Gaussian init std (default: He for ReLU, LeCun for sigmoid).
+    #[arg(long)]
+    init_std: Option<f64>,
+    /// BN momentum (PyTorch convention); "none" for the cumulative average.
+    #[arg(long, default_value = "0.1")]
+    bn_momentum: String,
+    /// Train on the first N training examples only.
+    #[arg(long)]
+    train_subset: Option<usize>,
+    /// Run directory (default runs/train-<timestamp>).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Continue the run in this directory from its last checkpoint (other flags but
+    /// --steps are taken from its config.json).
+    #[arg(long, value_name = "DIR")]
+    resume: Option<PathBuf>,
+    #[command(flatten)]
+    data: DataArgs,
+}
+
+fn train_config(t: &TrainArgs) -> Result<TrainConfig> {
+    let arch = match t.model.as_str() {
+        "mlp" => Arch::Mlp { widths: t.widths.clone() },
+        "cnn" => {
+            let [a, b] = t.channels[..] else { bail!("--channels takes two numbers, got {:?}", t.channels) };
+            Arch::Cnn { channels: [a, b] }
+        }
+        m => bail!("unknown --model {m:?}: use mlp or cnn"),
+    };
+    let bn_momentum = match t.bn_momentum.as_str() {
+        "none" => None,
+        m => Some(m.parse::<f64>().map_err(|_| anyhow::anyhow!("--bn-momentum takes a number in [0, 1] or none, got {m:?}"))?),
+    };
+    if let Some(m) = bn_momentum {
+        if !(0.0..=1.0).contains(&m) {
+            bail!("--bn-momentum must be in [0, 1] (PyTorch convention), got {m}");
+        }
+    }
+    let momentum = match t.optimizer.as_str() {
+        "sgd" => 0.0,
+        "momentum" => t.momentum,
+        o => bail!("unknown --optimizer {o:?}: use sgd or momentum"),
+    };
+    let init = match (t.init_std, t.act) {
+        (Some(s), _) => WeightInit::Gaussian(s),
+        (None, Act::Relu) => WeightInit::He,
+        (None, Act::Sigmoid) => WeightInit::Lecun,
+    };
+    Ok(TrainConfig {
+        model: ModelSpec {
+            arch,
+            act: t.act,
+            bn: (t.bn && !t.no_bn).then(|| BnSpec { momentum: bn_momentum, ..BnSpec::default() }),
+            dropout: t.dropout,
+            init,
+        },
+        data: DataSpec::from_source(&t.data.source()?),
+        train_subset: t.train_subset,
+        lr: t.lr,
+        lr_decay: t.lr_decay_every.map(|every| LrDecay { every, factor: t.lr_decay_factor }),
+        momentum,
+        weight_decay: t.weight_decay,
+        batch_size: t.batch_size,
+        steps: t.steps,
+        eval_every: t.eval_every,
+        seed: t.seed,
+        frozen: vec![],
+    })
+}
+
+/// Exit status when training diverged.
+pub const EXIT_DIVERGED: u8 = 3;
+
+fn train(t: &TrainArgs) -> Result<ExitCode> {
+    let mut run = if let Some(dir) = &t.resume {
+        let steps = std::env::args().any(|a| a == "--steps" || a.starts_with("--steps=")).then_some(t.steps);
+        let run = Run::resume(dir, steps)?;
+        eprintln!("resuming {} at step {} of {}", dir.display(), run.step, run.cfg.steps);
+        run
+    } else {
+        let cfg = train_config(t)?;
+        let data = cfg.data.source().load()?;
+        let dir = t.out.clone().unwrap_or_else(|| PathBuf::from("runs").join(format!("train-{}", crate::report::timestamp())));
+        eprintln!("training on {} ({} train / {} test images); run directory {}", data.name, data.train.len(), data.test.len(), dir.display());
+        Run::new(cfg, data, Some(&dir))?
+    };
+    run.progress = true;
+    let outcome = run.train(&mut |_, _| Ok(vec![]))?;
+    let dir = run.dir.clone().expect("train runs have a directory");
+    if let Some((step, loss)) = outcome.diverged {
+        eprintln!(
+            "error: training diverged at step {step} (loss {loss}); the last good checkpoint (step {}) is kept in {}",
+            outcome.rows.last().map_or(0, |r| r.step),
+            dir.join("checkpoint.safetensors").display()
+        );
+        return Ok(ExitCode::from(EXIT_DIVERGED));
+    }
+    println!(
+        "done: step {}, test accuracy {:.4} (best {:.4}); metrics in {}",
+        run.step,
+        outcome.final_acc(),
+        outcome.best_acc(),
+        dir.join("metrics.csv").display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn dispatch(cli: Cli) -> Result<ExitCode> {
+    match cli.cmd {
+        Cmd::Paper { steps, lr, eval_every, seed, init_std, unit, batch_size, out, data } => {
+            let args = PaperArgs { steps, lr, eval_every, seed, init_std, unit, batch_size, source: data.source()?, out, quiet: false };
+            let dir = paper::run(&args)?;
+            println!("report: {}", dir.join("report.html").display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Train(t) => train(&t),
+        Cmd::Conformance { dir, out } => {
+            let sum = batchnorm::conformance::run_dir(&dir, out.as_deref()).map_err(|e| anyhow::anyhow!("{e}"))?;
+            for (name, why) in &sum.failed {
+                println!("FAIL {name}: {}", why.join("; "));
+            }
+            println!("{} passed, {} failed", sum.passed, sum.failed.len());
+            Ok(if sum.failed.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+    }
+}
+
+/// Parses the command line, runs it, and turns every error into one line on stderr.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match dispatch(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            let chain: Vec<String> = e.chain().map(|c| c.to_string()).collect();
+            eprintln!("error: {}", chain.join(": "));
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,17 @@
+//! # bnlab
+//!
+//! The batch-normalization lab: data, models, training, experiments, plots and reports
+//! that measure what batch normalization does to training. The command-line front end is
+//! the `bnlab` binary; everything it does is reachable from here too.
+
+pub mod checkpoint;
+pub mod cli;
+pub mod data;
+pub mod model;
+pub mod optim;
+pub mod paper;
+pub mod plot;
+pub mod report;
+pub mod rng;
+pub mod stats;
+pub mod train;
