@@ -36,14 +36,14 @@ impl DataArgs {
 enum Cmd {
     /// Reproduce the paper's Figure 1 (with and without BN) and write a report.
     Paper {
-        /// Training steps per net (the paper: 50000).
-        #[arg(long, default_value_t = 6000)]
+        /// Training steps per net (the paper: 50000; the default fits in about a minute).
+        #[arg(long, default_value_t = 20000)]
         steps: u64,
         /// Learning rate of plain SGD, the same for both nets.
         #[arg(long, default_value_t = 0.5)]
         lr: f64,
         /// Evaluate every this many steps.
-        #[arg(long, default_value_t = 100)]
+        #[arg(long, default_value_t = 200)]
         eval_every: u64,
         #[arg(long, default_value_t = 1)]
         seed: u64,
@@ -92,7 +92,7 @@ struct TrainArgs {
     no_bn: bool,
     #[arg(long, value_enum, default_value = "relu")]
     act: Act,
-    #[arg(long, default_value_t = 0.1)]
+    #[arg(long, default_value_t = 0.1, allow_negative_numbers = true)]
     lr: f64,
     /// Multiply the learning rate by --lr-decay-factor every this many steps.
     #[arg(long)]
@@ -104,13 +104,13 @@ struct TrainArgs {
     optimizer: String,
     #[arg(long, default_value_t = 0.9)]
     momentum: f64,
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
     weight_decay: f64,
     #[arg(long, default_value_t = 60)]
     batch_size: usize,
     #[arg(long, default_value_t = 2000)]
     steps: u64,
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
     dropout: f64,
     #[arg(long, default_value_t = 1)]
     seed: u64,

@@ -1,0 +1,54 @@
+//! The binary: every error is one clear line and a non-zero exit.
+
+use std::process::Command;
+
+fn bnlab(args: &[&str]) -> (i32, String, String) {
+    let o = Command::new(env!("CARGO_BIN_EXE_bnlab")).args(args).output().unwrap();
+    (o.status.code().unwrap_or(-1), String::from_utf8_lossy(&o.stdout).into(), String::from_utf8_lossy(&o.stderr).into())
+}
+
+#[test]
+fn bad_flags_missing_data_and_unwritable_output_fail_with_one_clear_line() {
+    let (code, _, err) = bnlab(&["train", "--lr", "-1", "--steps", "1", "--out", "/tmp/bnlab-never"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("--lr must be a positive number"), "{err}");
+    let (code, _, err) = bnlab(&["train", "--model", "rnn"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("unknown --model"), "{err}");
+    let (code, _, err) = bnlab(&["train", "--data", "/nonexistent/mnist", "--steps", "1"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("/nonexistent/mnist") && err.lines().count() == 1, "{err}");
+    let (code, _, err) = bnlab(&["paper", "--steps", "1", "--out", "/proc/forbidden/run"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("/proc/forbidden/run"), "{err}");
+    let (code, _, err) = bnlab(&["train", "--resume", "/nonexistent/run"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("config.json"), "{err}");
+    let (code, _, err) = bnlab(&["frobnicate"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("frobnicate"), "{err}");
+}
+
+#[test]
+fn conformance_subcommand_runs_the_core_cases() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../batchnorm/tests/data/conformance/cases");
+    let (code, out, _) = bnlab(&["conformance", dir]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(out.lines().last().unwrap(), "49 passed, 0 failed");
+}
+
+#[test]
+fn train_writes_a_run_directory() {
+    let dir = std::env::temp_dir().join(format!("bnlab-cli-train-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let d = dir.to_str().unwrap();
+    let (code, out, err) = bnlab(&["train", "--bn", "--steps", "40", "--eval-every", "20", "--out", d]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("test accuracy"), "{out}");
+    let metrics = std::fs::read_to_string(dir.join("metrics.csv")).unwrap();
+    assert_eq!(metrics.lines().count(), 4, "header + steps 0, 20, 40");
+    let (code, _, err) = bnlab(&["train", "--resume", d, "--steps", "60"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(std::fs::read_to_string(dir.join("metrics.csv")).unwrap().lines().count(), 5);
+    std::fs::remove_dir_all(dir).unwrap();
+}
