@@ -87,7 +87,7 @@ fn ticks(lo: f64, hi: f64) -> Vec<f64> {
 fn fmt_tick(v: f64) -> String {
     if v == 0.0 {
         "0".into()
-    } else if v.abs() >= 1e4 || v.abs() < 1e-3 {
+    } else if v.abs() >= 1e6 || v.abs() < 1e-3 {
         format!("{v:.0e}")
     } else if (v - v.round()).abs() < 1e-9 {
         format!("{}", v.round() as i64)
