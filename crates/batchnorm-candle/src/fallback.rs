@@ -38,6 +38,7 @@ pub(crate) fn train(
     gamma: Option<&Tensor>,
     beta: Option<&Tensor>,
     eps: f64,
+    detach: bool,
 ) -> Result<(Tensor, Vec<f64>, Vec<f64>)> {
     let dtype = x.dtype();
     let internal = match dtype {
@@ -46,9 +47,15 @@ pub(crate) fn train(
     };
     let xi = x.to_dtype(internal)?;
     let axes: Vec<usize> = (0..x.rank()).filter(|&a| a != 1).collect();
-    let mean = xi.mean_keepdim(axes.as_slice())?;
+    let mut mean = xi.mean_keepdim(axes.as_slice())?;
+    if detach {
+        mean = mean.detach();
+    }
     let xc = xi.broadcast_sub(&mean)?;
-    let var = xc.sqr()?.mean_keepdim(axes.as_slice())?;
+    let mut var = xc.sqr()?.mean_keepdim(axes.as_slice())?;
+    if detach {
+        var = var.detach();
+    }
     let mut y = xc.broadcast_div(&(&var + eps)?.sqrt()?)?;
     if let (Some(g), Some(b)) = (gamma, beta) {
         let s = bshape(x);

@@ -9,6 +9,9 @@ use candle_nn::{Init, VarBuilder};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 
+/// Collects the per-channel moments of every training batch a layer sees.
+pub type Observer = Arc<Mutex<Vec<Vec<Moments>>>>;
+
 /// Batch normalization as a candle [`ModuleT`], with PyTorch's semantics and the `batchnorm`
 /// crate's fused kernels behind it.
 ///
@@ -37,6 +40,8 @@ use std::sync::{Arc, Mutex};
 pub struct BatchNorm {
     config: BatchNormConfig,
     channels_last: bool,
+    detach_statistics: bool,
+    observer: Option<Observer>,
     weight: Option<Tensor>,
     bias: Option<Tensor>,
     running_mean: Option<Var>,
@@ -69,6 +74,8 @@ pub fn batch_norm(num_features: usize, config: BatchNormConfig, vb: VarBuilder) 
     Ok(BatchNorm {
         config,
         channels_last: false,
+        detach_statistics: false,
+        observer: None,
         weight,
         bias,
         running_mean,
@@ -82,6 +89,28 @@ impl BatchNorm {
     pub fn channels_last(mut self, yes: bool) -> Self {
         self.channels_last = yes;
         self
+    }
+    /// Treat the batch mean and variance as constants in the backward pass (the naive
+    /// scheme the paper's section 2 shows to fail: the gradient ignores that normalisation
+    /// undoes what it asks for). For experiments only; the default (false) is correct BN.
+    pub fn detach_statistics(mut self, yes: bool) -> Self {
+        self.detach_statistics = yes;
+        self
+    }
+    /// Records the moments of every training batch into `observer` (None: stop).
+    pub fn set_observer(&mut self, observer: Option<Observer>) {
+        self.observer = observer;
+    }
+    /// Normalises with the batch's own statistics and returns them, without touching the
+    /// running statistics or the counter (for population statistics, the paper's
+    /// Algorithm 2, with frozen weights).
+    pub fn forward_batch_stats(&self, x: &Tensor) -> Result<(Tensor, Vec<Moments>)> {
+        let probe = BatchNorm { running_mean: None, running_var: None, observer: None, ..self.clone() };
+        let collect: Observer = Arc::new(Mutex::new(Vec::new()));
+        let probe = BatchNorm { observer: Some(collect.clone()), ..probe };
+        let y = probe.forward_t(x, true)?;
+        let m = collect.lock().expect("observer").pop().unwrap_or_default();
+        Ok((y, m))
     }
     /// The configuration.
     pub fn config(&self) -> &BatchNormConfig {
@@ -115,6 +144,9 @@ impl BatchNorm {
 
     /// Writes new running statistics from one training batch's moments (float64 update).
     fn update_running(&self, moments: &[Moments]) -> Result<()> {
+        if let Some(o) = &self.observer {
+            o.lock().expect("observer").push(moments.to_vec());
+        }
         let (Some(rm), Some(rv)) = (&self.running_mean, &self.running_var) else { return Ok(()) };
         let n = self.num_batches_tracked.fetch_add(1, Ordering::Relaxed) + 1;
         let dt = rm.dtype();
@@ -149,7 +181,14 @@ impl BatchNorm {
             Some((rm.to_dtype(DType::F32)?.to_vec1()?, rv.to_dtype(DType::F32)?.to_vec1()?))
         };
         let shared = Arc::new(Mutex::new(Shared::default()));
-        let op = BnOp { dims: d, eps: self.config.eps, affine: self.weight.is_some(), stats, shared: shared.clone() };
+        let op = BnOp {
+            dims: d,
+            eps: self.config.eps,
+            affine: self.weight.is_some(),
+            stats,
+            detach: self.detach_statistics,
+            shared: shared.clone(),
+        };
         let (g, b) = self.params(x.device())?;
         let y = x.contiguous()?.apply_op3_arc(&g, &b, Arc::new(Box::new(op)))?;
         if train && !d.is_empty() {
@@ -169,7 +208,7 @@ impl BatchNorm {
                 if d.per_channel() == 1 {
                     bail!("expected more than 1 value per channel when training, got input of shape {:?}", x.dims());
                 }
-                let (y, mean, var) = fallback::train(&xc, w, b, self.config.eps)?;
+                let (y, mean, var) = fallback::train(&xc, w, b, self.config.eps, self.detach_statistics)?;
                 if train && !d.is_empty() {
                     let m = d.per_channel() as f64;
                     let moments: Vec<Moments> =

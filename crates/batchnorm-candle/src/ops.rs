@@ -35,6 +35,8 @@ pub(crate) struct BnOp {
     pub affine: bool,
     /// `Some((mean, var))`: normalise with these (eval); `None`: batch statistics.
     pub stats: Option<(Vec<f32>, Vec<f32>)>,
+    /// Differentiate as if the batch statistics were constants.
+    pub detach: bool,
     pub shared: Arc<Mutex<Shared>>,
 }
 
@@ -65,6 +67,9 @@ impl CustomOp3 for BnOp {
                 sh.moments.resize(d.channels, Moments::EMPTY);
                 forward_train_into(x, d, g, b, self.eps, &mut y, &mut sh.moments, &mut sh.saved, &mut ws)
                     .map_err(to_candle)?;
+                if self.detach {
+                    sh.saved.source = StatsSource::Running;
+                }
             }
             Some((mean, var)) => {
                 forward_eval_into(x, d, g, b, mean, var, self.eps, &mut y, &mut ws).map_err(to_candle)?;

@@ -216,3 +216,38 @@ fn checkpoints_round_trip_and_candle_nn_states_load() {
     assert_eq!(bn2.forward_t(&x, false).unwrap().to_vec2::<f32>().unwrap(), bn.forward_t(&x, false).unwrap().to_vec2::<f32>().unwrap());
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn observer_batch_statistics_probe_and_detached_statistics() {
+    let vm = VarMap::new();
+    let mut bn = ours(&vm, 3, BatchNormConfig::new(3), DType::F32);
+    let obs: batchnorm_candle::Observer = Default::default();
+    bn.set_observer(Some(obs.clone()));
+    let x = tensor(&[6, 3], 1, 2.0);
+    bn.forward_t(&x, true).unwrap();
+    bn.forward_t(&x, false).unwrap();
+    bn.forward_t(&x, true).unwrap();
+    assert_eq!(obs.lock().unwrap().len(), 2, "one entry per training batch");
+    let rm = bn.running_mean().unwrap().to_vec1::<f32>().unwrap();
+    let (y, m) = bn.forward_batch_stats(&tensor(&[6, 3], 2, -1.0)).unwrap();
+    assert_eq!(bn.running_mean().unwrap().to_vec1::<f32>().unwrap(), rm, "the probe must not update");
+    assert_eq!(bn.num_batches_tracked(), 2);
+    assert_eq!(obs.lock().unwrap().len(), 2);
+    let xs = tensor(&[6, 3], 2, -1.0).to_vec2::<f32>().unwrap();
+    let mean0 = xs.iter().map(|r| r[0] as f64).sum::<f64>() / 6.0;
+    assert!((m[0].mean - mean0).abs() < 1e-6);
+    assert!(y.mean(0).unwrap().abs().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap() < 1e-5);
+    // With correct BN the gradient along a channel sums to zero over the batch; with the
+    // statistics treated as constants it does not.
+    for dtype in [DType::F32, DType::F64] {
+        for detach in [false, true] {
+            let vm = VarMap::new();
+            let bn = ours(&vm, 3, BatchNormConfig::new(3), dtype).detach_statistics(detach);
+            let xv = Var::from_tensor(&tensor(&[6, 3], 3, 1.0).to_dtype(dtype).unwrap()).unwrap();
+            let dy = tensor(&[6, 3], 4, 0.5).to_dtype(dtype).unwrap();
+            let g = (bn.forward_t(xv.as_tensor(), true).unwrap() * dy).unwrap().sum_all().unwrap().backward().unwrap();
+            let s = g.get(xv.as_tensor()).unwrap().sum(0).unwrap().abs().unwrap().max(0).unwrap().to_dtype(DType::F64).unwrap().to_scalar::<f64>().unwrap();
+            assert_eq!(s > 1e-3, detach, "{dtype:?} detach={detach}: |sum dx| = {s}");
+        }
+    }
+}

@@ -63,6 +63,21 @@ enum Cmd {
     },
     /// Train one model and record metrics and checkpoints.
     Train(TrainArgs),
+    /// Time our kernels on the benchmark suite (and PyTorch's, given a Python with torch).
+    Bench {
+        /// Thread counts to measure, comma-separated.
+        #[arg(long, default_value = "1,2", value_delimiter = ',')]
+        threads: Vec<usize>,
+        /// A Python interpreter with torch installed (e.g. .venv/bin/python).
+        #[arg(long, value_name = "PYTHON")]
+        torch: Option<PathBuf>,
+        /// Steps of the end-to-end Figure-1 MLP timing (0 to skip).
+        #[arg(long, default_value_t = 2000)]
+        e2e_steps: u64,
+        /// Output directory (default runs/bench-<timestamp>).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Run batch-norm conformance cases against the core library.
     Conformance {
         /// Directory of *.safetensors cases.
@@ -232,6 +247,14 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Train(t) => train(&t),
+        Cmd::Bench { threads, torch, e2e_steps, out } => {
+            if threads.is_empty() || threads.contains(&0) {
+                bail!("--threads takes positive thread counts, e.g. 1,2");
+            }
+            let dir = crate::bench::run(&crate::bench::BenchArgs { threads, torch, e2e_steps, out })?;
+            println!("written to {}", dir.join("bench.md").display());
+            Ok(ExitCode::SUCCESS)
+        }
         Cmd::Conformance { dir, out } => {
             let sum = batchnorm::conformance::run_dir(&dir, out.as_deref()).map_err(|e| anyhow::anyhow!("{e}"))?;
             for (name, why) in &sum.failed {

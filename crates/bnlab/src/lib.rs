@@ -4,6 +4,7 @@
 //! that measure what batch normalization does to training. The command-line front end is
 //! the `bnlab` binary; everything it does is reachable from here too.
 
+pub mod bench;
 pub mod checkpoint;
 pub mod cli;
 pub mod data;

@@ -1,0 +1,207 @@
+//! `bnlab bench`: our kernels on the shared benchmark suite, side by side with PyTorch's
+//! CPU BatchNorm (when a Python with torch is given), at 1 and 2 threads, medians of
+//! repeated runs, with the plain-copy bandwidth of the same run; and the paper's MLP end to
+//! end (training steps per second, with and without BN).
+
+use crate::data::Source;
+use crate::paper::{self, PaperArgs};
+use crate::report;
+use crate::train::Run;
+use anyhow::{bail, Context, Result};
+use batchnorm::{BatchNorm, BatchNormConfig, Dims, Layout, SavedStats};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+const TORCH_BN: &str = include_str!("../../../bench/torch_bn.py");
+const TORCH_MLP: &str = include_str!("../../../bench/torch_mlp.py");
+
+/// The shape suite of `bench/README` (kind, layout, shape).
+pub const SUITE: [(&str, Layout, &[usize]); 8] = [
+    ("mlp", Layout::Nc, &[60, 100]),
+    ("mlp", Layout::Nc, &[256, 1024]),
+    ("mlp", Layout::Nc, &[4096, 4096]),
+    ("cnn", Layout::Nchw, &[32, 64, 56, 56]),
+    ("cnn", Layout::Nchw, &[64, 256, 14, 14]),
+    ("cnn", Layout::Nchw, &[128, 512, 7, 7]),
+    ("cnn", Layout::Nhwc, &[32, 56, 56, 64]),
+    ("cnn", Layout::Nhwc, &[64, 14, 14, 256]),
+];
+
+/// Operations and their memory-traffic floor in multiples of the tensor's bytes.
+pub const OPS: [(&str, f64); 3] = [("train_fwd", 2.0), ("train_fwd_bwd", 5.0), ("eval", 2.0)];
+
+pub struct BenchArgs {
+    pub threads: Vec<usize>,
+    pub torch: Option<PathBuf>,
+    pub e2e_steps: u64,
+    pub out: Option<PathBuf>,
+}
+
+/// Median seconds of `reps` calls after one warm-up call.
+pub fn median(mut f: impl FnMut(), reps: usize) -> f64 {
+    f();
+    let mut t: Vec<f64> = (0..reps.max(1))
+        .map(|_| {
+            let s = Instant::now();
+            f();
+            s.elapsed().as_secs_f64()
+        })
+        .collect();
+    t.sort_by(f64::total_cmp);
+    t[t.len() / 2]
+}
+
+/// Median milliseconds of our three operations on one shape (in the current rayon pool).
+pub fn time_ours(layout: Layout, shape: &[usize]) -> [f64; 3] {
+    let d = Dims::new(layout, shape).expect("suite shape");
+    let n = d.len();
+    let x: Vec<f32> = (0..n).map(|i| ((i * 7919) % 1000) as f32 * 1e-3 - 0.5).collect();
+    let dy: Vec<f32> = (0..n).map(|i| ((i * 104_729) % 997) as f32 * 1e-3 - 0.5).collect();
+    let (mut y, mut dx) = (vec![0.0f32; n], vec![0.0f32; n]);
+    let (mut dw, mut db) = (vec![0.0; d.channels], vec![0.0; d.channels]);
+    let mut saved = SavedStats::with_channels(d.channels);
+    let mut bn = BatchNorm::new(BatchNormConfig::new(d.channels)).expect("config");
+    // As torch_bn.py: enough repetitions for ~0.2 s of work per measurement, 5 to 200.
+    let reps = ((2e9 / (n as f64 * 4.0 * 10.0)) as usize).clamp(5, 200);
+    let fwd = median(|| bn.forward_train_into(&x, d, &mut y, &mut saved).expect("fwd"), reps);
+    let fb = median(
+        || {
+            bn.forward_train_into(&x, d, &mut y, &mut saved).expect("fwd");
+            bn.backward_into(&x, &dy, d, &saved, &mut dx, Some(&mut dw), Some(&mut db)).expect("bwd");
+        },
+        reps,
+    );
+    let ev = median(|| bn.forward_eval_into(&x, d, &mut y, &mut saved).expect("eval"), reps);
+    [fwd * 1e3, fb * 1e3, ev * 1e3]
+}
+
+/// GB/s of a parallel copy of a 256 MB buffer (read + write), one chunk per thread.
+pub fn copy_bandwidth() -> f64 {
+    use rayon::prelude::*;
+    let n = 64 << 20;
+    let src: Vec<f32> = (0..n).map(|i| i as f32).collect();
+    let mut dst = vec![0.0f32; n];
+    let chunk = n.div_ceil(rayon::current_num_threads());
+    let t = median(|| dst.par_chunks_mut(chunk).zip(src.par_chunks(chunk)).for_each(|(d, s)| d.copy_from_slice(s)), 20);
+    2.0 * (n * 4) as f64 / t / 1e9
+}
+
+/// Runs an embedded Python script with `python`; returns its stdout.
+fn python(python: &Path, script: &str, name: &str, args: &[String]) -> Result<String> {
+    let path = std::env::temp_dir().join(format!("bnlab-{}-{name}", std::process::id()));
+    std::fs::write(&path, script).with_context(|| format!("cannot write {}", path.display()))?;
+    let out = std::process::Command::new(python)
+        .arg(&path)
+        .args(args)
+        .output()
+        .with_context(|| format!("cannot run {}", python.display()))?;
+    let _ = std::fs::remove_file(&path);
+    if !out.status.success() {
+        bail!("{} {name} failed: {}", python.display(), String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or(""));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// PyTorch's medians (ms) per suite row and its copy bandwidth.
+fn time_torch(py: &Path, threads: usize) -> Result<(Vec<[f64; 3]>, f64)> {
+    let out = python(py, TORCH_BN, "torch_bn.py", &["--threads".into(), threads.to_string(), "--json".into()])?;
+    let rows_line = out.lines().rev().find(|l| l.starts_with('[')).context("torch_bn.py printed no JSON")?;
+    let rows: Vec<serde_json::Value> = serde_json::from_str(rows_line)?;
+    let copy = out
+        .lines()
+        .find(|l| l.starts_with("copy"))
+        .and_then(|l| l.split_whitespace().nth(3))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(f64::NAN);
+    let ms = rows
+        .iter()
+        .map(|r| {
+            let g = |k: &str| r[k].as_f64().unwrap_or(f64::NAN);
+            [g("train_fwd_ms"), g("train_fwd_bwd_ms"), g("eval_ms")]
+        })
+        .collect();
+    Ok((ms, copy))
+}
+
+/// Training steps per second of the paper's MLP in bnlab, without and with BN.
+fn e2e_ours(steps: u64) -> Result<(f64, f64)> {
+    let data = Source::Builtin.load()?;
+    let mut rates = Vec::new();
+    for bn in [false, true] {
+        let a = PaperArgs { steps, lr: 0.5, eval_every: steps, seed: 1, init_std: 0.1, unit: 0, batch_size: 60, source: Source::Builtin, out: None, quiet: true };
+        let mut run = Run::new(paper::config(&a, bn), data.clone(), None)?;
+        run.cfg.steps = 50;
+        run.train(&mut |_, _| Ok(vec![]))?;
+        run.cfg.steps = 50 + steps;
+        let t = Instant::now();
+        run.train(&mut |_, _| Ok(vec![]))?;
+        rates.push(steps as f64 / t.elapsed().as_secs_f64());
+    }
+    Ok((rates[0], rates[1]))
+}
+
+pub fn run(a: &BenchArgs) -> Result<PathBuf> {
+    let dir = a.out.clone().unwrap_or_else(|| PathBuf::from("runs").join(format!("bench-{}", report::timestamp())));
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create output directory {}", dir.display()))?;
+    let mut md = String::new();
+    let mut csv = String::from("threads,shape,layout,op,ours_ms,torch_ms,speedup,ours_GBps,copy_GBps,pct_of_copy\n");
+    for &t in &a.threads {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(t).build()?;
+        eprintln!("timing our kernels with {t} thread(s)...");
+        let (ours, copy) = pool.install(|| (SUITE.iter().map(|(_, l, s)| time_ours(*l, s)).collect::<Vec<_>>(), copy_bandwidth()));
+        let torch = match &a.torch {
+            Some(py) => {
+                eprintln!("timing PyTorch with {t} thread(s)...");
+                Some(time_torch(py, t)?)
+            }
+            None => None,
+        };
+        md.push_str(&format!(
+            "\n### {t} thread(s): copy {copy:.1} GB/s (read + write){}\n\n",
+            torch.as_ref().map_or(String::new(), |(_, c)| format!("; PyTorch's copy {c:.1} GB/s"))
+        ));
+        let headers = ["shape", "layout", "op", "ours ms", "PyTorch ms", "speedup", "ours GB/s", "% of copy"];
+        let mut rows = Vec::new();
+        for (i, (_, layout, shape)) in SUITE.iter().enumerate() {
+            let bytes = shape.iter().product::<usize>() as f64 * 4.0;
+            let name = shape.iter().map(|s| s.to_string()).collect::<Vec<_>>().join("x");
+            for (k, (op, floor)) in OPS.iter().enumerate() {
+                let ms = ours[i][k];
+                let gbps = floor * bytes / (ms * 1e-3) / 1e9;
+                let tms = torch.as_ref().map_or(f64::NAN, |(r, _)| r.get(i).map_or(f64::NAN, |r| r[k]));
+                let speed = tms / ms;
+                rows.push(vec![
+                    name.clone(),
+                    layout.name().to_string(),
+                    op.to_string(),
+                    format!("{ms:.3}"),
+                    if tms.is_finite() { format!("{tms:.3}") } else { "-".into() },
+                    if speed.is_finite() { format!("{speed:.2}x") } else { "-".into() },
+                    format!("{gbps:.1}"),
+                    format!("{:.0}%", 100.0 * gbps / copy),
+                ]);
+                csv.push_str(&format!("{t},{name},{},{op},{ms},{tms},{speed},{gbps},{copy},{}\n", layout.name(), 100.0 * gbps / copy));
+            }
+        }
+        md.push_str(&report::md_table(&headers, &rows));
+        if a.e2e_steps > 0 {
+            let (nb, b) = pool.install(|| e2e_ours(a.e2e_steps))?;
+            md.push_str(&format!(
+                "\nFigure-1 MLP (784-100-100-100-10, sigmoid, batch 60, SGD), {} steps: bnlab {nb:.0} steps/s without BN, {b:.0} with BN (BN costs {:.2}x per step)",
+                a.e2e_steps,
+                nb / b
+            ));
+            if let Some(py) = &a.torch {
+                let out = python(py, TORCH_MLP, "torch_mlp.py", &["--threads".into(), t.to_string(), "--steps".into(), a.e2e_steps.to_string()])?;
+                let v: serde_json::Value = serde_json::from_str(out.lines().last().unwrap_or("{}"))?;
+                let (tnb, tb) = (v["no_bn"].as_f64().unwrap_or(f64::NAN), v["bn"].as_f64().unwrap_or(f64::NAN));
+                md.push_str(&format!("; PyTorch {tnb:.0} without BN, {tb:.0} with BN (bnlab / PyTorch: {:.2}x without, {:.2}x with BN)", nb / tnb, b / tb));
+            }
+            md.push_str(".\n");
+        }
+    }
+    println!("{md}");
+    batchnorm::write_atomic(&dir.join("bench.md"), md.as_bytes()).map_err(|e| anyhow::anyhow!("{e}"))?;
+    batchnorm::write_atomic(&dir.join("bench.csv"), csv.as_bytes()).map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(dir)
+}
