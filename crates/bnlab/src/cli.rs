@@ -1,6 +1,7 @@
 //! The `bnlab` command line.
 
 use crate::data::Source;
+use crate::experiments::{self, ExpArgs};
 use crate::model::{Act, Arch, BnSpec, ModelSpec, WeightInit};
 use crate::paper::{self, PaperArgs};
 use crate::train::{DataSpec, LrDecay, Run, TrainConfig};
@@ -61,6 +62,24 @@ enum Cmd {
         #[command(flatten)]
         data: DataArgs,
     },
+    /// Run one experiment (speedup, lr-sweep, dropout, depth, gamma-beta, test-stats).
+    Experiment {
+        /// Which experiment.
+        name: String,
+        #[command(flatten)]
+        opts: ExpOpts,
+    },
+    /// Gather every run in runs/ into runs/report.html and runs/report.md.
+    Report {
+        /// The directory holding the runs.
+        #[arg(long, default_value = "runs")]
+        runs: PathBuf,
+    },
+    /// Run Figure 1 and every experiment with their defaults, then the report.
+    All {
+        #[command(flatten)]
+        opts: ExpOpts,
+    },
     /// Train one model and record metrics and checkpoints.
     Train(TrainArgs),
     /// Time our kernels on the benchmark suite (and PyTorch's, given a Python with torch).
@@ -86,6 +105,32 @@ enum Cmd {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+}
+
+#[derive(Args, Debug, Clone)]
+struct ExpOpts {
+    /// A tiny version (seconds), for tests.
+    #[arg(long)]
+    quick: bool,
+    /// Seeds for headline figures.
+    #[arg(long, default_value_t = 3)]
+    seeds: usize,
+    /// Output directory (default runs/<name>-<timestamp>; for `all`, the runs directory).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    #[command(flatten)]
+    data: DataArgs,
+}
+
+impl ExpOpts {
+    /// Fashion-MNIST when installed, else the built-in digits, unless chosen explicitly.
+    fn source(&self) -> Result<Source> {
+        if self.data.data.is_none() && self.data.dataset.is_none() {
+            Ok(Source::best_available())
+        } else {
+            self.data.source()
+        }
+    }
 }
 
 #[derive(Args, Debug)]
@@ -247,6 +292,40 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Train(t) => train(&t),
+        Cmd::Experiment { name, opts } => {
+            let args = ExpArgs { quick: opts.quick, seeds: opts.seeds, source: opts.source()?, out: opts.out.clone(), quiet: false };
+            let dir = experiments::run(&name, &args)?;
+            println!("report: {}", dir.join("report.html").display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Report { runs } => {
+            println!("report: {}", crate::report_all::run(&runs)?.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::All { opts } => {
+            let runs = opts.out.clone().unwrap_or_else(|| PathBuf::from("runs"));
+            let stamp = crate::report::timestamp();
+            let source = opts.source()?;
+            let paper_args = PaperArgs {
+                steps: if opts.quick { 60 } else { 20000 },
+                lr: 0.5,
+                eval_every: if opts.quick { 20 } else { 200 },
+                seed: 1,
+                init_std: 0.1,
+                unit: 0,
+                batch_size: 60,
+                source: if opts.data.data.is_none() && opts.data.dataset.is_none() { Source::Builtin } else { source.clone() },
+                out: Some(runs.join(format!("paper-{stamp}"))),
+                quiet: false,
+            };
+            paper::run(&paper_args)?;
+            for name in experiments::NAMES {
+                let args = ExpArgs { quick: opts.quick, seeds: opts.seeds, source: source.clone(), out: Some(runs.join(format!("{name}-{stamp}"))), quiet: false };
+                experiments::run(name, &args)?;
+            }
+            println!("report: {}", crate::report_all::run(&runs)?.display());
+            Ok(ExitCode::SUCCESS)
+        }
         Cmd::Bench { threads, torch, e2e_steps, out } => {
             if threads.is_empty() || threads.contains(&0) {
                 bail!("--threads takes positive thread counts, e.g. 1,2");

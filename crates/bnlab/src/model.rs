@@ -47,12 +47,30 @@ pub struct BnSpec {
     /// Initial gamma and beta (the seed: 1 and 0).
     pub gamma0: f64,
     pub beta0: f64,
+    /// Backward treats the batch statistics as constants (the paper's section 2 failure).
+    #[serde(default)]
+    pub detach_stats: bool,
+    /// Keep the bias of the layer before BN (redundant with beta; for that experiment).
+    #[serde(default)]
+    pub keep_bias: bool,
 }
 
 impl Default for BnSpec {
     fn default() -> Self {
-        BnSpec { momentum: Some(0.1), biased_running_var: false, eps: 1e-5, gamma0: 1.0, beta0: 0.0 }
+        BnSpec { momentum: Some(0.1), biased_running_var: false, eps: 1e-5, gamma0: 1.0, beta0: 0.0, detach_stats: false, keep_bias: false }
     }
+}
+
+/// How batch normalization runs in a forward pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Batch statistics, running statistics updated, dropout on.
+    Train,
+    /// Running statistics, dropout off.
+    Eval,
+    /// Batch statistics without any update, dropout off; each BN layer's batch moments are
+    /// returned (population statistics with frozen weights).
+    BatchStats,
 }
 
 /// Everything that defines a network.
@@ -119,7 +137,7 @@ impl Model {
                     .running_var(if b.biased_running_var { RunningVar::Biased } else { RunningVar::Unbiased });
                 let name = format!("bn{i}");
                 let vb = VarBuilder::from_varmap(vm, DType::F32, &dev);
-                let layer = batch_norm(c, cfg, vb.pp(&name))?;
+                let layer = batch_norm(c, cfg, vb.pp(&name))?.detach_statistics(b.detach_stats);
                 if (b.gamma0, b.beta0) != (1.0, 0.0) {
                     var(vm, &format!("{name}.weight"), Tensor::full(b.gamma0 as f32, c, &dev)?)?;
                     var(vm, &format!("{name}.bias"), Tensor::full(b.beta0 as f32, c, &dev)?)?;
@@ -129,7 +147,7 @@ impl Model {
             }
             Ok(())
         };
-        let bias = spec.bn.is_none();
+        let bias = spec.bn.is_none_or(|b| b.keep_bias);
         let (rows, cols) = inputs;
         let last_width = match &spec.arch {
             Arch::Mlp { widths } => {
@@ -175,6 +193,15 @@ impl Model {
     /// Logits for a batch of images `[B, rows*cols]`; with `taps`, also every hidden layer's
     /// pre-activation (detached). `step` seeds the dropout masks.
     pub fn forward(&self, x: &Tensor, train: bool, step: u64, seed: u64, taps: bool) -> Result<(Tensor, Taps)> {
+        let (y, t, _) = self.forward_mode(x, if train { Mode::Train } else { Mode::Eval }, step, seed, taps)?;
+        Ok((y, t))
+    }
+
+    /// [`Model::forward`] in any [`Mode`]; the third value holds each BN layer's batch
+    /// moments in `Mode::BatchStats`.
+    pub fn forward_mode(&self, x: &Tensor, mode: Mode, step: u64, seed: u64, taps: bool) -> Result<(Tensor, Taps, Vec<Vec<batchnorm_candle::Moments>>)> {
+        let train = mode == Mode::Train;
+        let mut moments = Vec::new();
         let mut out = Vec::new();
         let (b, p) = x.dims2()?;
         let side = (p as f64).sqrt() as usize;
@@ -188,7 +215,14 @@ impl Model {
                 Layer::Conv(c) => c.forward(&h)?,
             };
             if let Some(bn) = self.bns.get(i) {
-                z = bn.forward_t(&z, train)?;
+                z = match mode {
+                    Mode::BatchStats => {
+                        let (y, m) = bn.forward_batch_stats(&z)?;
+                        moments.push(m);
+                        y
+                    }
+                    _ => bn.forward_t(&z, train)?,
+                };
             }
             if taps {
                 out.push(z.detach());
@@ -206,7 +240,23 @@ impl Model {
             h = a;
         }
         let h = if matches!(self.spec.arch, Arch::Cnn { .. }) { h.flatten_from(1)? } else { h };
-        Ok((self.head.forward(&h)?, out))
+        Ok((self.head.forward(&h)?, out, moments))
+    }
+
+    /// The weight tensor of hidden layer `i` (dense or conv).
+    pub fn weight(&self, i: usize) -> &Tensor {
+        match &self.layers[i] {
+            Layer::Dense(l) => l.weight(),
+            Layer::Conv(c) => c.weight(),
+        }
+    }
+
+    /// The bias of hidden layer `i`, if it has one.
+    pub fn bias(&self, i: usize) -> Option<&Tensor> {
+        match &self.layers[i] {
+            Layer::Dense(l) => l.bias(),
+            Layer::Conv(c) => c.bias(),
+        }
     }
 }
 

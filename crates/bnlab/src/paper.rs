@@ -250,8 +250,30 @@ fn write_outputs(a: &PaperArgs, dir: &Path, c: &[Curves], data_name: &str) -> Re
         report::md_table(&spread_h, &spread_rows)
     );
     batchnorm::write_atomic(&dir.join("report.md"), md.as_bytes()).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let early = marks.get(1).copied().unwrap_or(0);
+    let drift = |i: usize| spread_rows[i][3].parse::<f64>().unwrap_or(f64::NAN);
+    let findings = vec![
+        crate::experiments::Finding {
+            claim: "With BN the distribution of a sigmoid's input stays stable during training (Figure 1 b, c)".into(),
+            measured: format!("the median input of unit {} moved over a range of {} with BN and {} without", a.unit, spread_rows[1][3], spread_rows[0][3]),
+            paper: "without BN the percentiles drift; with BN they are stable".into(),
+            verdict: crate::experiments::Verdict::from(drift(1) < drift(0)),
+        },
+        crate::experiments::Finding {
+            claim: "With BN the network trains faster (Figure 1 a)".into(),
+            measured: format!(
+                "test accuracy at step {early}: {} with BN vs {} without; at step {end}: {} vs {}",
+                fmt(b.at(early, "acc"), 4), fmt(nb.at(early, "acc"), 4), fmt(b.at(end, "acc"), 4), fmt(nb.at(end, "acc"), 4)
+            ),
+            paper: "the BN net reaches higher accuracy faster".into(),
+            verdict: crate::experiments::Verdict::from(b.at(early, "acc") > nb.at(early, "acc")),
+        },
+    ];
     let summary = serde_json::json!({
         "experiment": "paper",
+        "title": "Figure 1: test accuracy and the stability of sigmoid inputs",
+        "findings": findings,
+        "figures": ["figure1", "saturation"],
         "data": data_name,
         "steps": a.steps,
         "final_acc_bn": b.at(end, "acc"),

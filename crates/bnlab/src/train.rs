@@ -158,6 +158,9 @@ pub struct Run {
     pub want_taps: bool,
     /// Show a progress bar (or, when stderr is not a terminal, one line per evaluation).
     pub progress: bool,
+    /// Called after every step's backward pass, before the update (e.g. to record gradient
+    /// norms): `(step, gradients, model)`.
+    pub on_step: Option<Box<dyn FnMut(u64, &candle_core::backprop::GradStore, &Model) -> Result<()>>>,
     rows: Vec<Row>,
 }
 
@@ -198,7 +201,7 @@ impl Run {
                 .map_err(|e| anyhow::anyhow!("cannot write to {}: {e}", d.display()))?;
         }
         let opt = Sgd::new(cfg.momentum, cfg.weight_decay);
-        Ok(Run { cfg, data, vm, model, opt, step: 0, dir: dir.map(Path::to_path_buf), want_taps: false, progress: false, rows: vec![] })
+        Ok(Run { cfg, data, vm, model, opt, step: 0, dir: dir.map(Path::to_path_buf), want_taps: false, progress: false, on_step: None, rows: vec![] })
     }
 
     /// Continues the run in `dir` from its checkpoint (bit for bit as if uninterrupted);
@@ -224,7 +227,7 @@ impl Run {
         let mut opt = Sgd::new(cfg.momentum, cfg.weight_decay);
         let step = checkpoint::load(&ck, &vm, &model, &mut opt)?;
         let rows = read_metrics(&dir.join("metrics.csv"), step)?;
-        let run = Run { cfg, data, vm, model, opt, step, dir: Some(dir.to_path_buf()), want_taps: false, progress: false, rows };
+        let run = Run { cfg, data, vm, model, opt, step, dir: Some(dir.to_path_buf()), want_taps: false, progress: false, on_step: None, rows };
         run.rewrite_metrics()?;
         Ok(run)
     }
@@ -297,6 +300,9 @@ impl Run {
                 break;
             }
             let grads = loss.backward()?;
+            if let Some(f) = self.on_step.as_mut() {
+                f(self.step, &grads, &self.model)?;
+            }
             let frozen = self.cfg.frozen.clone();
             self.opt.step(&self.vm, &grads, self.cfg.lr_at(self.step), &|n: &str| frozen.iter().any(|f| n.starts_with(f.as_str())))?;
             self.step += 1;

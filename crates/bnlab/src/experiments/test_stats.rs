@@ -1,0 +1,202 @@
+//! Test-time statistics: exponential averages (with and without the m/(m-1) correction),
+//! the cumulative simple average, the paper's Algorithm 2 over K batches, and batch
+//! statistics at test time, against the exact statistics of the whole training set.
+
+use super::{csv, mlp, Ctx, Finding, Section, Verdict};
+use crate::model::{Act, BnSpec, Mode, Model, WeightInit};
+use crate::plot::{Figure, Panel, Series, Style, PALETTE};
+use crate::report;
+use crate::rng::Rng;
+use crate::train::{evaluate, Run};
+use anyhow::Result;
+use batchnorm::{Moments, PopulationEstimator, PopulationStats, RunningVar};
+use candle_core::{Device, Tensor, Var};
+
+/// Per-layer (mean, var) per channel.
+type Stats = Vec<(Vec<f32>, Vec<f32>)>;
+
+fn set_running(m: &Model, s: &Stats) -> Result<()> {
+    for (bn, (mean, var)) in m.bns.iter().zip(s) {
+        let c = mean.len();
+        Var::from_tensor(bn.running_mean().expect("tracked"))?.set(&Tensor::from_vec(mean.clone(), c, &Device::Cpu)?)?;
+        Var::from_tensor(bn.running_var().expect("tracked"))?.set(&Tensor::from_vec(var.clone(), c, &Device::Cpu)?)?;
+    }
+    Ok(())
+}
+
+fn batch_of(ctx: &Ctx, idx: &[usize]) -> Result<Tensor> {
+    let p = ctx.data.train.pixels();
+    let mut v = Vec::with_capacity(idx.len() * p);
+    for &i in idx {
+        v.extend_from_slice(&ctx.data.train.images[i * p..(i + 1) * p]);
+    }
+    Ok(Tensor::from_vec(v, (idx.len(), p), &Device::Cpu)?)
+}
+
+/// Population statistics with frozen weights over the training batches `batches`.
+fn population(m: &Model, ctx: &Ctx, batches: &[Vec<usize>], est: PopulationEstimator) -> Result<Stats> {
+    let mut pops: Vec<PopulationStats> = Vec::new();
+    for b in batches {
+        let (_, _, moments) = m.forward_mode(&batch_of(ctx, b)?, Mode::BatchStats, 0, 0, false)?;
+        if pops.is_empty() {
+            pops = moments.iter().map(|mm| PopulationStats::new(mm.len())).collect();
+        }
+        for (p, mm) in pops.iter_mut().zip(&moments) {
+            p.add_moments(mm).map_err(|e| anyhow::anyhow!("{e}"))?;
+        }
+    }
+    pops.iter().map(|p| p.finish(est, RunningVar::Unbiased).map_err(|e| anyhow::anyhow!("{e}"))).collect()
+}
+
+/// What a BN layer with this momentum (None: cumulative) and variance rule would hold after
+/// the recorded sequence of batch moments.
+fn replay(rec: &[Vec<Vec<Moments>>], momentum: Option<f64>, unbiased: bool) -> Stats {
+    rec.iter()
+        .map(|layer| {
+            let c = layer.first().map_or(0, Vec::len);
+            let (mut rm, mut rv) = (vec![0.0f64; c], vec![1.0f64; c]);
+            for (t, batch) in layer.iter().enumerate() {
+                let f = momentum.unwrap_or(1.0 / (t + 1) as f64);
+                for (ch, mo) in batch.iter().enumerate() {
+                    let v = if unbiased { mo.var_unbiased() } else { mo.var_biased() };
+                    rm[ch] = (1.0 - f) * rm[ch] + f * mo.mean;
+                    rv[ch] = (1.0 - f) * rv[ch] + f * v;
+                }
+            }
+            (rm.iter().map(|&x| x as f32).collect(), rv.iter().map(|&x| x as f32).collect())
+        })
+        .collect()
+}
+
+/// Mean over layers and channels of |mean - mean*| / sd* and |var / var* - 1|.
+fn error(s: &Stats, exact: &Stats) -> (f64, f64) {
+    let (mut em, mut ev, mut n) = (0.0, 0.0, 0.0);
+    for ((m, v), (m0, v0)) in s.iter().zip(exact) {
+        for c in 0..m.len() {
+            em += (m[c] - m0[c]).abs() as f64 / (v0[c] as f64).sqrt().max(1e-6);
+            ev += (v[c] as f64 / (v0[c] as f64).max(1e-12) - 1.0).abs();
+            n += 1.0;
+        }
+    }
+    (em / n, ev / n)
+}
+
+pub fn run(ctx: &Ctx) -> Result<Section> {
+    let sizes: Vec<usize> = ctx.pick(vec![4, 16, 60], vec![4, 16]);
+    let steps: u64 = ctx.pick(3000, 40);
+    let widths: &[usize] = ctx.pick(&[100, 100, 100], &[32, 32]);
+    let ks: Vec<usize> = ctx.pick(vec![1, 3, 10, 30, 100, 300], vec![1, 3]);
+    let momenta = [0.001, 0.01, 0.1, 0.5];
+    let test_batches: Vec<usize> = ctx.pick(vec![2, 4, 16, 60, 500], vec![4, 60]);
+    let seed = ctx.seeds[0];
+    let mut rows = Vec::new();
+    let mut csv_rows = Vec::new();
+    let mut alg2_series = Vec::new();
+    let mut bstat_series = Vec::new();
+    let mut corr = Vec::new(); // (B, corrected var error, uncorrected var error, acc gap corrected, acc gap uncorrected)
+    for (si, &b) in sizes.iter().enumerate() {
+        let mut cfg = ctx.config(mlp(widths, Act::Sigmoid, Some(BnSpec::default()), 0.0, WeightInit::Lecun), 0.5 * (b as f64 / 60.0).sqrt(), steps, seed);
+        cfg.batch_size = b;
+        cfg.eval_every = steps;
+        let mut run = Run::new(cfg, ctx.data.clone(), None)?;
+        let observers: Vec<batchnorm_candle::Observer> = run.model.bns.iter().map(|_| Default::default()).collect();
+        for (bn, o) in run.model.bns.iter_mut().zip(&observers) {
+            bn.set_observer(Some(o.clone()));
+        }
+        run.train(&mut |_, _| Ok(vec![]))?;
+        let rec: Vec<Vec<Vec<Moments>>> = observers.iter().map(|o| std::mem::take(&mut *o.lock().expect("observer"))).collect();
+        let m = &run.model;
+        let acc = |s: &Stats| -> Result<f64> {
+            set_running(m, s)?;
+            Ok(evaluate(m, &ctx.data.test, false, 0)?.acc)
+        };
+        // Exact: every training batch (in order), frozen weights, moments pooled.
+        let n = ctx.data.train.len() / b;
+        let all: Vec<Vec<usize>> = (0..n).map(|k| (k * b..(k + 1) * b).collect()).collect();
+        let exact = population(m, ctx, &all, PopulationEstimator::Pooled)?;
+        let acc_exact = acc(&exact)?;
+        let mut add = |name: String, s: &Stats| -> Result<(f64, f64, f64)> {
+            let a = acc(s)?;
+            let (em, ev) = error(s, &exact);
+            rows.push(vec![format!("B={b}"), name.clone(), format!("{a:.4}"), format!("{:+.4}", a - acc_exact), format!("{em:.4}"), format!("{ev:.4}")]);
+            csv_rows.push(vec![b.to_string(), name, a.to_string(), (a - acc_exact).to_string(), em.to_string(), ev.to_string()]);
+            Ok((a, em, ev))
+        };
+        add("exact (all training batches, pooled)".into(), &exact)?;
+        let mut corr_row = (b, 0.0, 0.0, 0.0, 0.0);
+        for &mo in &momenta {
+            let (a1, _, e1) = add(format!("EMA momentum {mo}, m/(m-1) corrected"), &replay(&rec, Some(mo), true))?;
+            let (a0, _, e0) = add(format!("EMA momentum {mo}, uncorrected"), &replay(&rec, Some(mo), false))?;
+            if mo == 0.1 {
+                corr_row = (b, e1, e0, a1 - acc_exact, a0 - acc_exact);
+            }
+        }
+        corr.push(corr_row);
+        add("cumulative simple average (momentum None)".into(), &replay(&rec, None, true))?;
+        let mut order: Vec<usize> = (0..n).collect();
+        Rng::derive(seed, &[9, b as u64]).shuffle(&mut order);
+        let mut pts = Vec::new();
+        for &k in &ks {
+            let k = k.min(n);
+            let batches: Vec<Vec<usize>> = order[..k].iter().map(|&i| all[i].clone()).collect();
+            let (a, _, _) = add(format!("Algorithm 2, K={k}"), &population(m, ctx, &batches, PopulationEstimator::EqualWeight)?)?;
+            pts.push((k as f64, a));
+        }
+        alg2_series.push(Series::line(format!("B={b}, Algorithm 2"), pts, PALETTE[si]));
+        alg2_series.push(Series::line(format!("B={b}, exact"), vec![(ks[0] as f64, acc_exact), (*ks.last().expect("ks") as f64, acc_exact)], PALETTE[si]).styled(Style::Dotted));
+        // Batch statistics at test time.
+        let mut bpts = Vec::new();
+        for &tb in &test_batches {
+            let nt = ctx.data.test.len() / tb * tb;
+            let mut correct = 0usize;
+            for lo in (0..nt).step_by(tb) {
+                let idx: Vec<usize> = (lo..lo + tb).collect();
+                let p = ctx.data.test.pixels();
+                let x: Vec<f32> = idx.iter().flat_map(|&i| ctx.data.test.images[i * p..(i + 1) * p].iter().copied()).collect();
+                let (logits, _, _) = m.forward_mode(&Tensor::from_vec(x, (tb, p), &Device::Cpu)?, Mode::BatchStats, 0, 0, false)?;
+                let pred = logits.argmax(1)?.to_vec1::<u32>()?;
+                correct += pred.iter().zip(&idx).filter(|(pr, &i)| **pr == ctx.data.test.labels[i]).count();
+            }
+            let a = correct as f64 / nt as f64;
+            rows.push(vec![format!("B={b}"), format!("batch statistics, test batch {tb}"), format!("{a:.4}"), format!("{:+.4}", a - acc_exact), "-".into(), "-".into()]);
+            csv_rows.push(vec![b.to_string(), format!("batch statistics, test batch {tb}"), a.to_string(), (a - acc_exact).to_string(), "".into(), "".into()]);
+            bpts.push((tb as f64, a));
+        }
+        bstat_series.push(Series::line(format!("trained at B={b}"), bpts, PALETTE[si]));
+        ctx.log(&format!("  trained at batch {b}: exact-statistics accuracy {acc_exact:.4}"));
+    }
+    csv(ctx, "test_stats.csv", &["train_batch", "estimate", "test_acc", "acc_minus_exact", "mean_error_sd", "var_rel_error"], &csv_rows)?;
+    let fig_html = ctx.figure(
+        &Figure::new(
+            "Test-time statistics",
+            vec![
+                Panel { title: "Algorithm 2: K batches, frozen weights".into(), xlabel: "K (batches)".into(), ylabel: "test accuracy".into(), x_log: true, series: alg2_series, ..Panel::default() },
+                Panel { title: "batch statistics at test time".into(), xlabel: "test batch size".into(), ylabel: "test accuracy".into(), x_log: true, series: bstat_series, ..Panel::default() },
+            ],
+        ),
+        "test_stats",
+        "Left: accuracy with population statistics from K training batches (dotted: exact). Right: normalising test batches with their own statistics",
+    )?;
+    let (b0, e1, e0, g1, g0) = corr[0];
+    let findings = vec![Finding {
+        claim: "At test time, averaged batch statistics with the m/(m-1) correction stand in for the population statistics".into(),
+        measured: format!(
+            "trained at batch {b0}, EMA momentum 0.1: relative variance error {e1:.4} corrected vs {e0:.4} uncorrected; accuracy vs exact statistics {g1:+.4} corrected, {g0:+.4} uncorrected"
+        ),
+        paper: "Var[x] = m/(m-1) E[sigma_B^2] (unbiased); moving averages track the model during training".into(),
+        verdict: if e1 < e0 && g1.abs() <= 0.01 { Verdict::Held } else if e1 < e0 { Verdict::Mixed } else { Verdict::NotHeld },
+    }];
+    let h = ["training batch", "statistics", "test accuracy", "minus exact", "mean error (in sd)", "variance rel. error"];
+    Ok(Section {
+        title: "Experiment test-stats: which statistics to use at test time".into(),
+        html: format!(
+            "<p>Sigmoid MLP {widths:?} with BN, trained {steps} steps at batch sizes {sizes:?} (seed {seed}). Every training batch's \
+             moments are recorded, so an exponential average with any momentum, with or without the m/(m-1) correction, is \
+             replayed exactly. \"Exact\" pools the moments of every training batch through the final network.</p>{}{fig_html}",
+            report::table(&h, &rows)
+        ),
+        md: format!("{}\n![test stats](test_stats.png)\n", report::md_table(&h, &rows)),
+        findings,
+        figures: vec!["test_stats".into()],
+    })
+}
