@@ -11,7 +11,7 @@ use candle_core::{Device, Tensor, D};
 use candle_nn::VarMap;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
 /// A loss above this (or not finite) counts as divergence: chance level is ln 10 = 2.3.
@@ -408,11 +408,4 @@ pub fn read_metrics(path: &Path, max_step: u64) -> Result<Vec<Row>> {
         });
     }
     Ok(rows)
-}
-
-/// Appends nothing, flushes nothing: a helper for commands that print a summary file.
-pub fn write_text(path: &Path, text: &str) -> Result<()> {
-    let mut f = std::fs::File::create(path).with_context(|| format!("cannot write {}", path.display()))?;
-    f.write_all(text.as_bytes())?;
-    Ok(())
 }
