@@ -187,6 +187,21 @@ impl BatchNorm {
         Ok((y, saved))
     }
 
+    /// Normalises with the batch statistics, leaving them in `self.moments`; no state change.
+    fn batch_forward(&mut self, x: &[f32], d: Dims, y: &mut [f32], saved: &mut SavedStats) -> Result<()> {
+        forward_train_into(
+            x,
+            d,
+            self.weight.as_deref(),
+            self.bias.as_deref(),
+            self.config.eps,
+            y,
+            &mut self.moments,
+            saved,
+            &mut self.ws,
+        )
+    }
+
     /// Training forward into `y`: batch statistics (biased variance) normalise `x`; when
     /// tracking, `num_batches_tracked += 1` and the running statistics move toward the batch's
     /// (see [`crate::update_running`]). An empty batch (N = 0) writes nothing and leaves the
@@ -199,17 +214,7 @@ impl BatchNorm {
         saved: &mut SavedStats,
     ) -> Result<()> {
         self.check_dims(d)?;
-        forward_train_into(
-            x,
-            d,
-            self.weight.as_deref(),
-            self.bias.as_deref(),
-            self.config.eps,
-            y,
-            &mut self.moments,
-            saved,
-            &mut self.ws,
-        )?;
+        self.batch_forward(x, d, y, saved)?;
         if d.is_empty() {
             return Ok(());
         }
@@ -260,17 +265,7 @@ impl BatchNorm {
                 }
                 Ok(())
             }
-            _ => forward_train_into(
-                x,
-                d,
-                self.weight.as_deref(),
-                self.bias.as_deref(),
-                self.config.eps,
-                y,
-                &mut self.moments,
-                saved,
-                &mut self.ws,
-            ),
+            _ => self.batch_forward(x, d, y, saved),
         }
     }
 
