@@ -7,8 +7,8 @@ use crate::layout::Dims;
 use crate::parallel::{for_each_chunk, Plan, SharedMut};
 use crate::saved::{SavedStats, StatsSource};
 use crate::simd::{
-    acc_grad, grad_combine, lane_sum, multiversion, rows_acc_grad, rows_grad_combine,
-    rows_scale, scale, LANES,
+    acc_grad, grad_combine_out, lane_sum, multiversion, rows_acc_grad, rows_grad_combine_out,
+    rows_scale, scale, LANES, STREAM_MIN_BYTES,
 };
 use crate::workspace::{sized, Workspace};
 
@@ -51,12 +51,13 @@ multiversion! {
 
 multiversion! {
     fn combine_channel(x: &[f32], dy: &[f32], dx: &SharedMut, d: Dims, c: usize, q: (f32, f32, f32, f32)) {
+        let nt = d.len() * 4 >= STREAM_MIN_BYTES;
         for n in 0..d.outer {
             let off = (n * d.channels + c) * d.inner;
             let r = off..off + d.inner;
             // SAFETY: channel c's slices belong to this task alone.
             let o = unsafe { dx.slice(off, d.inner) };
-            grad_combine(&x[r.clone()], &dy[r], o, q.0, q.1, q.2, q.3);
+            grad_combine_out(&x[r.clone()], &dy[r], o, q, nt);
         }
     }
 }
@@ -66,6 +67,7 @@ multiversion! {
     /// `dx = dy * a` when `coef` holds only `a`.
     fn combine_slices(x: &[f32], dy: &[f32], dx: &mut [f32], first: usize, d: Dims, coef: &[f32]) {
         let ch = d.channels;
+        let nt = d.len() * 4 >= STREAM_MIN_BYTES;
         let eval = coef.len() == ch;
         for (j, o) in dx.chunks_exact_mut(d.inner).enumerate() {
             let i = first + j;
@@ -74,21 +76,21 @@ multiversion! {
             if eval {
                 scale(&dy[r], o, coef[c]);
             } else {
-                grad_combine(&x[r.clone()], &dy[r], o, coef[c], coef[ch + c], coef[2 * ch + c], coef[3 * ch + c]);
+                grad_combine_out(&x[r.clone()], &dy[r], o, (coef[c], coef[ch + c], coef[2 * ch + c], coef[3 * ch + c]), nt);
             }
         }
     }
 }
 
 multiversion! {
-    fn combine_rows(x: &[f32], dy: &[f32], dx: &mut [f32], coef: &[f32], ch: usize) {
+    fn combine_rows(x: &[f32], dy: &[f32], dx: &mut [f32], coef: &[f32], ch: usize, nt: bool) {
         if coef.len() == ch {
             rows_scale(dy, dx, coef);
         } else {
             let (ctr, rest) = coef.split_at(ch);
             let (a, rest) = rest.split_at(ch);
             let (b, dd) = rest.split_at(ch);
-            rows_grad_combine(x, dy, dx, ctr, a, b, dd);
+            rows_grad_combine_out(x, dy, dx, ctr, a, b, dd, nt);
         }
     }
 }
@@ -142,7 +144,7 @@ fn combine_unchecked(x: &[f32], dy: &[f32], d: Dims, coef: &[f32], dx: &mut [f32
         let rows = (ELEMENTWISE_TASK / c).max(1);
         for_each_chunk(dx, rows * c, d.len(), |i, o| {
             let r = i * rows * c..i * rows * c + o.len();
-            combine_rows(&x[r.clone()], &dy[r], o, coef, c);
+            combine_rows(&x[r.clone()], &dy[r], o, coef, c, d.len() * 4 >= STREAM_MIN_BYTES);
         });
     } else {
         let per = (ELEMENTWISE_TASK / d.inner).max(1);

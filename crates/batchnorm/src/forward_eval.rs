@@ -4,7 +4,7 @@ use crate::coefficients::{fold_affine, inv_std};
 use crate::error::{check_len, Result};
 use crate::layout::Dims;
 use crate::parallel::for_each_chunk;
-use crate::simd::{affine, multiversion, rows_affine};
+use crate::simd::{affine_out, multiversion, rows_affine_out, STREAM_MIN_BYTES};
 use crate::workspace::{sized, Workspace};
 
 /// Elements per task of an element-wise pass.
@@ -12,18 +12,18 @@ const ELEMENTWISE_TASK: usize = 1 << 14;
 
 multiversion! {
     /// Channels-first slices `first..` (slice i is channel `i % C`) of `y` from `x`.
-    fn affine_slices(x: &[f32], y: &mut [f32], first: usize, d: Dims, ctr: &[f32], s: &[f32], t: &[f32]) {
+    fn affine_slices(x: &[f32], y: &mut [f32], first: usize, d: Dims, ctr: &[f32], s: &[f32], t: &[f32], nt: bool) {
         for (j, ys) in y.chunks_exact_mut(d.inner).enumerate() {
             let i = first + j;
             let c = i % d.channels;
-            affine(&x[i * d.inner..(i + 1) * d.inner], ys, ctr[c], s[c], t[c]);
+            affine_out(&x[i * d.inner..(i + 1) * d.inner], ys, ctr[c], s[c], t[c], nt);
         }
     }
 }
 
 multiversion! {
-    fn affine_rows(x: &[f32], y: &mut [f32], ctr: &[f32], s: &[f32], t: &[f32]) {
-        rows_affine(x, y, ctr, s, t);
+    fn affine_rows(x: &[f32], y: &mut [f32], ctr: &[f32], s: &[f32], t: &[f32], nt: bool) {
+        rows_affine_out(x, y, ctr, s, t, nt);
     }
 }
 
@@ -35,16 +35,17 @@ pub(crate) fn normalize_unchecked(x: &[f32], d: Dims, coef: &[f32], y: &mut [f32
     if d.is_empty() {
         return;
     }
+    let nt = d.len() * 4 >= STREAM_MIN_BYTES;
     if d.is_rows() {
         let rows = (ELEMENTWISE_TASK / c).max(1);
         for_each_chunk(y, rows * c, d.len(), |i, yc| {
             let lo = i * rows * c;
-            affine_rows(&x[lo..lo + yc.len()], yc, ctr, s, t);
+            affine_rows(&x[lo..lo + yc.len()], yc, ctr, s, t, nt);
         });
     } else {
         let per = (ELEMENTWISE_TASK / d.inner).max(1);
         for_each_chunk(y, per * d.inner, d.len(), |i, yc| {
-            affine_slices(x, yc, i * per, d, ctr, s, t);
+            affine_slices(x, yc, i * per, d, ctr, s, t, nt);
         });
     }
 }

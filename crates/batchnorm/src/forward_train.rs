@@ -7,17 +7,18 @@ use crate::layout::Dims;
 use crate::moments::Moments;
 use crate::parallel::{for_each_chunk, Plan, SharedMut};
 use crate::saved::{SavedStats, StatsSource};
-use crate::simd::{affine, multiversion};
+use crate::simd::{affine_out, multiversion, STREAM_MIN_BYTES};
 use crate::stats::{channel_block_moments, moments_unchecked, shifts};
 use crate::workspace::Workspace;
 
 multiversion! {
     fn affine_channel(x: &[f32], y: &SharedMut, d: Dims, c: usize, ctr: f32, s: f32, t: f32) {
+        let nt = d.len() * 4 >= STREAM_MIN_BYTES;
         for n in 0..d.outer {
             let off = (n * d.channels + c) * d.inner;
             // SAFETY: channel c's slices belong to this task alone.
             let ys = unsafe { y.slice(off, d.inner) };
-            affine(&x[off..off + d.inner], ys, ctr, s, t);
+            affine_out(&x[off..off + d.inner], ys, ctr, s, t, nt);
         }
     }
 }

@@ -170,6 +170,104 @@ mod x86 {
         _mm256_storeu_pd(a2.as_mut_ptr(), s2a);
         _mm256_storeu_pd(a2.as_mut_ptr().add(4), s2b);
     }
+
+    /// Stores 8 lanes with non-temporal (streaming) stores; `p` must be 16-byte aligned.
+    #[inline(always)]
+    unsafe fn stream8(p: *mut f32, r: __m256) {
+        _mm_stream_ps(p, _mm256_castps256_ps128(r));
+        _mm_stream_ps(p.add(4), _mm256_extractf128_ps::<1>(r));
+    }
+
+    /// How many leading elements to write normally before `p` is 16-byte aligned.
+    #[inline(always)]
+    fn head(p: *const f32, n: usize) -> usize {
+        (((16 - (p as usize) % 16) % 16) / 4).min(n)
+    }
+
+    /// `y = (x - ctr) * s + t` with streaming stores (same operations as the portable loop).
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn affine_nt(x: &[f32], y: &mut [f32], ctr: f32, s: f32, t: f32) {
+        let n = x.len().min(y.len());
+        let h = head(y.as_ptr(), n);
+        super::affine(&x[..h], &mut y[..h], ctr, s, t);
+        let (c, sv, tv) = (_mm256_set1_ps(ctr), _mm256_set1_ps(s), _mm256_set1_ps(t));
+        let mut i = h;
+        while i + 8 <= n {
+            let v = _mm256_loadu_ps(x.as_ptr().add(i));
+            stream8(y.as_mut_ptr().add(i), _mm256_add_ps(_mm256_mul_ps(_mm256_sub_ps(v, c), sv), tv));
+            i += 8;
+        }
+        super::affine(&x[i..n], &mut y[i..n], ctr, s, t);
+        _mm_sfence();
+    }
+
+    /// `dx = dy * a + ((x - ctr) * b + d)` with streaming stores.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn grad_combine_nt(x: &[f32], dy: &[f32], dx: &mut [f32], ctr: f32, a: f32, b: f32, d: f32) {
+        let n = x.len().min(dy.len()).min(dx.len());
+        let h = head(dx.as_ptr(), n);
+        super::grad_combine(&x[..h], &dy[..h], &mut dx[..h], ctr, a, b, d);
+        let (c, av, bv, dv) = (_mm256_set1_ps(ctr), _mm256_set1_ps(a), _mm256_set1_ps(b), _mm256_set1_ps(d));
+        let mut i = h;
+        while i + 8 <= n {
+            let xv = _mm256_loadu_ps(x.as_ptr().add(i));
+            let g = _mm256_loadu_ps(dy.as_ptr().add(i));
+            let r = _mm256_add_ps(_mm256_mul_ps(g, av), _mm256_add_ps(_mm256_mul_ps(_mm256_sub_ps(xv, c), bv), dv));
+            stream8(dx.as_mut_ptr().add(i), r);
+            i += 8;
+        }
+        super::grad_combine(&x[i..n], &dy[i..n], &mut dx[i..n], ctr, a, b, d);
+        _mm_sfence();
+    }
+
+    /// Rows of `C`: `y[c] = (x[c] - ctr[c]) * s[c] + t[c]` with streaming stores.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn rows_affine_nt(x: &[f32], y: &mut [f32], ctr: &[f32], s: &[f32], t: &[f32]) {
+        let c = ctr.len();
+        for (yr, xr) in y.chunks_exact_mut(c).zip(x.chunks_exact(c)) {
+            let h = head(yr.as_ptr(), c);
+            for j in 0..h {
+                yr[j] = (xr[j] - ctr[j]) * s[j] + t[j];
+            }
+            let mut j = h;
+            while j + 8 <= c {
+                let v = _mm256_loadu_ps(xr.as_ptr().add(j));
+                let (cv, sv, tv) = (_mm256_loadu_ps(ctr.as_ptr().add(j)), _mm256_loadu_ps(s.as_ptr().add(j)), _mm256_loadu_ps(t.as_ptr().add(j)));
+                stream8(yr.as_mut_ptr().add(j), _mm256_add_ps(_mm256_mul_ps(_mm256_sub_ps(v, cv), sv), tv));
+                j += 8;
+            }
+            for j in j..c {
+                yr[j] = (xr[j] - ctr[j]) * s[j] + t[j];
+            }
+        }
+        _mm_sfence();
+    }
+
+    /// Rows of `C`: `dx[c] = dy[c] * a[c] + ((x[c] - ctr[c]) * b[c] + d[c])`, streaming stores.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn rows_grad_combine_nt(x: &[f32], dy: &[f32], dx: &mut [f32], ctr: &[f32], a: &[f32], b: &[f32], d: &[f32]) {
+        let c = ctr.len();
+        for ((o, xr), gr) in dx.chunks_exact_mut(c).zip(x.chunks_exact(c)).zip(dy.chunks_exact(c)) {
+            let h = head(o.as_ptr(), c);
+            for j in 0..h {
+                o[j] = gr[j] * a[j] + ((xr[j] - ctr[j]) * b[j] + d[j]);
+            }
+            let mut j = h;
+            while j + 8 <= c {
+                let ld = |p: &[f32]| _mm256_loadu_ps(p.as_ptr().add(j));
+                let r = _mm256_add_ps(
+                    _mm256_mul_ps(ld(gr), ld(a)),
+                    _mm256_add_ps(_mm256_mul_ps(_mm256_sub_ps(ld(xr), ld(ctr)), ld(b)), ld(d)),
+                );
+                stream8(o.as_mut_ptr().add(j), r);
+                j += 8;
+            }
+            for j in j..c {
+                o[j] = gr[j] * a[j] + ((xr[j] - ctr[j]) * b[j] + d[j]);
+            }
+        }
+        _mm_sfence();
+    }
 }
 
 /// `y = (x - ctr) * s + t`.
@@ -315,4 +413,58 @@ pub(crate) fn rows_scale(dy: &[f32], dx: &mut [f32], a: &[f32]) {
             o[j] = gr[j] * a[j];
         }
     }
+}
+
+/// Outputs at least this large are written with non-temporal stores: together with the input
+/// they overflow the last-level cache, so caching them only costs a read-for-ownership per
+/// line and evicts the input the next pass needs.
+pub(crate) const STREAM_MIN_BYTES: usize = 16 << 20;
+
+/// [`affine`], streaming the output when `nt`.
+#[inline(always)]
+pub(crate) fn affine_out(x: &[f32], y: &mut [f32], ctr: f32, s: f32, t: f32, nt: bool) {
+    #[cfg(target_arch = "x86_64")]
+    if nt && has_avx2() {
+        // SAFETY: the CPU has AVX2.
+        return unsafe { x86::affine_nt(x, y, ctr, s, t) };
+    }
+    let _ = nt;
+    affine(x, y, ctr, s, t)
+}
+
+/// [`grad_combine`], streaming the output when `nt`.
+#[inline(always)]
+pub(crate) fn grad_combine_out(x: &[f32], dy: &[f32], dx: &mut [f32], q: (f32, f32, f32, f32), nt: bool) {
+    #[cfg(target_arch = "x86_64")]
+    if nt && has_avx2() {
+        // SAFETY: the CPU has AVX2.
+        return unsafe { x86::grad_combine_nt(x, dy, dx, q.0, q.1, q.2, q.3) };
+    }
+    let _ = nt;
+    grad_combine(x, dy, dx, q.0, q.1, q.2, q.3)
+}
+
+/// [`rows_affine`], streaming the output when `nt`.
+#[inline(always)]
+pub(crate) fn rows_affine_out(x: &[f32], y: &mut [f32], ctr: &[f32], s: &[f32], t: &[f32], nt: bool) {
+    #[cfg(target_arch = "x86_64")]
+    if nt && has_avx2() {
+        // SAFETY: the CPU has AVX2.
+        return unsafe { x86::rows_affine_nt(x, y, ctr, s, t) };
+    }
+    let _ = nt;
+    rows_affine(x, y, ctr, s, t)
+}
+
+/// [`rows_grad_combine`], streaming the output when `nt`.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn rows_grad_combine_out(x: &[f32], dy: &[f32], dx: &mut [f32], ctr: &[f32], a: &[f32], b: &[f32], d: &[f32], nt: bool) {
+    #[cfg(target_arch = "x86_64")]
+    if nt && has_avx2() {
+        // SAFETY: the CPU has AVX2.
+        return unsafe { x86::rows_grad_combine_nt(x, dy, dx, ctr, a, b, d) };
+    }
+    let _ = nt;
+    rows_grad_combine(x, dy, dx, ctr, a, b, d)
 }

@@ -200,3 +200,31 @@ fn large_tensors_match_reference_on_every_path() {
         assert_close(&format!("{layout} dbias"), &g.dbias.unwrap(), &db, 1e-5);
     }
 }
+
+/// Outputs of 16 MB and more are written with streaming stores: same values as the cached
+/// path, checked against the reference on every layout family.
+#[test]
+fn streamed_outputs_match_reference() {
+    for (layout, shape) in [
+        (Layout::Nc, vec![2048, 2100]),        // rows
+        (Layout::Nchw, vec![4, 16, 256, 260]), // long runs: channel-by-channel tasks
+        (Layout::Nchw, vec![64, 129, 23, 23]), // short runs: memory-order blocks
+        (Layout::Nhwc, vec![8, 72, 80, 101]),  // rows, odd width
+    ] {
+        let d = Dims::new(layout, &shape).unwrap();
+        assert!(d.len() * 4 >= 16 << 20, "{shape:?} must reach the streaming threshold");
+        let mut rng = Rng::new(3);
+        let x = rng.vec(d.len(), -2.0, 3.0);
+        let dy = rng.vec(d.len(), 0.0, 1.0);
+        let mut bn = BatchNorm::new(BatchNormConfig::new(d.channels)).unwrap();
+        bn.set_affine(&rng.vec(d.channels, 1.0, 0.3), &rng.vec(d.channels, 0.0, 1.0)).unwrap();
+        let w = bn.weight().unwrap().to_vec();
+        let b = bn.bias().unwrap().to_vec();
+        let (y, saved) = bn.forward_train(&x, d).unwrap();
+        let (mean, var) = batch_stats(&x, d);
+        assert_close(&format!("{layout} y"), &y, &normalize(&to_f64(&x), d, Some(&w), Some(&b), &mean, &var, 1e-5), 1e-5);
+        let g = bn.backward(&x, &dy, d, &saved).unwrap();
+        let (dx, _, _) = train_backward(&x, &dy, d, Some(&w), 1e-5);
+        assert_close(&format!("{layout} dx"), &g.dx, &dx, 1e-4);
+    }
+}
