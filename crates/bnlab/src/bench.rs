@@ -32,6 +32,9 @@ pub const OPS: [(&str, f64); 3] = [("train_fwd", 2.0), ("train_fwd_bwd", 5.0), (
 
 pub struct BenchArgs {
     pub threads: Vec<usize>,
+    /// Rounds of the whole suite, ours and PyTorch's interleaved; each entry is the median
+    /// over rounds (the machines are noisy).
+    pub rounds: usize,
     pub torch: Option<PathBuf>,
     pub e2e_steps: u64,
     pub out: Option<PathBuf>,
@@ -84,6 +87,17 @@ pub fn copy_bandwidth() -> f64 {
     let chunk = n.div_ceil(rayon::current_num_threads());
     let t = median(|| dst.par_chunks_mut(chunk).zip(src.par_chunks(chunk)).for_each(|(d, s)| d.copy_from_slice(s)), 20);
     2.0 * (n * 4) as f64 / t / 1e9
+}
+
+/// Entry-wise median over rounds of (per-shape times, copy bandwidth).
+fn median_rounds(rounds: &[(Vec<[f64; 3]>, f64)]) -> (Vec<[f64; 3]>, f64) {
+    let med = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let n = rounds[0].0.len();
+    let times = (0..n).map(|i| [0, 1, 2].map(|k| med(rounds.iter().map(|r| r.0.get(i).map_or(f64::NAN, |x| x[k])).collect()))).collect();
+    (times, med(rounds.iter().map(|r| r.1).collect()))
 }
 
 /// Runs an embedded Python script with `python`; returns its stdout.
@@ -147,17 +161,21 @@ pub fn run(a: &BenchArgs) -> Result<PathBuf> {
     let mut csv = String::from("threads,shape,layout,op,ours_ms,torch_ms,speedup,ours_GBps,copy_GBps,pct_of_copy\n");
     for &t in &a.threads {
         let pool = rayon::ThreadPoolBuilder::new().num_threads(t).build()?;
-        eprintln!("timing our kernels with {t} thread(s)...");
-        let (ours, copy) = pool.install(|| (SUITE.iter().map(|(_, l, s)| time_ours(*l, s)).collect::<Vec<_>>(), copy_bandwidth()));
-        let torch = match &a.torch {
-            Some(py) => {
-                eprintln!("timing PyTorch with {t} thread(s)...");
-                Some(time_torch(py, t)?)
+        let mut our_rounds = Vec::new();
+        let mut torch_rounds = Vec::new();
+        for r in 0..a.rounds.max(1) {
+            eprintln!("round {}/{}: our kernels with {t} thread(s)...", r + 1, a.rounds.max(1));
+            our_rounds.push(pool.install(|| (SUITE.iter().map(|(_, l, s)| time_ours(*l, s)).collect::<Vec<_>>(), copy_bandwidth())));
+            if let Some(py) = &a.torch {
+                eprintln!("round {}/{}: PyTorch with {t} thread(s)...", r + 1, a.rounds.max(1));
+                torch_rounds.push(time_torch(py, t)?);
             }
-            None => None,
-        };
+        }
+        let (ours, copy) = median_rounds(&our_rounds);
+        let torch = (!torch_rounds.is_empty()).then(|| median_rounds(&torch_rounds));
         md.push_str(&format!(
-            "\n### {t} thread(s): copy {copy:.1} GB/s (read + write){}\n\n",
+            "\n### {t} thread(s), median of {} round(s): copy {copy:.1} GB/s (read + write){}\n\n",
+            a.rounds.max(1),
             torch.as_ref().map_or(String::new(), |(_, c)| format!("; PyTorch's copy {c:.1} GB/s"))
         ));
         let headers = ["shape", "layout", "op", "ours ms", "PyTorch ms", "speedup", "ours GB/s", "% of copy"];

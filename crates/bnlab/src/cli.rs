@@ -90,6 +90,9 @@ enum Cmd {
         /// A Python interpreter with torch installed (e.g. .venv/bin/python).
         #[arg(long, value_name = "PYTHON")]
         torch: Option<PathBuf>,
+        /// Rounds of the suite (ours and PyTorch's interleaved); each entry is their median.
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
         /// Steps of the end-to-end Figure-1 MLP timing (0 to skip).
         #[arg(long, default_value_t = 2000)]
         e2e_steps: u64,
@@ -326,11 +329,11 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             println!("report: {}", crate::report_all::run(&runs)?.display());
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Bench { threads, torch, e2e_steps, out } => {
+        Cmd::Bench { threads, rounds, torch, e2e_steps, out } => {
             if threads.is_empty() || threads.contains(&0) {
                 bail!("--threads takes positive thread counts, e.g. 1,2");
             }
-            let dir = crate::bench::run(&crate::bench::BenchArgs { threads, torch, e2e_steps, out })?;
+            let dir = crate::bench::run(&crate::bench::BenchArgs { threads, rounds, torch, e2e_steps, out })?;
             println!("written to {}", dir.join("bench.md").display());
             Ok(ExitCode::SUCCESS)
         }
