@@ -104,12 +104,15 @@ pub(crate) fn moments_unchecked(x: &[f32], d: Dims, out: &mut [Moments], ws: &mu
         let r = plan.range(b, d.outer);
         block_sums(&x[r.start * span..r.end * span], d, k, acc);
     });
-    for (ch, o) in out.iter_mut().enumerate() {
-        let mut m = Moments::EMPTY;
-        for (b, acc) in sums.chunks_exact(2 * c).enumerate() {
-            let count = (plan.range(b, d.outer).len() * d.inner) as f64;
-            m = m.merge(&Moments::from_shifted_sums(count, k[ch], acc[ch], acc[c + ch]));
+    // Every block summed about the same per-channel shift, so the partial sums combine by
+    // plain addition (in block order); one conversion to moments per channel at the end.
+    let blocks = plan.blocks;
+    for ch in 0..c {
+        let (mut t1, mut t2) = (0.0, 0.0);
+        for b in 0..blocks {
+            t1 += sums[b * 2 * c + ch];
+            t2 += sums[b * 2 * c + c + ch];
         }
-        *o = m;
+        out[ch] = Moments::from_shifted_sums((d.outer * d.inner) as f64, k[ch], t1, t2);
     }
 }
