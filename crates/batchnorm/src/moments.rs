@@ -5,9 +5,10 @@
 /// Two sets merge exactly (Chan, Golub & LeVeque, 1979):
 /// `delta = mean_b - mean_a`, `n = n_a + n_b`,
 /// `mean = mean_a + delta * n_b / n`, `m2 = m2_a + m2_b + delta^2 * n_a * n_b / n`.
-/// This is what the multi-threaded reductions use, in a fixed order so that results do not
-/// depend on the number of threads, and what a synchronised (cross-process) batch norm would
-/// exchange.
+/// This is how [`crate::PopulationStats`] pools batches exactly, and what a synchronised
+/// (cross-process) batch norm would exchange. Inside one kernel call the blocks of a
+/// reduction share one shift per channel, so there their sums combine by plain addition, in
+/// a fixed block order, so that results do not depend on the number of threads.
 ///
 /// ```
 /// use batchnorm::Moments;
