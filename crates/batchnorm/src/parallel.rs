@@ -12,6 +12,10 @@ pub(crate) const SEQUENTIAL_BELOW: usize = 1 << 15;
 /// Aim for at least this many elements per task.
 const MIN_TASK: usize = 1 << 14;
 
+/// Fewest rows per block of a channels-last reduction (its partial sums cost 4 / rows of
+/// the block's own traffic).
+const MIN_ROWS_PER_BLOCK: usize = 64;
+
 /// Most blocks a memory-order reduction is cut into.
 const MAX_BLOCKS: usize = 32;
 
@@ -41,7 +45,11 @@ impl Plan {
         if !d.is_rows() && d.inner >= FUSE_MIN_INNER && d.channels >= FUSE_MIN_CHANNELS {
             return Plan { fused: true, blocks: 1, block_len: outer };
         }
-        let blocks = (d.len() / MIN_TASK).clamp(1, MAX_BLOCKS).min(outer);
+        let mut blocks = (d.len() / MIN_TASK).clamp(1, MAX_BLOCKS).min(outer);
+        if d.is_rows() {
+            // Each block writes 2 x C float64 partial sums: keep that small beside its rows.
+            blocks = blocks.min((outer / MIN_ROWS_PER_BLOCK).max(1));
+        }
         let block_len = outer.div_ceil(blocks);
         Plan { fused: false, blocks: outer.div_ceil(block_len), block_len }
     }

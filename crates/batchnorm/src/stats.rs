@@ -106,13 +106,14 @@ pub(crate) fn moments_unchecked(x: &[f32], d: Dims, out: &mut [Moments], ws: &mu
     });
     // Every block summed about the same per-channel shift, so the partial sums combine by
     // plain addition (in block order); one conversion to moments per channel at the end.
-    let blocks = plan.blocks;
-    for ch in 0..c {
-        let (mut t1, mut t2) = (0.0, 0.0);
-        for b in 0..blocks {
-            t1 += sums[b * 2 * c + ch];
-            t2 += sums[b * 2 * c + c + ch];
+    let (total, rest) = sums.split_at_mut(2 * c);
+    for acc in rest.chunks_exact(2 * c) {
+        for (t, a) in total.iter_mut().zip(acc) {
+            *t += a;
         }
-        out[ch] = Moments::from_shifted_sums((d.outer * d.inner) as f64, k[ch], t1, t2);
+    }
+    let count = (d.outer * d.inner) as f64;
+    for (ch, o) in out.iter_mut().enumerate() {
+        *o = Moments::from_shifted_sums(count, k[ch], total[ch], total[c + ch]);
     }
 }
