@@ -37,7 +37,7 @@ impl DataArgs {
 enum Cmd {
     /// Reproduce the paper's Figure 1 (with and without BN) and write a report.
     Paper {
-        /// Training steps per net (the paper: 50000; the default fits in about a minute).
+        /// Training steps per net (the paper: 50000; the default takes one to two minutes).
         #[arg(long, default_value_t = 20000)]
         steps: u64,
         /// Learning rate of plain SGD, the same for both nets.
