@@ -335,7 +335,7 @@ fn row(q: &[f32], r: usize, c: usize, j0: usize, w: usize) -> &[f32] {
 /// Rows of `C` values: `a1[c] += dy`, `a2[c] += dy * (x - k[c])`, four rows at a time, one
 /// strip of channels at a time.
 #[inline(always)]
-pub(crate) fn rows_acc_grad(x: &[f32], dy: &[f32], k: &[f64], a1: &mut [f64], a2: &mut [f64]) {
+fn rows_acc_grad_4(x: &[f32], dy: &[f32], k: &[f64], a1: &mut [f64], a2: &mut [f64]) {
     let c = k.len();
     for j0 in (0..c).step_by(STRIP) {
         let j1 = (j0 + STRIP).min(c);
@@ -359,6 +359,40 @@ pub(crate) fn rows_acc_grad(x: &[f32], dy: &[f32], k: &[f64], a1: &mut [f64], a2
                 let g = grow[j] as f64;
                 a1[j] += g;
                 a2[j] += g * (row[j] as f64 - k[j]);
+            }
+        }
+    }
+}
+
+/// Rows of `C` values: `a1[c] += dy`, `a2[c] += dy * (x - k[c])` over every row.
+///
+/// Rows of 128 to 512 channels go one row at a time (two streams, accumulators in L1);
+/// narrower and wider ones four rows at a time, so each strip's accumulators are loaded once
+/// per four rows. Measured (1 thread, min of 5): NHWC 64x14x14x256 backward 3.9 -> 2.5 ms
+/// one row at a time, while C = 64 and C >= 1024 are faster four at a time. The order of
+/// each channel's additions depends on the shape alone.
+#[inline(always)]
+pub(crate) fn rows_acc_grad(x: &[f32], dy: &[f32], k: &[f64], a1: &mut [f64], a2: &mut [f64]) {
+    if (128..=STRIP).contains(&k.len()) {
+        rows_acc_grad_1(x, dy, k, a1, a2)
+    } else {
+        rows_acc_grad_4(x, dy, k, a1, a2)
+    }
+}
+
+#[inline(always)]
+fn rows_acc_grad_1(x: &[f32], dy: &[f32], k: &[f64], a1: &mut [f64], a2: &mut [f64]) {
+    let c = k.len();
+    for j0 in (0..c).step_by(STRIP) {
+        let j1 = (j0 + STRIP).min(c);
+        let (k, a1, a2) = (&k[j0..j1], &mut a1[j0..j1], &mut a2[j0..j1]);
+        let w = j1 - j0;
+        for (r, g) in x.chunks_exact(c).zip(dy.chunks_exact(c)) {
+            let (r, g) = (&r[j0..j0 + w], &g[j0..j0 + w]);
+            for j in 0..w {
+                let e = g[j] as f64;
+                a1[j] += e;
+                a2[j] += e * (r[j] as f64 - k[j]);
             }
         }
     }
