@@ -162,6 +162,8 @@ pub struct Run {
     /// norms): `(step, gradients, model)`.
     pub on_step: Option<Box<dyn FnMut(u64, &candle_core::backprop::GradStore, &Model) -> Result<()>>>,
     rows: Vec<Row>,
+    /// The current epoch's permutation of the training set.
+    perm: Option<(u64, Vec<usize>)>,
 }
 
 fn batch_tensor(split: &Split, idx: &[usize]) -> Result<(Tensor, Tensor)> {
@@ -201,7 +203,7 @@ impl Run {
                 .map_err(|e| anyhow::anyhow!("cannot write to {}: {e}", d.display()))?;
         }
         let opt = Sgd::new(cfg.momentum, cfg.weight_decay);
-        Ok(Run { cfg, data, vm, model, opt, step: 0, dir: dir.map(Path::to_path_buf), want_taps: false, progress: false, on_step: None, rows: vec![] })
+        Ok(Run { cfg, data, vm, model, opt, step: 0, dir: dir.map(Path::to_path_buf), want_taps: false, progress: false, on_step: None, rows: vec![], perm: None })
     }
 
     /// Continues the run in `dir` from its checkpoint (bit for bit as if uninterrupted);
@@ -227,18 +229,24 @@ impl Run {
         let mut opt = Sgd::new(cfg.momentum, cfg.weight_decay);
         let step = checkpoint::load(&ck, &vm, &model, &mut opt)?;
         let rows = read_metrics(&dir.join("metrics.csv"), step)?;
-        let run = Run { cfg, data, vm, model, opt, step, dir: Some(dir.to_path_buf()), want_taps: false, progress: false, on_step: None, rows };
+        let run = Run { cfg, data, vm, model, opt, step, dir: Some(dir.to_path_buf()), want_taps: false, progress: false, on_step: None, rows, perm: None };
         run.rewrite_metrics()?;
         Ok(run)
     }
 
     /// Mini-batch `k` of epoch `e`: a permutation drawn from (seed, epoch).
-    fn batch_indices(&self, step: u64) -> Vec<usize> {
+    /// The epoch's permutation is drawn once and kept (a function of seed and epoch only, so
+    /// a resumed run draws the same).
+    fn batch_indices(&mut self, step: u64) -> Vec<usize> {
         let n = self.data.train.len();
         let per_epoch = (n / self.cfg.batch_size) as u64;
         let (epoch, k) = (step / per_epoch, (step % per_epoch) as usize);
-        let mut idx: Vec<usize> = (0..n).collect();
-        Rng::derive(self.cfg.seed, &[5, epoch]).shuffle(&mut idx);
+        if self.perm.as_ref().is_none_or(|p| p.0 != epoch) {
+            let mut idx: Vec<usize> = (0..n).collect();
+            Rng::derive(self.cfg.seed, &[5, epoch]).shuffle(&mut idx);
+            self.perm = Some((epoch, idx));
+        }
+        let idx = &self.perm.as_ref().expect("just drawn").1;
         idx[k * self.cfg.batch_size..(k + 1) * self.cfg.batch_size].to_vec()
     }
 
