@@ -169,6 +169,28 @@ proptest! {
     }
 }
 
+/// One training step on `x` (seeded, mean `offset`, spread `std`) against the reference:
+/// y within `tol_y`, dx within 1e-4, dweight and dbias within 1e-5.
+fn check_step(layout: Layout, shape: &[usize], seed: u64, offset: f64, std: f64, tol_y: f64) {
+    let d = Dims::new(layout, shape).unwrap();
+    let mut rng = Rng::new(seed);
+    let x = rng.vec(d.len(), offset, std);
+    let dy = rng.vec(d.len(), 0.5, 1.0);
+    let mut bn = BatchNorm::new(BatchNormConfig::new(d.channels)).unwrap();
+    bn.set_affine(&rng.vec(d.channels, 1.0, 0.3), &rng.vec(d.channels, 0.0, 1.0)).unwrap();
+    let w = bn.weight().unwrap().to_vec();
+    let b = bn.bias().unwrap().to_vec();
+    let (y, saved) = bn.forward_train(&x, d).unwrap();
+    let (mean, var) = batch_stats(&x, d);
+    let want = normalize(&to_f64(&x), d, Some(&w), Some(&b), &mean, &var, 1e-5);
+    assert_close(&format!("{layout} {shape:?} y"), &y, &want, tol_y);
+    let g = bn.backward(&x, &dy, d, &saved).unwrap();
+    let (dx, dg, db) = train_backward(&x, &dy, d, Some(&w), 1e-5);
+    assert_close(&format!("{layout} {shape:?} dx"), &g.dx, &dx, 1e-4);
+    assert_close(&format!("{layout} {shape:?} dweight"), &g.dweight.unwrap(), &dg, 1e-5);
+    assert_close(&format!("{layout} {shape:?} dbias"), &g.dbias.unwrap(), &db, 1e-5);
+}
+
 /// Big enough to take the multi-block and parallel paths, which the small property cases
 /// never reach.
 #[test]
@@ -178,26 +200,11 @@ fn large_tensors_match_reference_on_every_path() {
         (Layout::Nchw, vec![8, 40, 16, 16]),  // short runs: memory-order blocks
         (Layout::Nchw, vec![3, 12, 40, 40]),  // long runs, many channels: channel-by-channel tasks
         (Layout::Nhwc, vec![8, 24, 24, 40]),  // rows, several blocks
+        (Layout::Nhwc, vec![8, 12, 12, 256]), // rows of 128-512 channels: one row at a time
         (Layout::Nc, vec![1000, 70]),
         (Layout::Ncdhw, vec![3, 3, 10, 30, 30]),
     ] {
-        let d = Dims::new(layout, &shape).unwrap();
-        let mut rng = Rng::new(7);
-        let x = rng.vec(d.len(), 1e3, 2.0);
-        let dy = rng.vec(d.len(), 0.5, 1.0);
-        let mut bn = BatchNorm::new(BatchNormConfig::new(d.channels)).unwrap();
-        bn.set_affine(&rng.vec(d.channels, 1.0, 0.3), &rng.vec(d.channels, 0.0, 1.0)).unwrap();
-        let w = bn.weight().unwrap().to_vec();
-        let b = bn.bias().unwrap().to_vec();
-        let (y, saved) = bn.forward_train(&x, d).unwrap();
-        let (mean, var) = batch_stats(&x, d);
-        let want = normalize(&to_f64(&x), d, Some(&w), Some(&b), &mean, &var, 1e-5);
-        assert_close(&format!("{layout} y"), &y, &want, 1e-4);
-        let g = bn.backward(&x, &dy, d, &saved).unwrap();
-        let (dx, dg, db) = train_backward(&x, &dy, d, Some(&w), 1e-5);
-        assert_close(&format!("{layout} dx"), &g.dx, &dx, 1e-4);
-        assert_close(&format!("{layout} dweight"), &g.dweight.unwrap(), &dg, 1e-5);
-        assert_close(&format!("{layout} dbias"), &g.dbias.unwrap(), &db, 1e-5);
+        check_step(layout, &shape, 7, 1e3, 2.0, 1e-4);
     }
 }
 
@@ -211,20 +218,8 @@ fn streamed_outputs_match_reference() {
         (Layout::Nchw, vec![64, 129, 23, 23]), // short runs: memory-order blocks
         (Layout::Nhwc, vec![8, 72, 80, 101]),  // rows, odd width
     ] {
-        let d = Dims::new(layout, &shape).unwrap();
-        assert!(d.len() * 4 >= 16 << 20, "{shape:?} must reach the streaming threshold");
-        let mut rng = Rng::new(3);
-        let x = rng.vec(d.len(), -2.0, 3.0);
-        let dy = rng.vec(d.len(), 0.0, 1.0);
-        let mut bn = BatchNorm::new(BatchNormConfig::new(d.channels)).unwrap();
-        bn.set_affine(&rng.vec(d.channels, 1.0, 0.3), &rng.vec(d.channels, 0.0, 1.0)).unwrap();
-        let w = bn.weight().unwrap().to_vec();
-        let b = bn.bias().unwrap().to_vec();
-        let (y, saved) = bn.forward_train(&x, d).unwrap();
-        let (mean, var) = batch_stats(&x, d);
-        assert_close(&format!("{layout} y"), &y, &normalize(&to_f64(&x), d, Some(&w), Some(&b), &mean, &var, 1e-5), 1e-5);
-        let g = bn.backward(&x, &dy, d, &saved).unwrap();
-        let (dx, _, _) = train_backward(&x, &dy, d, Some(&w), 1e-5);
-        assert_close(&format!("{layout} dx"), &g.dx, &dx, 1e-4);
+        let n: usize = shape.iter().product();
+        assert!(n * 4 >= 16 << 20, "{shape:?} must reach the streaming threshold");
+        check_step(layout, &shape, 3, -2.0, 3.0, 1e-5);
     }
 }
