@@ -16,11 +16,11 @@ use crate::workspace::{sized, Workspace};
 const ELEMENTWISE_TASK: usize = 1 << 14;
 
 multiversion! {
-    /// `(sum(dy), sum(dy * (x - k)))` of channel c over outer indices `lo..hi`.
-    fn channel_block_grad_sums(x: &[f32], dy: &[f32], d: Dims, c: usize, lo: usize, hi: usize, k: f64) -> (f64, f64) {
+    /// `(sum(dy), sum(dy * (x - k)))` of channel c of a channels-first tensor.
+    fn channel_grad_sums(x: &[f32], dy: &[f32], d: Dims, c: usize, k: f64) -> (f64, f64) {
         let mut a1 = [0.0f64; LANES];
         let mut a2 = [0.0f64; LANES];
-        for n in lo..hi {
+        for n in 0..d.outer {
             let off = (n * d.channels + c) * d.inner;
             let r = off..off + d.inner;
             acc_grad(&x[r.clone()], &dy[r], k, &mut a1, &mut a2);
@@ -113,7 +113,7 @@ fn grad_sums<'a>(
     if plan.fused {
         let part = sized(sums, 2 * c, 0.0);
         for_each_chunk(part, 2, d.len(), |ch, p| {
-            (p[0], p[1]) = channel_block_grad_sums(x, dy, d, ch, 0, d.outer, mean[ch]);
+            (p[0], p[1]) = channel_grad_sums(x, dy, d, ch, mean[ch]);
         });
         for (ch, p) in part.chunks_exact(2).enumerate() {
             (out[ch], out[c + ch]) = (p[0], p[1]);
@@ -213,7 +213,7 @@ pub fn backward_into(
         let (s_dy, s_dyx) = out.split_at_mut(c);
         let dxp = SharedMut::new(dx);
         let per_channel = |ch: usize, s1: &mut f64, s2: &mut f64| {
-            let (a, b) = channel_block_grad_sums(x, dy, d, ch, 0, d.outer, saved.mean[ch]);
+            let (a, b) = channel_grad_sums(x, dy, d, ch, saved.mean[ch]);
             let q = fold_backward(saved.mean[ch], saved.invstd[ch], gamma(ch), m, a, b);
             combine_channel(x, dy, &dxp, d, ch, q);
             (*s1, *s2) = (a, b);

@@ -8,7 +8,7 @@ use crate::moments::Moments;
 use crate::parallel::{for_each_chunk, Plan, SharedMut};
 use crate::saved::{SavedStats, StatsSource};
 use crate::simd::{affine_out, multiversion, STREAM_MIN_BYTES};
-use crate::stats::{channel_block_moments, moments_unchecked, shifts};
+use crate::stats::{channel_moments, moments_unchecked, shifts};
 use crate::workspace::Workspace;
 
 multiversion! {
@@ -79,7 +79,7 @@ pub fn forward_train_into(
         let k = shifts(x, d, &mut ws.shift);
         let yp = SharedMut::new(y);
         for_each_chunk(moments, 1, d.len(), |c, m| {
-            m[0] = channel_block_moments(x, d, c, 0, d.outer, k[c]);
+            m[0] = channel_moments(x, d, c, k[c]);
             let is = inv_std(m[0].var_biased(), eps);
             let g = weight.map_or(1.0, |w| w[c] as f64);
             let b = bias.map_or(0.0, |b| b[c] as f64);

@@ -8,16 +8,15 @@ use crate::simd::{acc_shifted, lane_sum, multiversion, rows_acc_shifted, LANES};
 use crate::workspace::{sized, Workspace};
 
 multiversion! {
-    /// Moments of channel `c` over the outer indices `lo..hi` of a channels-first tensor,
-    /// accumulated about `k`.
-    pub(crate) fn channel_block_moments(x: &[f32], d: Dims, c: usize, lo: usize, hi: usize, k: f64) -> Moments {
+    /// Moments of channel `c` of a channels-first tensor, accumulated about `k`.
+    pub(crate) fn channel_moments(x: &[f32], d: Dims, c: usize, k: f64) -> Moments {
         let mut a1 = [0.0f64; LANES];
         let mut a2 = [0.0f64; LANES];
-        for n in lo..hi {
+        for n in 0..d.outer {
             let off = (n * d.channels + c) * d.inner;
             acc_shifted(&x[off..off + d.inner], k, &mut a1, &mut a2);
         }
-        Moments::from_shifted_sums(((hi - lo) * d.inner) as f64, k, lane_sum(&a1), lane_sum(&a2))
+        Moments::from_shifted_sums(d.per_channel() as f64, k, lane_sum(&a1), lane_sum(&a2))
     }
 }
 
@@ -94,7 +93,7 @@ pub(crate) fn moments_unchecked(x: &[f32], d: Dims, out: &mut [Moments], ws: &mu
     let k = shifts(x, d, &mut ws.shift);
     if plan.fused {
         for_each_chunk(out, 1, d.len(), |ch, o| {
-            o[0] = channel_block_moments(x, d, ch, 0, d.outer, k[ch]);
+            o[0] = channel_moments(x, d, ch, k[ch]);
         });
         return;
     }

@@ -1,14 +1,11 @@
 //! Scratch memory the kernels reuse from call to call.
 
-use crate::moments::Moments;
-
 /// Scratch buffers for the `_into` kernels. Keep one per layer (or per thread of callers) and
 /// pass it to every call: after the first call with a given shape, no kernel allocates.
 #[derive(Debug, Default, Clone)]
 pub struct Workspace {
     pub(crate) sums: Vec<f64>,
     pub(crate) totals: Vec<f64>,
-    pub(crate) partials: Vec<Moments>,
     pub(crate) shift: Vec<f64>,
     pub(crate) coef: Vec<f32>,
 }
@@ -23,7 +20,6 @@ impl Workspace {
     pub fn capacity_bytes(&self) -> usize {
         self.sums.capacity() * 8
             + self.totals.capacity() * 8
-            + self.partials.capacity() * std::mem::size_of::<Moments>()
             + self.shift.capacity() * 8
             + self.coef.capacity() * 4
     }
