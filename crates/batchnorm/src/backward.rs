@@ -8,7 +8,7 @@ use crate::parallel::{for_each_chunk, Plan, SharedMut};
 use crate::saved::{SavedStats, StatsSource};
 use crate::simd::{
     acc_grad, grad_combine_out, lane_sum, multiversion, rows_acc_grad, rows_grad_combine_out,
-    rows_scale, scale, LANES, STREAM_MIN_BYTES,
+    rows_scale, scale, LANES, streams,
 };
 use crate::workspace::{sized, Workspace};
 
@@ -51,7 +51,7 @@ multiversion! {
 
 multiversion! {
     fn combine_channel(x: &[f32], dy: &[f32], dx: &SharedMut, d: Dims, c: usize, q: (f32, f32, f32, f32)) {
-        let nt = d.len() * 4 >= STREAM_MIN_BYTES;
+        let nt = streams(d);
         for n in 0..d.outer {
             let off = (n * d.channels + c) * d.inner;
             let r = off..off + d.inner;
@@ -67,7 +67,7 @@ multiversion! {
     /// `dx = dy * a` when `coef` holds only `a`.
     fn combine_slices(x: &[f32], dy: &[f32], dx: &mut [f32], first: usize, d: Dims, coef: &[f32]) {
         let ch = d.channels;
-        let nt = d.len() * 4 >= STREAM_MIN_BYTES;
+        let nt = streams(d);
         let eval = coef.len() == ch;
         for (j, o) in dx.chunks_exact_mut(d.inner).enumerate() {
             let i = first + j;
@@ -144,7 +144,7 @@ fn combine_unchecked(x: &[f32], dy: &[f32], d: Dims, coef: &[f32], dx: &mut [f32
         let rows = (ELEMENTWISE_TASK / c).max(1);
         for_each_chunk(dx, rows * c, d.len(), |i, o| {
             let r = i * rows * c..i * rows * c + o.len();
-            combine_rows(&x[r.clone()], &dy[r], o, coef, c, d.len() * 4 >= STREAM_MIN_BYTES);
+            combine_rows(&x[r.clone()], &dy[r], o, coef, c, streams(d));
         });
     } else {
         let per = (ELEMENTWISE_TASK / d.inner).max(1);

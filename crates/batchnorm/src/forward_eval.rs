@@ -4,7 +4,7 @@ use crate::coefficients::{fold_affine, inv_std};
 use crate::error::{check_len, Result};
 use crate::layout::Dims;
 use crate::parallel::for_each_chunk;
-use crate::simd::{affine_out, multiversion, rows_affine_out, STREAM_MIN_BYTES};
+use crate::simd::{affine_out, multiversion, rows_affine_out, streams};
 use crate::workspace::{sized, Workspace};
 
 /// Elements per task of an element-wise pass.
@@ -35,7 +35,7 @@ pub(crate) fn normalize_unchecked(x: &[f32], d: Dims, coef: &[f32], y: &mut [f32
     if d.is_empty() {
         return;
     }
-    let nt = d.len() * 4 >= STREAM_MIN_BYTES;
+    let nt = streams(d);
     if d.is_rows() {
         let rows = (ELEMENTWISE_TASK / c).max(1);
         for_each_chunk(y, rows * c, d.len(), |i, yc| {

@@ -7,13 +7,13 @@ use crate::layout::Dims;
 use crate::moments::Moments;
 use crate::parallel::{for_each_chunk, Plan, SharedMut};
 use crate::saved::{SavedStats, StatsSource};
-use crate::simd::{affine_out, multiversion, STREAM_MIN_BYTES};
+use crate::simd::{affine_out, multiversion, streams};
 use crate::stats::{channel_moments, moments_unchecked, shifts};
 use crate::workspace::Workspace;
 
 multiversion! {
     fn affine_channel(x: &[f32], y: &SharedMut, d: Dims, c: usize, ctr: f32, s: f32, t: f32) {
-        let nt = d.len() * 4 >= STREAM_MIN_BYTES;
+        let nt = streams(d);
         for n in 0..d.outer {
             let off = (n * d.channels + c) * d.inner;
             // SAFETY: channel c's slices belong to this task alone.

@@ -452,7 +452,13 @@ pub(crate) fn rows_scale(dy: &[f32], dx: &mut [f32], a: &[f32]) {
 /// Outputs at least this large are written with non-temporal stores: together with the input
 /// they overflow the last-level cache, so caching them only costs a read-for-ownership per
 /// line and evicts the input the next pass needs.
-pub(crate) const STREAM_MIN_BYTES: usize = 16 << 20;
+const STREAM_MIN_BYTES: usize = 16 << 20;
+
+/// Whether the outputs of a pass over a tensor of these dimensions are streamed.
+#[inline(always)]
+pub(crate) fn streams(d: crate::layout::Dims) -> bool {
+    d.len() * 4 >= STREAM_MIN_BYTES
+}
 
 /// [`affine`], streaming the output when `nt`.
 #[inline(always)]
