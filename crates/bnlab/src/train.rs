@@ -177,11 +177,9 @@ fn batch_tensor(split: &Split, idx: &[usize]) -> Result<(Tensor, Tensor)> {
 }
 
 impl Run {
-    /// Starts a new run; with `dir`, writes `config.json` there (the directory must not
-    /// hold an earlier run).
-    pub fn new(cfg: TrainConfig, data: Dataset, dir: Option<&Path>) -> Result<Run> {
+    /// The run at step 0: checked configuration, training subset, model and optimiser.
+    fn build(cfg: TrainConfig, mut data: Dataset, dir: Option<PathBuf>) -> Result<Run> {
         cfg.validate()?;
-        let mut data = data;
         if let Some(n) = cfg.train_subset {
             if n < cfg.batch_size || n > data.train.len() {
                 bail!("--train-subset {n} must be between the batch size and the {} training examples", data.train.len());
@@ -193,17 +191,24 @@ impl Run {
         }
         let vm = VarMap::new();
         let model = Model::new(&cfg.model, &vm, cfg.seed, (data.train.rows, data.train.cols))?;
+        let opt = Sgd::new(cfg.momentum, cfg.weight_decay);
+        Ok(Run { cfg, data, vm, model, opt, step: 0, dir, want_taps: false, progress: false, on_step: None, rows: vec![], perm: None })
+    }
+
+    /// Starts a new run; with `dir`, writes `config.json` there (the directory must not
+    /// hold an earlier run).
+    pub fn new(cfg: TrainConfig, data: Dataset, dir: Option<&Path>) -> Result<Run> {
+        let run = Run::build(cfg, data, dir.map(Path::to_path_buf))?;
         if let Some(d) = dir {
             if d.join("config.json").exists() {
                 bail!("{} already holds a run: use --resume {} to continue it, or another --out", d.display(), d.display());
             }
             std::fs::create_dir_all(d).with_context(|| format!("cannot create output directory {}", d.display()))?;
-            let json = serde_json::to_string_pretty(&cfg)?;
+            let json = serde_json::to_string_pretty(&run.cfg)?;
             batchnorm::write_atomic(&d.join("config.json"), json.as_bytes())
                 .map_err(|e| anyhow::anyhow!("cannot write to {}: {e}", d.display()))?;
         }
-        let opt = Sgd::new(cfg.momentum, cfg.weight_decay);
-        Ok(Run { cfg, data, vm, model, opt, step: 0, dir: dir.map(Path::to_path_buf), want_taps: false, progress: false, on_step: None, rows: vec![], perm: None })
+        Ok(run)
     }
 
     /// Continues the run in `dir` from its checkpoint (bit for bit as if uninterrupted);
@@ -215,26 +220,18 @@ impl Run {
         if let Some(s) = steps {
             cfg.steps = s;
         }
-        let data = cfg.data.source().load()?;
         let ck = dir.join("checkpoint.safetensors");
         if !ck.exists() {
             bail!("cannot resume: {} has no checkpoint yet", dir.display());
         }
-        let mut data = data;
-        if let Some(n) = cfg.train_subset {
-            data.train = data.train.select(&(0..n).collect::<Vec<_>>());
-        }
-        let vm = VarMap::new();
-        let model = Model::new(&cfg.model, &vm, cfg.seed, (data.train.rows, data.train.cols))?;
-        let mut opt = Sgd::new(cfg.momentum, cfg.weight_decay);
-        let step = checkpoint::load(&ck, &vm, &model, &mut opt)?;
-        let rows = read_metrics(&dir.join("metrics.csv"), step)?;
-        let run = Run { cfg, data, vm, model, opt, step, dir: Some(dir.to_path_buf()), want_taps: false, progress: false, on_step: None, rows, perm: None };
+        let data = cfg.data.source().load()?;
+        let mut run = Run::build(cfg, data, Some(dir.to_path_buf()))?;
+        run.step = checkpoint::load(&ck, &run.vm, &run.model, &mut run.opt)?;
+        run.rows = read_metrics(&dir.join("metrics.csv"), run.step)?;
         run.rewrite_metrics()?;
         Ok(run)
     }
 
-    /// Mini-batch `k` of epoch `e`: a permutation drawn from (seed, epoch).
     /// The epoch's permutation is drawn once and kept (a function of seed and epoch only, so
     /// a resumed run draws the same).
     fn batch_indices(&mut self, step: u64) -> Vec<usize> {
