@@ -142,7 +142,7 @@ fn e2e_ours(steps: u64) -> Result<(f64, f64)> {
     let data = Source::Builtin.load()?;
     let mut rates = Vec::new();
     for bn in [false, true] {
-        let a = PaperArgs { steps, lr: 0.5, eval_every: steps, seed: 1, init_std: 0.1, unit: 0, batch_size: 60, source: Source::Builtin, out: None, quiet: true };
+        let a = PaperArgs { steps, eval_every: steps, quiet: true, ..PaperArgs::new(Source::Builtin, None) };
         let mut run = Run::new(paper::config(&a, bn), data.clone(), None)?;
         run.cfg.steps = 50;
         run.train(&mut |_, _| Ok(vec![]))?;

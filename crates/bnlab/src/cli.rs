@@ -38,18 +38,18 @@ enum Cmd {
     /// Reproduce the paper's Figure 1 (with and without BN) and write a report.
     Paper {
         /// Training steps per net (the paper: 50000; the default takes one to two minutes).
-        #[arg(long, default_value_t = 20000)]
+        #[arg(long, default_value_t = paper::DEFAULT_STEPS)]
         steps: u64,
         /// Learning rate of plain SGD, the same for both nets.
-        #[arg(long, default_value_t = 0.5)]
+        #[arg(long, default_value_t = paper::DEFAULT_LR)]
         lr: f64,
         /// Evaluate every this many steps.
-        #[arg(long, default_value_t = 200)]
+        #[arg(long, default_value_t = paper::DEFAULT_EVAL_EVERY)]
         eval_every: u64,
         #[arg(long, default_value_t = 1)]
         seed: u64,
         /// Standard deviation of the Gaussian weight init.
-        #[arg(long, default_value_t = 0.1)]
+        #[arg(long, default_value_t = paper::DEFAULT_INIT_STD)]
         init_std: f64,
         /// The last-hidden-layer unit whose input distribution is tracked.
         #[arg(long, default_value_t = 0)]
@@ -309,18 +309,11 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             let runs = opts.out.clone().unwrap_or_else(|| PathBuf::from("runs"));
             let stamp = crate::report::timestamp();
             let source = opts.source()?;
-            let paper_args = PaperArgs {
-                steps: if opts.quick { 60 } else { 20000 },
-                lr: 0.5,
-                eval_every: if opts.quick { 20 } else { 200 },
-                seed: 1,
-                init_std: 0.1,
-                unit: 0,
-                batch_size: 60,
-                source: if opts.data.data.is_none() && opts.data.dataset.is_none() { Source::Builtin } else { source.clone() },
-                out: Some(runs.join(format!("paper-{stamp}"))),
-                quiet: false,
-            };
+            let paper_source = if opts.data.data.is_none() && opts.data.dataset.is_none() { Source::Builtin } else { source.clone() };
+            let mut paper_args = PaperArgs::new(paper_source, Some(runs.join(format!("paper-{stamp}"))));
+            if opts.quick {
+                (paper_args.steps, paper_args.eval_every) = (60, 20);
+            }
             paper::run(&paper_args)?;
             for name in experiments::NAMES {
                 let args = ExpArgs { quick: opts.quick, seeds: opts.seeds, source: source.clone(), out: Some(runs.join(format!("{name}-{stamp}"))), quiet: false };

@@ -30,6 +30,33 @@ pub struct PaperArgs {
     pub quiet: bool,
 }
 
+/// Default training steps per net (the paper ran 50,000).
+pub const DEFAULT_STEPS: u64 = 20_000;
+/// Default learning rate of plain SGD, the same for both nets.
+pub const DEFAULT_LR: f64 = 0.5;
+/// Default evaluation interval in steps.
+pub const DEFAULT_EVAL_EVERY: u64 = 200;
+/// Default standard deviation of the Gaussian weight init (the paper's "small Gaussian").
+pub const DEFAULT_INIT_STD: f64 = 0.1;
+
+impl PaperArgs {
+    /// The defaults of `bnlab paper` on `source`, writing to `out`.
+    pub fn new(source: Source, out: Option<PathBuf>) -> Self {
+        PaperArgs {
+            steps: DEFAULT_STEPS,
+            lr: DEFAULT_LR,
+            eval_every: DEFAULT_EVAL_EVERY,
+            seed: 1,
+            init_std: DEFAULT_INIT_STD,
+            unit: 0,
+            batch_size: 60,
+            source,
+            out,
+            quiet: false,
+        }
+    }
+}
+
 /// One net's curves.
 struct Curves {
     label: &'static str,
