@@ -2,7 +2,7 @@
 //! the cumulative simple average, the paper's Algorithm 2 over K batches, and batch
 //! statistics at test time, against the exact statistics of the whole training set.
 
-use super::{csv, mlp, Ctx, Finding, Section, Verdict};
+use super::{csv, mlp, pm, Ctx, Finding, Section, Verdict};
 use crate::model::{Act, BnSpec, Mode, Model, WeightInit};
 use crate::plot::{Figure, Panel, Series, Style, PALETTE};
 use crate::report;
@@ -86,94 +86,126 @@ fn error_layers(s: &Stats, exact: &Stats, layers: std::ops::Range<usize>) -> (f6
     (em / n, ev / n)
 }
 
+/// What one training run (one seed, one batch size) measured.
+struct BatchRun {
+    /// `(estimate, test accuracy, (mean error, variance error))`; no errors for batch statistics.
+    rows: Vec<(String, f64, Option<(f64, f64)>)>,
+    acc_exact: f64,
+    alg2: Vec<(f64, f64)>,
+    batch_stats: Vec<(f64, f64)>,
+    /// EMA momentum 0.1: variance error corrected, uncorrected (all layers), accuracy minus
+    /// exact corrected, uncorrected, variance error corrected, uncorrected (first layer).
+    corr: [f64; 6],
+}
+
+/// Trains at batch `b` with `seed`, recording every batch's moments, then measures every
+/// estimate of the test-time statistics against the exact ones.
+fn analyse(ctx: &Ctx, seed: u64, b: usize, widths: &[usize], steps: u64, ks: &[usize], test_batches: &[usize]) -> Result<BatchRun> {
+    let momenta = [0.001, 0.01, 0.1, 0.5];
+    let mut cfg = ctx.config(mlp(widths, Act::Sigmoid, Some(BnSpec::default()), 0.0, WeightInit::Lecun), 0.5 * (b as f64 / 60.0).sqrt(), steps, seed);
+    cfg.batch_size = b;
+    cfg.eval_every = steps;
+    let mut run = Run::new(cfg, ctx.data.clone(), None)?;
+    let observers: Vec<batchnorm_candle::Observer> = run.model.bns.iter().map(|_| Default::default()).collect();
+    for (bn, o) in run.model.bns.iter_mut().zip(&observers) {
+        bn.set_observer(Some(o.clone()));
+    }
+    run.train(&mut |_, _| Ok(vec![]))?;
+    let rec: Vec<Vec<Vec<Moments>>> = observers.iter().map(|o| std::mem::take(&mut *o.lock().expect("observer"))).collect();
+    let m = &run.model;
+    let acc = |s: &Stats| -> Result<f64> {
+        set_running(m, s)?;
+        Ok(evaluate(m, &ctx.data.test, false, 0)?.acc)
+    };
+    // Exact: every training batch (in order), frozen weights, moments pooled.
+    let n = ctx.data.train.len() / b;
+    let all: Vec<Vec<usize>> = (0..n).map(|k| (k * b..(k + 1) * b).collect()).collect();
+    let exact = population(m, ctx, &all, PopulationEstimator::Pooled)?;
+    let acc_exact = acc(&exact)?;
+    let mut rows = Vec::new();
+    let mut add = |name: String, s: &Stats| -> Result<(f64, f64)> {
+        let a = acc(s)?;
+        let e = error(s, &exact);
+        rows.push((name, a, Some(e)));
+        Ok((a, e.1))
+    };
+    add("exact (all training batches, pooled)".into(), &exact)?;
+    let mut corr = [0.0; 6];
+    for &mo in &momenta {
+        let (sc, su) = (replay(&rec, Some(mo), true), replay(&rec, Some(mo), false));
+        let (a1, e1) = add(format!("EMA momentum {mo}, m/(m-1) corrected"), &sc)?;
+        let (a0, e0) = add(format!("EMA momentum {mo}, uncorrected"), &su)?;
+        if mo == 0.1 {
+            corr = [e1, e0, a1 - acc_exact, a0 - acc_exact, error_layers(&sc, &exact, 0..1).1, error_layers(&su, &exact, 0..1).1];
+        }
+    }
+    add("cumulative simple average (momentum None)".into(), &replay(&rec, None, true))?;
+    let mut order: Vec<usize> = (0..n).collect();
+    Rng::derive(seed, &[9, b as u64]).shuffle(&mut order);
+    let mut alg2 = Vec::new();
+    for &k in ks {
+        let k = k.min(n);
+        let batches: Vec<Vec<usize>> = order[..k].iter().map(|&i| all[i].clone()).collect();
+        let (a, _) = add(format!("Algorithm 2, K={k}"), &population(m, ctx, &batches, PopulationEstimator::EqualWeight)?)?;
+        alg2.push((k as f64, a));
+    }
+    // Batch statistics at test time.
+    let mut batch_stats = Vec::new();
+    for &tb in test_batches {
+        let nt = ctx.data.test.len() / tb * tb;
+        let mut correct = 0usize;
+        for lo in (0..nt).step_by(tb) {
+            let idx: Vec<usize> = (lo..lo + tb).collect();
+            let p = ctx.data.test.pixels();
+            let x: Vec<f32> = idx.iter().flat_map(|&i| ctx.data.test.images[i * p..(i + 1) * p].iter().copied()).collect();
+            let (logits, _, _) = m.forward_mode(&Tensor::from_vec(x, (tb, p), &Device::Cpu)?, Mode::BatchStats, 0, 0, false)?;
+            let pred = logits.argmax(1)?.to_vec1::<u32>()?;
+            correct += pred.iter().zip(&idx).filter(|(pr, &i)| **pr == ctx.data.test.labels[i]).count();
+        }
+        let a = correct as f64 / nt as f64;
+        rows.push((format!("batch statistics, test batch {tb}"), a, None));
+        batch_stats.push((tb as f64, a));
+    }
+    ctx.log(&format!("  trained at batch {b} (seed {seed}): exact-statistics accuracy {acc_exact:.4}"));
+    Ok(BatchRun { rows, acc_exact, alg2, batch_stats, corr })
+}
+
 pub fn run(ctx: &Ctx) -> Result<Section> {
     let sizes: Vec<usize> = ctx.pick(vec![4, 16, 60], vec![4, 16]);
     let steps: u64 = ctx.pick(3000, 40);
     let widths: &[usize] = ctx.pick(&[100, 100, 100], &[32, 32]);
     let ks: Vec<usize> = ctx.pick(vec![1, 3, 10, 30, 100, 300], vec![1, 3]);
-    let momenta = [0.001, 0.01, 0.1, 0.5];
     let test_batches: Vec<usize> = ctx.pick(vec![2, 4, 16, 60, 500], vec![4, 60]);
-    let seed = ctx.seeds[0];
+    let first = ctx.seeds[0];
     let mut rows = Vec::new();
     let mut csv_rows = Vec::new();
     let mut alg2_series = Vec::new();
     let mut bstat_series = Vec::new();
-    // (B, corrected var error, uncorrected var error, acc gap corrected, acc gap uncorrected,
-    //  first layer's corrected and uncorrected var error)
-    let mut corr = Vec::new();
-    for (si, &b) in sizes.iter().enumerate() {
-        let mut cfg = ctx.config(mlp(widths, Act::Sigmoid, Some(BnSpec::default()), 0.0, WeightInit::Lecun), 0.5 * (b as f64 / 60.0).sqrt(), steps, seed);
-        cfg.batch_size = b;
-        cfg.eval_every = steps;
-        let mut run = Run::new(cfg, ctx.data.clone(), None)?;
-        let observers: Vec<batchnorm_candle::Observer> = run.model.bns.iter().map(|_| Default::default()).collect();
-        for (bn, o) in run.model.bns.iter_mut().zip(&observers) {
-            bn.set_observer(Some(o.clone()));
-        }
-        run.train(&mut |_, _| Ok(vec![]))?;
-        let rec: Vec<Vec<Vec<Moments>>> = observers.iter().map(|o| std::mem::take(&mut *o.lock().expect("observer"))).collect();
-        let m = &run.model;
-        let acc = |s: &Stats| -> Result<f64> {
-            set_running(m, s)?;
-            Ok(evaluate(m, &ctx.data.test, false, 0)?.acc)
-        };
-        // Exact: every training batch (in order), frozen weights, moments pooled.
-        let n = ctx.data.train.len() / b;
-        let all: Vec<Vec<usize>> = (0..n).map(|k| (k * b..(k + 1) * b).collect()).collect();
-        let exact = population(m, ctx, &all, PopulationEstimator::Pooled)?;
-        let acc_exact = acc(&exact)?;
-        let mut add = |name: String, s: &Stats| -> Result<(f64, f64, f64)> {
-            let a = acc(s)?;
-            let (em, ev) = error(s, &exact);
-            rows.push(vec![format!("B={b}"), name.clone(), format!("{a:.4}"), format!("{:+.4}", a - acc_exact), format!("{em:.4}"), format!("{ev:.4}")]);
-            csv_rows.push(vec![b.to_string(), name, a.to_string(), (a - acc_exact).to_string(), em.to_string(), ev.to_string()]);
-            Ok((a, em, ev))
-        };
-        add("exact (all training batches, pooled)".into(), &exact)?;
-        let mut corr_row = (b, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
-        for &mo in &momenta {
-            let (sc, su) = (replay(&rec, Some(mo), true), replay(&rec, Some(mo), false));
-            let (a1, _, e1) = add(format!("EMA momentum {mo}, m/(m-1) corrected"), &sc)?;
-            let (a0, _, e0) = add(format!("EMA momentum {mo}, uncorrected"), &su)?;
-            if mo == 0.1 {
-                corr_row = (b, e1, e0, a1 - acc_exact, a0 - acc_exact, error_layers(&sc, &exact, 0..1).1, error_layers(&su, &exact, 0..1).1);
+    // Headline numbers of the smallest batch size, one entry per seed.
+    let mut corr: Vec<[f64; 6]> = Vec::new();
+    for &seed in &ctx.seeds {
+        for (si, &b) in sizes.iter().enumerate() {
+            let r = analyse(ctx, seed, b, widths, steps, &ks, &test_batches)?;
+            for (name, a, e) in &r.rows {
+                let (em, ev) = e.map_or((String::new(), String::new()), |(m, v)| (m.to_string(), v.to_string()));
+                csv_rows.push(vec![seed.to_string(), b.to_string(), name.clone(), a.to_string(), (a - r.acc_exact).to_string(), em, ev]);
+                if seed == first {
+                    let (em, ev) = e.map_or(("-".into(), "-".into()), |(m, v)| (format!("{m:.4}"), format!("{v:.4}")));
+                    rows.push(vec![format!("B={b}"), name.clone(), format!("{a:.4}"), format!("{:+.4}", a - r.acc_exact), em, ev]);
+                }
+            }
+            if si == 0 {
+                corr.push(r.corr);
+            }
+            if seed == first {
+                let (k0, k1) = (ks[0] as f64, *ks.last().expect("ks") as f64);
+                alg2_series.push(Series::line(format!("B={b}, Algorithm 2"), r.alg2, PALETTE[si]));
+                alg2_series.push(Series::line(format!("B={b}, exact"), vec![(k0, r.acc_exact), (k1, r.acc_exact)], PALETTE[si]).styled(Style::Dotted));
+                bstat_series.push(Series::line(format!("trained at B={b}"), r.batch_stats, PALETTE[si]));
             }
         }
-        corr.push(corr_row);
-        add("cumulative simple average (momentum None)".into(), &replay(&rec, None, true))?;
-        let mut order: Vec<usize> = (0..n).collect();
-        Rng::derive(seed, &[9, b as u64]).shuffle(&mut order);
-        let mut pts = Vec::new();
-        for &k in &ks {
-            let k = k.min(n);
-            let batches: Vec<Vec<usize>> = order[..k].iter().map(|&i| all[i].clone()).collect();
-            let (a, _, _) = add(format!("Algorithm 2, K={k}"), &population(m, ctx, &batches, PopulationEstimator::EqualWeight)?)?;
-            pts.push((k as f64, a));
-        }
-        alg2_series.push(Series::line(format!("B={b}, Algorithm 2"), pts, PALETTE[si]));
-        alg2_series.push(Series::line(format!("B={b}, exact"), vec![(ks[0] as f64, acc_exact), (*ks.last().expect("ks") as f64, acc_exact)], PALETTE[si]).styled(Style::Dotted));
-        // Batch statistics at test time.
-        let mut bpts = Vec::new();
-        for &tb in &test_batches {
-            let nt = ctx.data.test.len() / tb * tb;
-            let mut correct = 0usize;
-            for lo in (0..nt).step_by(tb) {
-                let idx: Vec<usize> = (lo..lo + tb).collect();
-                let p = ctx.data.test.pixels();
-                let x: Vec<f32> = idx.iter().flat_map(|&i| ctx.data.test.images[i * p..(i + 1) * p].iter().copied()).collect();
-                let (logits, _, _) = m.forward_mode(&Tensor::from_vec(x, (tb, p), &Device::Cpu)?, Mode::BatchStats, 0, 0, false)?;
-                let pred = logits.argmax(1)?.to_vec1::<u32>()?;
-                correct += pred.iter().zip(&idx).filter(|(pr, &i)| **pr == ctx.data.test.labels[i]).count();
-            }
-            let a = correct as f64 / nt as f64;
-            rows.push(vec![format!("B={b}"), format!("batch statistics, test batch {tb}"), format!("{a:.4}"), format!("{:+.4}", a - acc_exact), "-".into(), "-".into()]);
-            csv_rows.push(vec![b.to_string(), format!("batch statistics, test batch {tb}"), a.to_string(), (a - acc_exact).to_string(), "".into(), "".into()]);
-            bpts.push((tb as f64, a));
-        }
-        bstat_series.push(Series::line(format!("trained at B={b}"), bpts, PALETTE[si]));
-        ctx.log(&format!("  trained at batch {b}: exact-statistics accuracy {acc_exact:.4}"));
     }
-    csv(ctx, "test_stats.csv", &["train_batch", "estimate", "test_acc", "acc_minus_exact", "mean_error_sd", "var_rel_error"], &csv_rows)?;
+    csv(ctx, "test_stats.csv", &["seed", "train_batch", "estimate", "test_acc", "acc_minus_exact", "mean_error_sd", "var_rel_error"], &csv_rows)?;
     let fig_html = ctx.figure(
         &Figure::new(
             "Test-time statistics",
@@ -185,13 +217,16 @@ pub fn run(ctx: &Ctx) -> Result<Section> {
         "test_stats",
         "Left: accuracy with population statistics from K training batches (dotted: exact). Right: normalising test batches with their own statistics",
     )?;
-    let (b0, e1, e0, g1, g0, f1, f0) = corr[0];
+    let col = |i: usize| corr.iter().map(|c| c[i]).collect::<Vec<f64>>();
+    let mean = |i: usize| crate::stats::mean_std(&col(i)).0;
+    let (e1, e0, g1, f1, f0) = (mean(0), mean(1), mean(2), mean(4), mean(5));
     let findings = vec![Finding {
         claim: "At test time, averaged batch statistics with the m/(m-1) correction stand in for the population statistics".into(),
         measured: format!(
-            "trained at batch {b0}, EMA momentum 0.1: relative variance error {e1:.4} corrected vs {e0:.4} uncorrected over all layers, \
-             {f1:.4} vs {f0:.4} in the first layer (whose inputs are independent within a batch); accuracy vs exact statistics \
-             {g1:+.4} corrected, {g0:+.4} uncorrected"
+            "trained at batch {}, EMA momentum 0.1, over seeds {:?}: relative variance error {} corrected vs {} uncorrected over all \
+             layers, {} vs {} in the first layer (whose inputs are independent within a batch); accuracy vs exact statistics {} \
+             corrected, {} uncorrected",
+            sizes[0], ctx.seeds, pm(&col(0), 4), pm(&col(1), 4), pm(&col(4), 4), pm(&col(5), 4), pm(&col(2), 4), pm(&col(3), 4)
         ),
         paper: "Var[x] = m/(m-1) E[sigma_B^2] (unbiased); moving averages track the model during training".into(),
         verdict: if e1 < e0 && g1.abs() <= 0.01 {
@@ -206,7 +241,7 @@ pub fn run(ctx: &Ctx) -> Result<Section> {
     Ok(Section {
         title: "Experiment test-stats: which statistics to use at test time".into(),
         html: format!(
-            "<p>Sigmoid MLP {widths:?} with BN, trained {steps} steps at batch sizes {sizes:?} (seed {seed}). Every training batch's \
+            "<p>Sigmoid MLP {widths:?} with BN, trained {steps} steps at batch sizes {sizes:?}; the table and plots show seed {first}, test_stats.csv every seed. Every training batch's \
              moments are recorded, so an exponential average with any momentum, with or without the m/(m-1) correction, is \
              replayed exactly. \"Exact\" pools the moments of every training batch through the final network. The m/(m-1) \
              correction assumes the values of a batch are independent; behind an earlier BN layer they are not (that layer \
