@@ -28,6 +28,10 @@ struct DataArgs {
 }
 
 impl DataArgs {
+    /// Whether neither --data nor --dataset was given.
+    fn unset(&self) -> bool {
+        self.data.is_none() && self.dataset.is_none()
+    }
     fn source(&self) -> Result<Source> {
         Source::from_flags(self.data.as_deref(), self.dataset.as_deref())
     }
@@ -128,7 +132,7 @@ struct ExpOpts {
 impl ExpOpts {
     /// Fashion-MNIST when installed, else the built-in digits, unless chosen explicitly.
     fn source(&self) -> Result<Source> {
-        if self.data.data.is_none() && self.data.dataset.is_none() {
+        if self.data.unset() {
             Ok(Source::best_available())
         } else {
             self.data.source()
@@ -309,7 +313,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             let runs = opts.out.clone().unwrap_or_else(|| PathBuf::from("runs"));
             let stamp = crate::report::timestamp();
             let source = opts.source()?;
-            let paper_source = if opts.data.data.is_none() && opts.data.dataset.is_none() { Source::Builtin } else { source.clone() };
+            let paper_source = if opts.data.unset() { Source::Builtin } else { source.clone() };
             let mut paper_args = PaperArgs::new(paper_source, Some(runs.join(format!("paper-{stamp}"))));
             if opts.quick {
                 (paper_args.steps, paper_args.eval_every) = (60, 20);
