@@ -353,6 +353,7 @@ pub fn main() -> ExitCode {
         let n = std::thread::available_parallelism().map_or(1, |n| n.get());
         std::env::set_var("RAYON_NUM_THREADS", n.to_string());
     }
+    crate::memory::reuse_freed_memory();
     let cli = Cli::parse();
     match dispatch(cli) {
         Ok(code) => code,
