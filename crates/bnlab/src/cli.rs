@@ -347,13 +347,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
 
 /// Parses the command line, runs it, and turns every error into one line on stderr.
 pub fn main() -> ExitCode {
-    // candle asks for its thread count on every parallel op and, unless RAYON_NUM_THREADS is
-    // set, answers by parsing /proc/cpuinfo each time: settle it once, before any thread.
-    if std::env::var_os("RAYON_NUM_THREADS").is_none() {
-        let n = std::thread::available_parallelism().map_or(1, |n| n.get());
-        std::env::set_var("RAYON_NUM_THREADS", n.to_string());
-    }
-    crate::memory::reuse_freed_memory();
+    crate::runtime::configure();
     let cli = Cli::parse();
     match dispatch(cli) {
         Ok(code) => code,
