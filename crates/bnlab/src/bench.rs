@@ -137,8 +137,9 @@ fn time_torch(py: &Path, threads: usize) -> Result<(Vec<[f64; 3]>, f64)> {
     Ok((ms, copy))
 }
 
-/// Training steps per second of the paper's MLP in bnlab, without and with BN.
-fn e2e_ours(steps: u64) -> Result<(f64, f64)> {
+/// Training steps per second of the paper's MLP in bnlab, without and with BN, in this
+/// process as it is set up (`bnlab bench-e2e`).
+pub fn e2e_ours(steps: u64) -> Result<(f64, f64)> {
     let data = Source::Builtin.load()?;
     let mut rates = Vec::new();
     for bn in [false, true] {
@@ -152,6 +153,23 @@ fn e2e_ours(steps: u64) -> Result<(f64, f64)> {
         rates.push(steps as f64 / t.elapsed().as_secs_f64());
     }
     Ok((rates[0], rates[1]))
+}
+
+/// [`e2e_ours`] in a fresh `bnlab` process limited to `threads` threads, as a training run
+/// with that many threads would be (candle sizes its pools once per process).
+fn e2e_child(threads: usize, steps: u64) -> Result<(f64, f64)> {
+    let exe = std::env::current_exe().context("cannot find the bnlab executable")?;
+    let out = std::process::Command::new(&exe)
+        .args(["bench-e2e", "--steps", &steps.to_string()])
+        .env("RAYON_NUM_THREADS", threads.to_string())
+        .output()
+        .with_context(|| format!("cannot run {}", exe.display()))?;
+    if !out.status.success() {
+        bail!("end-to-end timing failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+    }
+    let v: serde_json::Value = serde_json::from_slice(out.stdout.trim_ascii())
+        .context("end-to-end timing printed no JSON")?;
+    Ok((v["no_bn"].as_f64().unwrap_or(f64::NAN), v["bn"].as_f64().unwrap_or(f64::NAN)))
 }
 
 pub fn run(a: &BenchArgs) -> Result<PathBuf> {
@@ -203,7 +221,7 @@ pub fn run(a: &BenchArgs) -> Result<PathBuf> {
         }
         md.push_str(&report::md_table(&headers, &rows));
         if a.e2e_steps > 0 {
-            let (nb, b) = pool.install(|| e2e_ours(a.e2e_steps))?;
+            let (nb, b) = e2e_child(t, a.e2e_steps)?;
             md.push_str(&format!(
                 "\nFigure-1 MLP (784-100-100-100-10, sigmoid, batch 60, SGD), {} steps: bnlab {nb:.0} steps/s without BN, {b:.0} with BN (BN costs {:.2}x per step)",
                 a.e2e_steps,

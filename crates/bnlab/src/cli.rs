@@ -104,6 +104,13 @@ enum Cmd {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// The end-to-end part of `bench`, run by it in a child process so that candle's thread
+    /// count (RAYON_NUM_THREADS) is the one being measured: prints one JSON line.
+    #[command(hide = true)]
+    BenchE2e {
+        #[arg(long, default_value_t = 2000)]
+        steps: u64,
+    },
     /// Run batch-norm conformance cases against the core library.
     Conformance {
         /// Directory of *.safetensors cases.
@@ -332,6 +339,11 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             }
             let dir = crate::bench::run(&crate::bench::BenchArgs { threads, rounds, torch, e2e_steps, out })?;
             println!("written to {}", dir.join("bench.md").display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::BenchE2e { steps } => {
+            let (no_bn, bn) = crate::bench::e2e_ours(steps)?;
+            println!("{}", serde_json::json!({ "no_bn": no_bn, "bn": bn }));
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Conformance { dir, out } => {
