@@ -290,11 +290,40 @@ pub(crate) fn grad_combine(x: &[f32], dy: &[f32], dx: &mut [f32], ctr: f32, a: f
 /// however wide the rows are.
 const STRIP: usize = 512;
 
-/// Rows of `C` values: `a1[c] += x - k[c]`, `a2[c] += (x - k[c])^2` over every row of `x`,
-/// four rows at a time so the accumulators are loaded once per four rows, one strip of
-/// channels at a time. Each channel's additions happen in row order whatever the strip.
+/// Rows of `C` values: `a1[c] += x - k[c]`, `a2[c] += (x - k[c])^2` over every row of `x`.
+///
+/// As in [`rows_acc_grad`], rows of 128 to 512 channels go one row at a time (one stream,
+/// accumulators in L1), others four at a time. Measured (min of 3 interleaved runs): NHWC
+/// 64x14x14x256 train forward 1.99 -> 1.43 ms at 1 thread and 0.86 -> 0.64 ms at 2; one row
+/// at a time was slower for C = 1024 and 4096 (NC 4096x4096 13.8 -> 19.4 ms) and no better
+/// for C = 64.
 #[inline(always)]
 pub(crate) fn rows_acc_shifted(x: &[f32], k: &[f64], a1: &mut [f64], a2: &mut [f64]) {
+    if (128..=STRIP).contains(&k.len()) {
+        rows_acc_shifted_1(x, k, a1, a2)
+    } else {
+        rows_acc_shifted_4(x, k, a1, a2)
+    }
+}
+
+/// One row at a time: a single stream through memory.
+#[inline(always)]
+fn rows_acc_shifted_1(x: &[f32], k: &[f64], a1: &mut [f64], a2: &mut [f64]) {
+    let c = k.len();
+    let (a1, a2) = (&mut a1[..c], &mut a2[..c]);
+    for r in x.chunks_exact(c) {
+        for j in 0..c {
+            let d = r[j] as f64 - k[j];
+            a1[j] += d;
+            a2[j] += d * d;
+        }
+    }
+}
+
+/// Four rows at a time, one strip of channels at a time, so each strip's accumulators are
+/// loaded once per four rows. Each channel's additions happen in row order.
+#[inline(always)]
+fn rows_acc_shifted_4(x: &[f32], k: &[f64], a1: &mut [f64], a2: &mut [f64]) {
     let c = k.len();
     for j0 in (0..c).step_by(STRIP) {
         let j1 = (j0 + STRIP).min(c);
