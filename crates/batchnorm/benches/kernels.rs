@@ -8,7 +8,11 @@ use batchnorm::{BatchNorm, BatchNormConfig, Dims, Layout, SavedStats};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use std::time::Duration;
 
-const SUITE: [(Layout, &[usize]); 8] = [
+const SUITE: [(Layout, &[usize]); 10] = [
+    // Beyond the shared suite: outputs large enough to stream, with short runs (49 values)
+    // and rows that are not a whole number of vectors (100 channels).
+    (Layout::Nchw, &[512, 512, 7, 7]),
+    (Layout::Nc, &[100000, 100]),
     (Layout::Nc, &[60, 100]),
     (Layout::Nc, &[256, 1024]),
     (Layout::Nc, &[4096, 4096]),
