@@ -1,10 +1,11 @@
 //! Criterion benchmarks of the kernels on the shared benchmark suite, with effective
 //! throughput over the memory-traffic floor (train forward and eval: 2 x bytes; forward +
-//! backward: 5 x bytes) and a plain 256 MB copy as the bandwidth reference.
+//! backward: 5 x bytes; the statistics pass alone: 1 x bytes) and a plain 256 MB copy as the
+//! bandwidth reference.
 //!
 //! BN_THREADS=1 cargo bench -p batchnorm --bench kernels   (threads: BN_THREADS, default 2)
 
-use batchnorm::{BatchNorm, BatchNormConfig, Dims, Layout, SavedStats};
+use batchnorm::{batch_moments_into, BatchNorm, BatchNormConfig, Dims, Layout, Moments, SavedStats, Workspace};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use std::time::Duration;
 
@@ -55,6 +56,13 @@ fn kernels(c: &mut Criterion) {
             g.throughput(Throughput::Bytes(2 * bytes));
             g.bench_function(BenchmarkId::new("eval", &id), |b| {
                 b.iter(|| bn.forward_eval_into(&x, d, &mut y, &mut saved).unwrap())
+            });
+            // The statistics pass alone (one read): with `eval` (the normalising pass alone),
+            // it shows what a training forward costs beyond its two passes.
+            let (mut m, mut ws) = (vec![Moments::EMPTY; d.channels], Workspace::new());
+            g.throughput(Throughput::Bytes(bytes));
+            g.bench_function(BenchmarkId::new("moments", &id), |b| {
+                b.iter(|| batch_moments_into(&x, d, &mut m, &mut ws).unwrap())
             });
         }
         let n = 64 << 20;
