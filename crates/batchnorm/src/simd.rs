@@ -492,17 +492,15 @@ pub(crate) fn streams(d: crate::layout::Dims) -> bool {
 /// Shortest contiguous run written with streaming stores. A streamed run's unaligned head
 /// and tail are written with ordinary stores and it ends with a fence; on short runs those
 /// partial lines flush the write-combining buffers early: NCHW 128x512x7x7 (runs of 49)
-/// took 26 ms instead of 0.6 ms when streamed. Rows of 64 channels (NHWC 32x56x56x64) were
-/// also faster cached, by 5-25% over train forward, forward+backward and eval at 1 and 2
-/// threads (min of 3 interleaved runs), while rows of 4096 were as fast or faster streamed.
+/// took 26 ms instead of 0.6 ms when streamed.
 const STREAM_MIN_RUN: usize = 1024;
 
-/// Whether rows of `c` values starting at `p` stream: rows must be long, start 16-byte
-/// aligned and hold a whole number of 8-lane vectors, or each row leaves ordinary stores
-/// between the streamed ones (NC 100000x100 eval: 14.1 ms streamed, 2.7 ms cached).
+/// Whether rows of `c` values starting at `p` stream: every row must start 16-byte aligned
+/// and be a whole number of 8-lane vectors, or each row leaves ordinary stores between the
+/// streamed ones (NC 100000x100 eval: 14.1 ms streamed).
 #[inline(always)]
 fn rows_stream(p: *const f32, c: usize) -> bool {
-    c >= STREAM_MIN_RUN && c % 8 == 0 && (p as usize) % 16 == 0
+    c % 8 == 0 && (p as usize) % 16 == 0
 }
 
 /// [`affine`], streaming the output when `nt`.

@@ -209,15 +209,15 @@ fn large_tensors_match_reference_on_every_path() {
 }
 
 /// Outputs of 16 MB and more are written with streaming stores where the runs allow it
-/// (contiguous runs of 1024 values and more, rows of whole vectors) and with ordinary stores
-/// where they do not: every case checked against the reference.
+/// (rows of whole vectors, channel runs of 1024 and more) and with ordinary stores where
+/// they do not: every case checked against the reference.
 #[test]
 fn streamed_outputs_match_reference() {
     for (layout, shape) in [
         (Layout::Nc, vec![2048, 2104]),        // rows of whole vectors: streamed
         (Layout::Nchw, vec![4, 16, 256, 260]), // long runs, channel-by-channel tasks: streamed
         (Layout::Nchw, vec![64, 129, 23, 23]), // short runs, memory-order blocks: cached
-        (Layout::Nhwc, vec![8, 72, 80, 101]),  // short rows of odd width: cached
+        (Layout::Nhwc, vec![8, 72, 80, 101]),  // rows of odd width: cached
     ] {
         let n: usize = shape.iter().product();
         assert!(n * 4 >= 16 << 20, "{shape:?} must reach the streaming threshold");
