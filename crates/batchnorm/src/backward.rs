@@ -50,6 +50,27 @@ multiversion! {
 }
 
 multiversion! {
+    /// dx of channel `c` while summing channel `next` about `k`, run by run, so the reads
+    /// of `next` overlap the writes of `c`; returns what [`channel_grad_sums`] returns.
+    fn combine_channel_then_grad_sums(x: &[f32], dy: &[f32], dx: &SharedMut, d: Dims, c: usize, q: (f32, f32, f32, f32), next: usize, k: f64) -> (f64, f64) {
+        let nt = streams(d);
+        let mut a1 = [0.0f64; LANES];
+        let mut a2 = [0.0f64; LANES];
+        for n in 0..d.outer {
+            let nx = (n * d.channels + next) * d.inner;
+            let r = nx..nx + d.inner;
+            acc_grad(&x[r.clone()], &dy[r], k, &mut a1, &mut a2);
+            let off = (n * d.channels + c) * d.inner;
+            let r = off..off + d.inner;
+            // SAFETY: channel c's slices belong to this task alone.
+            let o = unsafe { dx.slice(off, d.inner) };
+            grad_combine_out(&x[r.clone()], &dy[r], o, q, nt);
+        }
+        (lane_sum(&a1), lane_sum(&a2))
+    }
+}
+
+multiversion! {
     fn combine_channel(x: &[f32], dy: &[f32], dx: &SharedMut, d: Dims, c: usize, q: (f32, f32, f32, f32)) {
         let nt = streams(d);
         for n in 0..d.outer {
@@ -210,24 +231,27 @@ pub fn backward_into(
     let fused = saved.source == StatsSource::Batch && plan.fused;
     let sums: &[f64] = if fused && !d.is_empty() {
         let out = sized(&mut ws.totals, 2 * c, 0.0);
-        let (s_dy, s_dyx) = out.split_at_mut(c);
+        // [sum(dy), sum(dy * (x - mean))] per channel, in groups of channels per task.
+        let part = sized(&mut ws.sums, 2 * c, 0.0);
         let dxp = SharedMut::new(dx);
-        let per_channel = |ch: usize, s1: &mut f64, s2: &mut f64| {
-            let (a, b) = channel_grad_sums(x, dy, d, ch, saved.mean[ch]);
-            let q = fold_backward(saved.mean[ch], saved.invstd[ch], gamma(ch), m, a, b);
-            combine_channel(x, dy, &dxp, d, ch, q);
-            (*s1, *s2) = (a, b);
-        };
-        if d.len() < crate::parallel::SEQUENTIAL_BELOW {
-            for (ch, (s1, s2)) in s_dy.iter_mut().zip(s_dyx.iter_mut()).enumerate() {
-                per_channel(ch, s1, s2);
+        let group = plan.group;
+        for_each_chunk(part, 2 * group, d.len(), |i, p| {
+            let c0 = i * group;
+            let mut next = channel_grad_sums(x, dy, d, c0, saved.mean[c0]);
+            for j in 0..p.len() / 2 {
+                let ch = c0 + j;
+                let (a, b) = next;
+                let q = fold_backward(saved.mean[ch], saved.invstd[ch], gamma(ch), m, a, b);
+                if 2 * (j + 1) < p.len() {
+                    next = combine_channel_then_grad_sums(x, dy, &dxp, d, ch, q, ch + 1, saved.mean[ch + 1]);
+                } else {
+                    combine_channel(x, dy, &dxp, d, ch, q);
+                }
+                (p[2 * j], p[2 * j + 1]) = (a, b);
             }
-        } else {
-            use rayon::prelude::*;
-            s_dy.par_iter_mut()
-                .zip(s_dyx.par_iter_mut())
-                .enumerate()
-                .for_each(|(ch, (s1, s2))| per_channel(ch, s1, s2));
+        });
+        for (ch, p) in part.chunks_exact(2).enumerate() {
+            (out[ch], out[c + ch]) = (p[0], p[1]);
         }
         out
     } else {

@@ -7,9 +7,31 @@ use crate::layout::Dims;
 use crate::moments::Moments;
 use crate::parallel::{for_each_chunk, Plan, SharedMut};
 use crate::saved::{SavedStats, StatsSource};
-use crate::simd::{affine_out, multiversion, streams};
+use crate::simd::{acc_shifted, affine_out, lane_sum, multiversion, streams, LANES};
 use crate::stats::{channel_moments, moments_unchecked, shifts};
 use crate::workspace::Workspace;
+
+multiversion! {
+    /// Normalises channel `c` while reducing channel `next` about `k`, run by run, so the
+    /// reads of `next` from memory overlap the writes of `c` (one core's memory traffic
+    /// is limited by how many misses it keeps in flight; a read-only pass followed by a
+    /// write-only pass leaves half of that idle). Returns `next`'s moments, computed
+    /// exactly as [`channel_moments`] does.
+    fn affine_channel_then_moments(x: &[f32], y: &SharedMut, d: Dims, c: usize, ctr: f32, s: f32, t: f32, next: usize, k: f64) -> Moments {
+        let nt = streams(d);
+        let mut a1 = [0.0f64; LANES];
+        let mut a2 = [0.0f64; LANES];
+        for n in 0..d.outer {
+            let nx = (n * d.channels + next) * d.inner;
+            acc_shifted(&x[nx..nx + d.inner], k, &mut a1, &mut a2);
+            let off = (n * d.channels + c) * d.inner;
+            // SAFETY: channel c's slices belong to this task alone.
+            let ys = unsafe { y.slice(off, d.inner) };
+            affine_out(&x[off..off + d.inner], ys, ctr, s, t, nt);
+        }
+        Moments::from_shifted_sums(d.per_channel() as f64, k, lane_sum(&a1), lane_sum(&a2))
+    }
+}
 
 multiversion! {
     fn affine_channel(x: &[f32], y: &SharedMut, d: Dims, c: usize, ctr: f32, s: f32, t: f32) {
@@ -78,13 +100,23 @@ pub fn forward_train_into(
         // still in cache.
         let k = shifts(x, d, &mut ws.shift);
         let yp = SharedMut::new(y);
-        for_each_chunk(moments, 1, d.len(), |c, m| {
-            m[0] = channel_moments(x, d, c, k[c]);
-            let is = inv_std(m[0].var_biased(), eps);
-            let g = weight.map_or(1.0, |w| w[c] as f64);
-            let b = bias.map_or(0.0, |b| b[c] as f64);
-            let (ctr, s, t) = fold_affine(m[0].mean, is, g, b);
-            affine_channel(x, &yp, d, c, ctr, s, t);
+        let group = plan.group;
+        for_each_chunk(moments, group, d.len(), |i, m| {
+            let c0 = i * group;
+            let mut next = channel_moments(x, d, c0, k[c0]);
+            for j in 0..m.len() {
+                let c = c0 + j;
+                m[j] = next;
+                let is = inv_std(m[j].var_biased(), eps);
+                let g = weight.map_or(1.0, |w| w[c] as f64);
+                let b = bias.map_or(0.0, |b| b[c] as f64);
+                let (ctr, s, t) = fold_affine(m[j].mean, is, g, b);
+                if j + 1 < m.len() {
+                    next = affine_channel_then_moments(x, &yp, d, c, ctr, s, t, c + 1, k[c + 1]);
+                } else {
+                    affine_channel(x, &yp, d, c, ctr, s, t);
+                }
+            }
         });
     } else {
         moments_unchecked(x, d, moments, ws);

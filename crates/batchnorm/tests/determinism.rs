@@ -33,10 +33,11 @@ fn run(layout: Layout, shape: &[usize]) -> Outputs {
 
 #[test]
 fn identical_results_for_1_2_3_and_4_threads() {
-    let shapes: [(Layout, &[usize]); 6] = [
+    let shapes: [(Layout, &[usize]); 7] = [
         (Layout::Nchw, &[8, 2, 64, 64]),
         (Layout::Nchw, &[4, 16, 32, 32]), // long runs, many channels: channel-by-channel tasks
         (Layout::Nchw, &[4, 64, 16, 16]),
+        (Layout::Nchw, &[2, 50, 32, 33]), // channel tasks of 3 pipelined channels (last: 2)
         (Layout::Nhwc, &[8, 32, 32, 16]),
         (Layout::Nc, &[512, 256]),
         (Layout::Ncl, &[3, 1, 40000]),
