@@ -10,6 +10,7 @@ use crate::simd::{
     acc_grad, grad_combine_out, lane_sum, multiversion, rows_acc_grad, rows_grad_combine_out,
     rows_scale, scale, LANES, streams,
 };
+use crate::tiles::{backward_tiled, tile_width};
 use crate::workspace::{sized, Workspace};
 
 /// Elements per task of an element-wise pass.
@@ -229,7 +230,13 @@ pub fn backward_into(
     let gamma = |ch: usize| weight.map_or(1.0, |w| w[ch] as f64);
     let plan = Plan::new(d);
     let fused = saved.source == StatsSource::Batch && plan.fused;
-    let sums: &[f64] = if fused && !d.is_empty() {
+    let tiles = (saved.source == StatsSource::Batch).then(|| tile_width(d)).flatten();
+    let sums: &[f64] = if let Some(w) = tiles {
+        let out = sized(&mut ws.totals, 2 * c, 0.0);
+        let parts = sized(&mut ws.sums, 2 * c, 0.0);
+        backward_tiled(x, dy, d, w, &saved.mean, &saved.invstd, weight, dx, parts, out);
+        out
+    } else if fused && !d.is_empty() {
         let out = sized(&mut ws.totals, 2 * c, 0.0);
         // [sum(dy), sum(dy * (x - mean))] per channel, in groups of channels per task.
         let part = sized(&mut ws.sums, 2 * c, 0.0);

@@ -49,6 +49,7 @@ mod running;
 mod saved;
 mod simd;
 mod stats;
+mod tiles;
 mod workspace;
 
 pub use backward::backward_into;

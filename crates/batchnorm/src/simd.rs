@@ -274,9 +274,10 @@ mod x86 {
         _mm_sfence();
     }
 
-    /// One row (or strip of a row) of [`rows_grad_combine_nt`]; `q = (ctr, a, b, d)`.
+    /// One row (or strip of a row) of [`rows_grad_combine_nt`], without the closing fence;
+    /// `q = (ctr, a, b, d)`.
     #[target_feature(enable = "avx2")]
-    unsafe fn row_grad_combine_nt(xr: &[f32], gr: &[f32], o: &mut [f32], q: (&[f32], &[f32], &[f32], &[f32])) {
+    pub(super) unsafe fn row_grad_combine_nt(xr: &[f32], gr: &[f32], o: &mut [f32], q: (&[f32], &[f32], &[f32], &[f32])) {
         let (ctr, a, b, d) = q;
         let c = ctr.len();
         let h = head(o.as_ptr(), c);
@@ -296,6 +297,13 @@ mod x86 {
         for j in j..c {
             o[j] = gr[j] * a[j] + ((xr[j] - ctr[j]) * b[j] + d[j]);
         }
+    }
+
+    /// Orders earlier streaming stores before everything after it.
+    #[inline(always)]
+    pub(super) fn store_fence() {
+        // SAFETY: SSE is part of x86_64.
+        unsafe { _mm_sfence() }
     }
 }
 
@@ -356,30 +364,34 @@ fn rows_acc_shifted_4(x: &[f32], k: &[f64], a1: &mut [f64], a2: &mut [f64]) {
     let c = k.len();
     for j0 in (0..c).step_by(STRIP) {
         let j1 = (j0 + STRIP).min(c);
-        let (k, a1, a2) = (&k[j0..j1], &mut a1[j0..j1], &mut a2[j0..j1]);
-        let w = j1 - j0;
-        let mut it = x.chunks_exact(4 * c);
-        for quad in &mut it {
-            let r0 = &quad[j0..j0 + w];
-            let r1 = &quad[c + j0..c + j0 + w];
-            let r2 = &quad[2 * c + j0..2 * c + j0 + w];
-            let r3 = &quad[3 * c + j0..3 * c + j0 + w];
-            for j in 0..w {
-                let d0 = r0[j] as f64 - k[j];
-                let d1 = r1[j] as f64 - k[j];
-                let d2 = r2[j] as f64 - k[j];
-                let d3 = r3[j] as f64 - k[j];
-                a1[j] += (d0 + d1) + (d2 + d3);
-                a2[j] += (d0 * d0 + d1 * d1) + (d2 * d2 + d3 * d3);
-            }
+        strip_acc_shifted(x, c, j0, &k[j0..j1], &mut a1[j0..j1], &mut a2[j0..j1]);
+    }
+}
+
+/// Channels `j0..j0 + k.len()` of rows `c` wide: `a1[j] += x - k[j]`, `a2[j] += (x - k[j])^2`
+/// over every row, four rows at a time (as [`rows_acc_shifted`] does for a strip).
+#[inline(always)]
+pub(crate) fn strip_acc_shifted(x: &[f32], c: usize, j0: usize, k: &[f64], a1: &mut [f64], a2: &mut [f64]) {
+    let w = k.len();
+    let (a1, a2) = (&mut a1[..w], &mut a2[..w]);
+    let mut it = x.chunks_exact(4 * c);
+    for quad in &mut it {
+        let (r0, r1, r2, r3) = (row(quad, 0, c, j0, w), row(quad, 1, c, j0, w), row(quad, 2, c, j0, w), row(quad, 3, c, j0, w));
+        for j in 0..w {
+            let d0 = r0[j] as f64 - k[j];
+            let d1 = r1[j] as f64 - k[j];
+            let d2 = r2[j] as f64 - k[j];
+            let d3 = r3[j] as f64 - k[j];
+            a1[j] += (d0 + d1) + (d2 + d3);
+            a2[j] += (d0 * d0 + d1 * d1) + (d2 * d2 + d3 * d3);
         }
-        for row in it.remainder().chunks_exact(c) {
-            let row = &row[j0..j1];
-            for j in 0..w {
-                let d = row[j] as f64 - k[j];
-                a1[j] += d;
-                a2[j] += d * d;
-            }
+    }
+    for r in it.remainder().chunks_exact(c) {
+        let r = &r[j0..j0 + w];
+        for j in 0..w {
+            let d = r[j] as f64 - k[j];
+            a1[j] += d;
+            a2[j] += d * d;
         }
     }
 }
@@ -397,27 +409,34 @@ fn rows_acc_grad_4(x: &[f32], dy: &[f32], k: &[f64], a1: &mut [f64], a2: &mut [f
     let c = k.len();
     for j0 in (0..c).step_by(STRIP) {
         let j1 = (j0 + STRIP).min(c);
-        let (k, a1, a2) = (&k[j0..j1], &mut a1[j0..j1], &mut a2[j0..j1]);
-        let w = j1 - j0;
-        let mut ix = x.chunks_exact(4 * c);
-        let mut id = dy.chunks_exact(4 * c);
-        for (qx, qd) in (&mut ix).zip(&mut id) {
-            let (x0, x1, x2, x3) = (row(qx, 0, c, j0, w), row(qx, 1, c, j0, w), row(qx, 2, c, j0, w), row(qx, 3, c, j0, w));
-            let (g0, g1, g2, g3) = (row(qd, 0, c, j0, w), row(qd, 1, c, j0, w), row(qd, 2, c, j0, w), row(qd, 3, c, j0, w));
-            for j in 0..w {
-                let (e0, e1, e2, e3) = (g0[j] as f64, g1[j] as f64, g2[j] as f64, g3[j] as f64);
-                a1[j] += (e0 + e1) + (e2 + e3);
-                a2[j] += (e0 * (x0[j] as f64 - k[j]) + e1 * (x1[j] as f64 - k[j]))
-                    + (e2 * (x2[j] as f64 - k[j]) + e3 * (x3[j] as f64 - k[j]));
-            }
+        strip_acc_grad(x, dy, c, j0, &k[j0..j1], &mut a1[j0..j1], &mut a2[j0..j1]);
+    }
+}
+
+/// Channels `j0..j0 + k.len()` of rows `c` wide: `a1[j] += dy`, `a2[j] += dy * (x - k[j])`
+/// over every row, four rows at a time.
+#[inline(always)]
+pub(crate) fn strip_acc_grad(x: &[f32], dy: &[f32], c: usize, j0: usize, k: &[f64], a1: &mut [f64], a2: &mut [f64]) {
+    let w = k.len();
+    let (a1, a2) = (&mut a1[..w], &mut a2[..w]);
+    let mut ix = x.chunks_exact(4 * c);
+    let mut id = dy.chunks_exact(4 * c);
+    for (qx, qd) in (&mut ix).zip(&mut id) {
+        let (x0, x1, x2, x3) = (row(qx, 0, c, j0, w), row(qx, 1, c, j0, w), row(qx, 2, c, j0, w), row(qx, 3, c, j0, w));
+        let (g0, g1, g2, g3) = (row(qd, 0, c, j0, w), row(qd, 1, c, j0, w), row(qd, 2, c, j0, w), row(qd, 3, c, j0, w));
+        for j in 0..w {
+            let (e0, e1, e2, e3) = (g0[j] as f64, g1[j] as f64, g2[j] as f64, g3[j] as f64);
+            a1[j] += (e0 + e1) + (e2 + e3);
+            a2[j] += (e0 * (x0[j] as f64 - k[j]) + e1 * (x1[j] as f64 - k[j]))
+                + (e2 * (x2[j] as f64 - k[j]) + e3 * (x3[j] as f64 - k[j]));
         }
-        for (row, grow) in ix.remainder().chunks_exact(c).zip(id.remainder().chunks_exact(c)) {
-            let (row, grow) = (&row[j0..j1], &grow[j0..j1]);
-            for j in 0..w {
-                let g = grow[j] as f64;
-                a1[j] += g;
-                a2[j] += g * (row[j] as f64 - k[j]);
-            }
+    }
+    for (r, g) in ix.remainder().chunks_exact(c).zip(id.remainder().chunks_exact(c)) {
+        let (r, g) = (&r[j0..j0 + w], &g[j0..j0 + w]);
+        for j in 0..w {
+            let e = g[j] as f64;
+            a1[j] += e;
+            a2[j] += e * (r[j] as f64 - k[j]);
         }
     }
 }
@@ -582,4 +601,25 @@ pub(crate) fn rows_grad_combine_out(x: &[f32], dy: &[f32], dx: &mut [f32], ctr: 
     }
     let _ = nt;
     rows_grad_combine(x, dy, dx, ctr, a, b, d)
+}
+
+/// One row segment of [`rows_grad_combine_out`] (then [`store_fence`] if streamed).
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn row_grad_combine_out(xr: &[f32], gr: &[f32], o: &mut [f32], ctr: &[f32], a: &[f32], b: &[f32], d: &[f32], nt: bool) {
+    #[cfg(target_arch = "x86_64")]
+    if nt && rows_stream(o.as_ptr(), ctr.len()) && has_avx2() {
+        // SAFETY: the CPU has AVX2.
+        return unsafe { x86::row_grad_combine_nt(xr, gr, o, (ctr, a, b, d)) };
+    }
+    let _ = nt;
+    let c = ctr.len();
+    rows_grad_combine(&xr[..c], &gr[..c], &mut o[..c], ctr, a, b, d)
+}
+
+/// Orders the streaming stores made so far before later stores (nothing elsewhere).
+#[inline(always)]
+pub(crate) fn store_fence() {
+    #[cfg(target_arch = "x86_64")]
+    x86::store_fence();
 }

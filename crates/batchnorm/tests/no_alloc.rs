@@ -31,6 +31,7 @@ fn steady_state_training_steps_do_not_allocate() {
             (Layout::Nchw, vec![4, 64, 8, 8]),
             (Layout::Nchw, vec![2, 8, 32, 32]),
             (Layout::Nhwc, vec![8, 16, 16, 32]),
+            (Layout::Nc, vec![16, 2100]), // backward in column tiles
         ] {
             let d = Dims::new(layout, &shape).unwrap();
             let x: Vec<f32> = (0..d.len()).map(|i| (i % 13) as f32).collect();
