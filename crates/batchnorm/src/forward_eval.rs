@@ -3,7 +3,7 @@
 use crate::coefficients::{fold_affine, inv_std};
 use crate::error::{check_len, Result};
 use crate::layout::Dims;
-use crate::parallel::for_each_chunk;
+use crate::parallel::{for_each_chunk, CHANNEL_TASK};
 use crate::simd::{affine_out, multiversion, rows_affine_out, streams};
 use crate::workspace::{sized, Workspace};
 
@@ -53,22 +53,34 @@ pub(crate) fn normalize_unchecked(x: &[f32], d: Dims, coef: &[f32], y: &mut [f32
 /// Fills `coef = [ctr | s | t]` for every channel from means and inverse standard deviations.
 pub(crate) fn fill_coef<'a>(
     coef: &'a mut Vec<f32>,
-    mean: impl Fn(usize) -> f64,
-    invstd: impl Fn(usize) -> f64,
+    mean: impl Fn(usize) -> f64 + Sync,
+    invstd: impl Fn(usize) -> f64 + Sync,
     weight: Option<&[f32]>,
     bias: Option<&[f32]>,
     c: usize,
 ) -> &'a [f32] {
     let buf = sized(coef, 3 * c, 0.0);
-    for ch in 0..c {
-        let g = weight.map_or(1.0, |w| w[ch] as f64);
-        let b = bias.map_or(0.0, |b| b[ch] as f64);
-        let (ctr, s, t) = fold_affine(mean(ch), invstd(ch), g, b);
-        buf[ch] = ctr;
-        buf[c + ch] = s;
-        buf[2 * c + ch] = t;
+    let (ctr, st) = buf.split_at_mut(c);
+    let (s, t) = st.split_at_mut(c);
+    let fill = |first: usize, ctr: &mut [f32], s: &mut [f32], t: &mut [f32]| {
+        for (i, ((ctr, s), t)) in ctr.iter_mut().zip(s).zip(t).enumerate() {
+            let ch = first + i;
+            let g = weight.map_or(1.0, |w| w[ch] as f64);
+            let b = bias.map_or(0.0, |b| b[ch] as f64);
+            (*ctr, *s, *t) = fold_affine(mean(ch), invstd(ch), g, b);
+        }
+    };
+    if c <= CHANNEL_TASK {
+        fill(0, ctr, s, t);
+    } else {
+        use rayon::prelude::*;
+        ctr.par_chunks_mut(CHANNEL_TASK)
+            .zip(s.par_chunks_mut(CHANNEL_TASK))
+            .zip(t.par_chunks_mut(CHANNEL_TASK))
+            .enumerate()
+            .for_each(|(i, ((ctr, s), t))| fill(i * CHANNEL_TASK, ctr, s, t));
     }
-    buf
+    &buf[..]
 }
 
 pub(crate) fn check_params(c: usize, weight: Option<&[f32]>, bias: Option<&[f32]>) -> Result<()> {

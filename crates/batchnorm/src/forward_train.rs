@@ -5,7 +5,7 @@ use crate::error::{check_len, BnError, Result};
 use crate::forward_eval::{check_params, fill_coef, normalize_unchecked};
 use crate::layout::Dims;
 use crate::moments::Moments;
-use crate::parallel::{for_each_chunk, Plan, SharedMut};
+use crate::parallel::{for_each_chunk, Plan, SharedMut, CHANNEL_TASK};
 use crate::saved::{SavedStats, StatsSource};
 use crate::simd::{acc_shifted, affine_out, lane_sum, multiversion, streams, LANES};
 use crate::stats::{channel_moments, moments_unchecked, shifts};
@@ -42,6 +42,25 @@ multiversion! {
             let ys = unsafe { y.slice(off, d.inner) };
             affine_out(&x[off..off + d.inner], ys, ctr, s, t, nt);
         }
+    }
+}
+
+/// `saved` = (mean, 1 / sqrt(var + eps)) of every channel's batch moments.
+fn save_stats(moments: &[Moments], eps: f64, saved: &mut SavedStats) {
+    let fill = |first: usize, mean: &mut [f64], invstd: &mut [f64]| {
+        for (i, (m, s)) in mean.iter_mut().zip(invstd).enumerate() {
+            let mo = &moments[first + i];
+            (*m, *s) = (mo.mean, inv_std(mo.var_biased(), eps));
+        }
+    };
+    if moments.len() <= CHANNEL_TASK {
+        fill(0, &mut saved.mean, &mut saved.invstd);
+    } else {
+        use rayon::prelude::*;
+        saved.mean.par_chunks_mut(CHANNEL_TASK)
+            .zip(saved.invstd.par_chunks_mut(CHANNEL_TASK))
+            .enumerate()
+            .for_each(|(i, (m, s))| fill(i * CHANNEL_TASK, m, s));
     }
 }
 
@@ -120,19 +139,11 @@ pub fn forward_train_into(
         });
     } else {
         moments_unchecked(x, d, moments, ws);
-        let coef = fill_coef(
-            &mut ws.coef,
-            |c| moments[c].mean,
-            |c| inv_std(moments[c].var_biased(), eps),
-            weight,
-            bias,
-            d.channels,
-        );
+        save_stats(moments, eps, saved);
+        let coef = fill_coef(&mut ws.coef, |c| saved.mean[c], |c| saved.invstd[c], weight, bias, d.channels);
         normalize_unchecked(x, d, coef, y);
+        return Ok(());
     }
-    for (c, m) in moments.iter().enumerate() {
-        saved.mean[c] = m.mean;
-        saved.invstd[c] = inv_std(m.var_biased(), eps);
-    }
+    save_stats(moments, eps, saved);
     Ok(())
 }

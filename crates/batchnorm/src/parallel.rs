@@ -86,6 +86,11 @@ where
     }
 }
 
+/// Channels per task of per-channel work (coefficients, saved statistics), which runs in
+/// parallel once there are more channels than this: a tensor of few rows and 100,000s of
+/// channels spends as long on per-channel square roots as on its data.
+pub(crate) const CHANNEL_TASK: usize = 4096;
+
 /// A pointer to an output buffer that tasks write disjoint parts of.
 #[derive(Clone, Copy)]
 pub(crate) struct SharedMut {

@@ -5,6 +5,7 @@ use crate::layout::Dims;
 use crate::moments::Moments;
 use crate::parallel::{for_each_chunk, Plan};
 use crate::simd::{acc_shifted, lane_sum, multiversion, rows_acc_shifted, LANES};
+use crate::tiles::{moments_tiled, tile_width};
 use crate::workspace::{sized, Workspace};
 
 multiversion! {
@@ -91,6 +92,10 @@ pub(crate) fn moments_unchecked(x: &[f32], d: Dims, out: &mut [Moments], ws: &mu
     let plan = Plan::new(d);
     let c = d.channels;
     let k = shifts(x, d, &mut ws.shift);
+    if let Some(w) = tile_width(d) {
+        moments_tiled(x, d, w, k, out);
+        return;
+    }
     if plan.fused {
         for_each_chunk(out, 1, d.len(), |ch, o| {
             o[0] = channel_moments(x, d, ch, k[ch]);

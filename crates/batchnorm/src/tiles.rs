@@ -1,23 +1,30 @@
-//! Column tiles: the backward pass over channels-last tensors of few rows and many
-//! channels (a batch of 64 with 100,000 features), cut into groups of channels, one task per
-//! group.
+//! Column tiles: channels-last tensors of few rows and many channels (a batch of 64 with
+//! 100,000 features), cut into groups of channels, one task per group.
 //!
 //! In memory order such a tensor is a handful of rows: its reduction cannot be split into
 //! blocks of rows (each block's partial sums are as large as the rows themselves), so it
-//! runs on one thread, and its second pass reads `x` and `dy` again from memory. A tile of
-//! `w` channels reads `w` contiguous values of every row of both, forms its channels'
-//! coefficients, then writes dx from the same values while they are in cache. Tiles are
-//! independent and each is reduced in row order by one task, so results do not depend on
-//! the number of threads. Measured (min of 7, effective GB/s of backward over 3 x bytes): NC
-//! 64x100000 6.8-7.5 -> 10.9-11.8 GB/s at 1 thread and 11.8-12.4 -> 21.6-23.4 at 2; NC
-//! 16x400000 5.4-5.6 -> 7.1-7.4 and 7.9-8.1 -> 12.3-13.6. The same cut of the forward pass was
-//! slower at 1 thread (NC 64x100000 7.5-7.9 -> 8.0-9.3 ms, NC 100x2000 0.13-0.15 -> 0.24-0.25
-//! ms) and is not used.
+//! would run on one thread. A tile of `w` channels reads `w` contiguous values of every row.
+//! The statistics are summed tile by tile with the additions of a single memory-order block
+//! (so the moments are the same as one block's, now computed in parallel); the backward pass
+//! also forms its tile's coefficients and writes dx from the values it just read, while they
+//! are in cache. Tiles are independent and each is reduced in row order by one task, so
+//! results do not depend on the number of threads.
+//!
+//! Measured (min of 7): backward, effective GB/s over 3 x bytes, NC 64x100000 6.8-7.5 ->
+//! 10.9-11.8 at 1 thread and 11.8-12.4 -> 21.6-23.4 at 2, NC 16x400000 5.4-5.6 -> 7.1-7.4
+//! and 7.9-8.1 -> 12.3-13.6; train forward at 2 threads (with the per-channel work in
+//! parallel, see `parallel::CHANNEL_TASK`) NC 64x100000 5.0-5.2 -> 3.1-3.7 ms, NC 16x400000
+//! 9.9-10.8 -> 5.6-7.2 ms, NC 100x2000 0.093-0.109 -> 0.059-0.066 ms. Normalising tile by
+//! tile as well gave nothing measurable (and at 1 thread a fused forward tile was slower:
+//! NC 100x2000 0.13-0.15 -> 0.24-0.25 ms), so the forward pass normalises in memory order.
 
 use crate::coefficients::fold_backward;
 use crate::layout::Dims;
+use crate::moments::Moments;
 use crate::parallel::{for_each_chunk, SharedMut};
-use crate::simd::{multiversion, row_grad_combine_out, store_fence, streams, strip_acc_grad};
+use crate::simd::{
+    multiversion, row_grad_combine_out, store_fence, streams, strip_acc_grad, strip_acc_shifted,
+};
 
 /// Channels-last tensors with fewer rows than this are cut into tiles (with more, blocks
 /// of at least 64 rows give the threads work, see `parallel::Plan`).
@@ -38,6 +45,24 @@ pub(crate) fn tile_width(d: Dims) -> Option<usize> {
         return None;
     }
     Some((d.channels / TILES).next_multiple_of(16).clamp(MIN_TILE, MAX_TILE))
+}
+
+multiversion! {
+    /// Moments of the `m.len()` channels from `j0`, summed about `k` in row order.
+    fn tile_moments(x: &[f32], d: Dims, j0: usize, k: &[f64], m: &mut [Moments]) {
+        let w = m.len();
+        let (mut a1, mut a2) = ([0.0f64; MAX_TILE], [0.0f64; MAX_TILE]);
+        strip_acc_shifted(x, d.channels, j0, &k[j0..j0 + w], &mut a1, &mut a2);
+        for (j, mj) in m.iter_mut().enumerate() {
+            *mj = Moments::from_shifted_sums(d.outer as f64, k[j0 + j], a1[j], a2[j]);
+        }
+    }
+}
+
+/// The moments of every channel, tile by tile (chunk `i` of `out` is tile `i`); the
+/// additions are those of a single memory-order block (four rows at a time, in row order).
+pub(crate) fn moments_tiled(x: &[f32], d: Dims, w: usize, k: &[f64], out: &mut [Moments]) {
+    for_each_chunk(out, w, d.len(), |i, m| tile_moments(x, d, i * w, k, m));
 }
 
 multiversion! {

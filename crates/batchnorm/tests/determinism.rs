@@ -33,7 +33,7 @@ fn run(layout: Layout, shape: &[usize]) -> Outputs {
 
 #[test]
 fn identical_results_for_1_2_3_and_4_threads() {
-    let shapes: [(Layout, &[usize]); 8] = [
+    let shapes: [(Layout, &[usize]); 9] = [
         (Layout::Nchw, &[8, 2, 64, 64]),
         (Layout::Nchw, &[4, 16, 32, 32]), // long runs, many channels: channel-by-channel tasks
         (Layout::Nchw, &[4, 64, 16, 16]),
@@ -41,6 +41,7 @@ fn identical_results_for_1_2_3_and_4_threads() {
         (Layout::Nhwc, &[8, 32, 32, 16]),
         (Layout::Nc, &[512, 256]),
         (Layout::Nc, &[16, 2100]), // few rows, many channels: backward in column tiles
+        (Layout::Nc, &[8, 9000]),  // per-channel work in parallel tasks
         (Layout::Ncl, &[3, 1, 40000]),
     ];
     for (layout, shape) in shapes {

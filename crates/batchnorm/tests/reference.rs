@@ -204,6 +204,7 @@ fn large_tensors_match_reference_on_every_path() {
         (Layout::Nhwc, vec![8, 12, 12, 256]), // rows of 128-512 channels: one row at a time
         (Layout::Nc, vec![1000, 70]),
         (Layout::Nc, vec![20, 1700]),         // few rows, many channels: backward in column tiles
+        (Layout::Nc, vec![8, 9000]),          // per-channel work in parallel tasks
         (Layout::Ncdhw, vec![3, 3, 10, 30, 30]),
     ] {
         check_step(layout, &shape, 7, 1e3, 2.0, 1e-4);
