@@ -3,7 +3,7 @@
 use crate::coefficients::{fold_affine, inv_std};
 use crate::error::{check_len, Result};
 use crate::layout::Dims;
-use crate::parallel::{for_each_chunk, CHANNEL_TASK};
+use crate::parallel::{for_each_chunk, parallel_worth, CHANNEL_TASK};
 use crate::simd::{affine_out, multiversion, rows_affine_out, streams};
 use crate::workspace::{sized, Workspace};
 
@@ -70,7 +70,7 @@ pub(crate) fn fill_coef<'a>(
             (*ctr, *s, *t) = fold_affine(mean(ch), invstd(ch), g, b);
         }
     };
-    if c <= CHANNEL_TASK {
+    if c <= CHANNEL_TASK || !parallel_worth(c) {
         fill(0, ctr, s, t);
     } else {
         use rayon::prelude::*;
