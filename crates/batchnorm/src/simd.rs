@@ -551,7 +551,7 @@ const STREAM_MIN_RUN: usize = 1024;
 /// 1.93-2.39 and 3.6-4.2 ms cached.
 #[inline(always)]
 fn rows_stream(p: *const f32, c: usize) -> bool {
-    c % 8 == 0 && (p as usize) % 16 == 0
+    c.is_multiple_of(8) && (p as usize).is_multiple_of(16)
 }
 
 /// [`affine`], streaming the output when `nt`.
