@@ -4,6 +4,7 @@ use crate::coefficients::fold_backward;
 use crate::error::{check_len, Result};
 use crate::forward_eval::check_params;
 use crate::layout::Dims;
+use crate::narrow::{period, repeat, split, MAX_PERIOD};
 use crate::parallel::{for_each_chunk, Plan, SharedMut};
 use crate::saved::{SavedStats, StatsSource};
 use crate::simd::{
@@ -106,14 +107,32 @@ multiversion! {
 
 multiversion! {
     fn combine_rows(x: &[f32], dy: &[f32], dx: &mut [f32], coef: &[f32], ch: usize, nt: bool) {
-        if coef.len() == ch {
-            rows_scale(dy, dx, coef);
+        if let Some(l) = period(ch) {
+            // [a] or [ctr | a | b | d], each repeated along l positions.
+            let k = coef.len() / ch;
+            let mut wide = [0.0f32; 4 * MAX_PERIOD];
+            for (i, part) in coef.chunks_exact(ch).enumerate() {
+                repeat(part, l, &mut wide[i * l..]);
+            }
+            let w = split(dx.len(), l);
+            combine_rows_plain(&x[..w], &dy[..w], &mut dx[..w], &wide[..k * l], l, nt);
+            combine_rows_plain(&x[w..], &dy[w..], &mut dx[w..], coef, ch, nt);
         } else {
-            let (ctr, rest) = coef.split_at(ch);
-            let (a, rest) = rest.split_at(ch);
-            let (b, dd) = rest.split_at(ch);
-            rows_grad_combine_out(x, dy, dx, ctr, a, b, dd, nt);
+            combine_rows_plain(x, dy, dx, coef, ch, nt);
         }
+    }
+}
+
+/// [`combine_rows`] for rows `ch` wide, `coef = [a]` or `[ctr | a | b | d]` per position.
+#[inline(always)]
+fn combine_rows_plain(x: &[f32], dy: &[f32], dx: &mut [f32], coef: &[f32], ch: usize, nt: bool) {
+    if coef.len() == ch {
+        rows_scale(dy, dx, coef);
+    } else {
+        let (ctr, rest) = coef.split_at(ch);
+        let (a, rest) = rest.split_at(ch);
+        let (b, dd) = rest.split_at(ch);
+        rows_grad_combine_out(x, dy, dx, ctr, a, b, dd, nt);
     }
 }
 

@@ -3,6 +3,7 @@
 use crate::coefficients::{fold_affine, inv_std};
 use crate::error::{check_len, Result};
 use crate::layout::Dims;
+use crate::narrow::{period, repeat, split, MAX_PERIOD};
 use crate::parallel::{for_each_chunk, parallel_worth, CHANNEL_TASK};
 use crate::simd::{affine_out, multiversion, rows_affine_out, streams};
 use crate::workspace::{sized, Workspace};
@@ -23,7 +24,17 @@ multiversion! {
 
 multiversion! {
     fn affine_rows(x: &[f32], y: &mut [f32], ctr: &[f32], s: &[f32], t: &[f32], nt: bool) {
-        rows_affine_out(x, y, ctr, s, t, nt);
+        if let Some(l) = period(ctr.len()) {
+            let mut q = [[0.0f32; MAX_PERIOD]; 3];
+            repeat(ctr, l, &mut q[0]);
+            repeat(s, l, &mut q[1]);
+            repeat(t, l, &mut q[2]);
+            let w = split(x.len(), l);
+            rows_affine_out(&x[..w], &mut y[..w], &q[0][..l], &q[1][..l], &q[2][..l], nt);
+            rows_affine_out(&x[w..], &mut y[w..], ctr, s, t, nt);
+        } else {
+            rows_affine_out(x, y, ctr, s, t, nt);
+        }
     }
 }
 

@@ -43,6 +43,7 @@ mod io;
 mod layer;
 mod layout;
 mod moments;
+mod narrow;
 mod parallel;
 mod population;
 mod running;

@@ -336,7 +336,9 @@ const STRIP: usize = 512;
 /// for C = 64.
 #[inline(always)]
 pub(crate) fn rows_acc_shifted(x: &[f32], k: &[f64], a1: &mut [f64], a2: &mut [f64]) {
-    if (128..=STRIP).contains(&k.len()) {
+    if let Some(l) = crate::narrow::period(k.len()) {
+        crate::narrow::acc_shifted(x, k, l, a1, a2)
+    } else if (128..=STRIP).contains(&k.len()) {
         rows_acc_shifted_1(x, k, a1, a2)
     } else {
         rows_acc_shifted_4(x, k, a1, a2)
@@ -450,7 +452,9 @@ pub(crate) fn strip_acc_grad(x: &[f32], dy: &[f32], c: usize, j0: usize, k: &[f6
 /// each channel's additions depends on the shape alone.
 #[inline(always)]
 pub(crate) fn rows_acc_grad(x: &[f32], dy: &[f32], k: &[f64], a1: &mut [f64], a2: &mut [f64]) {
-    if (128..=STRIP).contains(&k.len()) {
+    if let Some(l) = crate::narrow::period(k.len()) {
+        crate::narrow::acc_grad(x, dy, k, l, a1, a2)
+    } else if (128..=STRIP).contains(&k.len()) {
         rows_acc_grad_1(x, dy, k, a1, a2)
     } else {
         rows_acc_grad_4(x, dy, k, a1, a2)

@@ -33,7 +33,7 @@ fn run(layout: Layout, shape: &[usize]) -> Outputs {
 
 #[test]
 fn identical_results_for_1_2_3_and_4_threads() {
-    let shapes: [(Layout, &[usize]); 9] = [
+    let shapes: [(Layout, &[usize]); 10] = [
         (Layout::Nchw, &[8, 2, 64, 64]),
         (Layout::Nchw, &[4, 16, 32, 32]), // long runs, many channels: channel-by-channel tasks
         (Layout::Nchw, &[4, 64, 16, 16]),
@@ -42,6 +42,7 @@ fn identical_results_for_1_2_3_and_4_threads() {
         (Layout::Nc, &[512, 256]),
         (Layout::Nc, &[16, 2100]), // few rows, many channels: backward in column tiles
         (Layout::Nc, &[8, 9000]),  // per-channel work in parallel tasks
+        (Layout::Nhwc, &[8, 32, 33, 3]), // rows of 3 regrouped into rows of 24
         (Layout::Ncl, &[3, 1, 40000]),
     ];
     for (layout, shape) in shapes {

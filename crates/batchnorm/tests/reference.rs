@@ -205,6 +205,8 @@ fn large_tensors_match_reference_on_every_path() {
         (Layout::Nc, vec![1000, 70]),
         (Layout::Nc, vec![20, 1700]),         // few rows, many channels: backward in column tiles
         (Layout::Nc, vec![8, 9000]),          // per-channel work in parallel tasks
+        (Layout::Nhwc, vec![8, 40, 41, 3]),   // rows of 3 regrouped into rows of 24
+        (Layout::Nc, vec![7001, 5]),          // rows of 5 regrouped into rows of 40, rows left over
         (Layout::Ncdhw, vec![3, 3, 10, 30, 30]),
     ] {
         check_step(layout, &shape, 7, 1e3, 2.0, 1e-4);

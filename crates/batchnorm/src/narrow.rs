@@ -1,0 +1,123 @@
+//! Rows of a few channels (an NHWC image batch with 3 channels): a loop over one row is too
+//! short to vectorise. A block of such rows is read instead as rows of lcm(C, 8) values
+//! (whole 8-lane vectors) with each channel's constants repeated along the regrouped row;
+//! sums kept per position are folded back into their channels at the end. Each channel's
+//! additions still depend on the shape alone.
+
+/// Widest regrouped row: lcm(15, 8).
+pub(crate) const MAX_PERIOD: usize = 120;
+
+/// lcm(c, 8) for rows of fewer than 16 channels that are not whole vectors already.
+#[inline(always)]
+pub(crate) fn period(c: usize) -> Option<usize> {
+    (c > 0 && c < 16 && !c.is_multiple_of(8)).then(|| {
+        let g = gcd(c, 8);
+        c / g * 8
+    })
+}
+
+fn gcd(a: usize, b: usize) -> usize {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
+}
+
+/// `v` repeated along `l` positions: `out[j] = v[j % v.len()]`.
+#[inline(always)]
+pub(crate) fn repeat<T: Copy>(v: &[T], l: usize, out: &mut [T]) {
+    for (j, o) in out[..l].iter_mut().enumerate() {
+        *o = v[j % v.len()];
+    }
+}
+
+/// Rows of `k.len()` channels: `a1[c] += x - k[c]`, `a2[c] += (x - k[c])^2` over every row,
+/// in regrouped rows of `l` values (then the rows left over one by one).
+#[inline(always)]
+pub(crate) fn acc_shifted(x: &[f32], k: &[f64], l: usize, a1: &mut [f64], a2: &mut [f64]) {
+    let c = k.len();
+    let mut kv = [0.0f64; MAX_PERIOD];
+    repeat(k, l, &mut kv);
+    let kv = &kv[..l];
+    let (mut v1, mut v2) = ([0.0f64; MAX_PERIOD], [0.0f64; MAX_PERIOD]);
+    let (p1, p2) = (&mut v1[..l], &mut v2[..l]);
+    let mut it = x.chunks_exact(l);
+    for r in &mut it {
+        for j in 0..l {
+            let d = r[j] as f64 - kv[j];
+            p1[j] += d;
+            p2[j] += d * d;
+        }
+    }
+    for j in 0..l {
+        a1[j % c] += p1[j];
+        a2[j % c] += p2[j];
+    }
+    for r in it.remainder().chunks_exact(c) {
+        for j in 0..c {
+            let d = r[j] as f64 - k[j];
+            a1[j] += d;
+            a2[j] += d * d;
+        }
+    }
+}
+
+/// Rows of `k.len()` channels: `a1[c] += dy`, `a2[c] += dy * (x - k[c])` over every row, in
+/// regrouped rows of `l` values.
+#[inline(always)]
+pub(crate) fn acc_grad(x: &[f32], dy: &[f32], k: &[f64], l: usize, a1: &mut [f64], a2: &mut [f64]) {
+    let c = k.len();
+    let mut kv = [0.0f64; MAX_PERIOD];
+    repeat(k, l, &mut kv);
+    let kv = &kv[..l];
+    let (mut v1, mut v2) = ([0.0f64; MAX_PERIOD], [0.0f64; MAX_PERIOD]);
+    let (p1, p2) = (&mut v1[..l], &mut v2[..l]);
+    let (mut ix, mut id) = (x.chunks_exact(l), dy.chunks_exact(l));
+    for (r, g) in (&mut ix).zip(&mut id) {
+        for j in 0..l {
+            let e = g[j] as f64;
+            p1[j] += e;
+            p2[j] += e * (r[j] as f64 - kv[j]);
+        }
+    }
+    for j in 0..l {
+        a1[j % c] += p1[j];
+        a2[j % c] += p2[j];
+    }
+    for (r, g) in ix.remainder().chunks_exact(c).zip(id.remainder().chunks_exact(c)) {
+        for j in 0..c {
+            let e = g[j] as f64;
+            a1[j] += e;
+            a2[j] += e * (r[j] as f64 - k[j]);
+        }
+    }
+}
+
+/// The first `whole` values of a block of rows `c` wide, `l` at a time (a multiple of `c`):
+/// the rest are whole rows to be done `c` at a time.
+#[inline(always)]
+pub(crate) fn split(len: usize, l: usize) -> usize {
+    len / l * l
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn periods_are_whole_vectors_of_whole_rows() {
+        assert_eq!(period(3), Some(24));
+        assert_eq!(period(8), None);
+        assert_eq!(period(16), None);
+        assert_eq!(period(0), None);
+        for c in 1..16 {
+            if let Some(l) = period(c) {
+                assert!(l % c == 0 && l % 8 == 0 && l <= MAX_PERIOD, "c = {c}: {l}");
+            }
+        }
+        let mut out = [0u8; 6];
+        repeat(&[1, 2, 3], 6, &mut out);
+        assert_eq!(out, [1, 2, 3, 1, 2, 3]);
+    }
+}
