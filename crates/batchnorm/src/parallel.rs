@@ -5,17 +5,27 @@
 use crate::layout::Dims;
 use rayon::prelude::*;
 
-/// Below this many elements a kernel runs on the calling thread: spawning would cost more
-/// than the work. Running sequentially does the same arithmetic in the same order.
+/// Below this many elements a kernel called from a pool thread runs on that thread:
+/// splitting would cost more than the work. Running sequentially does the same arithmetic in the same order.
 pub(crate) const SEQUENTIAL_BELOW: usize = 1 << 15;
+
+/// Below this many elements a call from outside the pool runs on the calling thread: the
+/// pool's sleeping workers take tens of microseconds to wake up (on this project's machine),
+/// as long as the whole pass over a 1 MB tensor. Measured at 2 threads, called from the main
+/// thread (`examples/shapes`): NC 256x1024 train forward 0.110-0.121 ms in parallel,
+/// 0.082-0.099 ms on the calling thread; NC 64x1000 0.076-0.086 vs 0.023-0.026 ms; NC
+/// 1024x1024 is faster in parallel (0.24-0.28 vs 0.31-0.36 ms).
+const SEQUENTIAL_OUTSIDE_POOL_BELOW: usize = 1 << 19;
 
 /// Whether `work` elements are worth handing to the pool. With one thread they never are:
 /// a call from outside the pool would only wait for the pool's thread to wake up and do the
 /// same work. Measured at 1 thread (`examples/shapes`, best of 7, effective GB/s): NC
 /// 120x600 train forward 7.5-9.0 -> 22.9-28.5, eval 15.8-16.2 -> 45.6-53.3; NC 64x4096
-/// forward 9.4-10.1 -> 15.8-18.0. Sequential and parallel runs do the same arithmetic.
+/// forward 9.4-10.1 -> 15.8-18.0. Sequential and parallel runs do the same arithmetic, so
+/// this choice never changes a result.
 pub(crate) fn parallel_worth(work: usize) -> bool {
-    work >= SEQUENTIAL_BELOW && rayon::current_num_threads() > 1
+    let below = if rayon::current_thread_index().is_some() { SEQUENTIAL_BELOW } else { SEQUENTIAL_OUTSIDE_POOL_BELOW };
+    work >= below && rayon::current_num_threads() > 1
 }
 
 /// Aim for at least this many elements per task.
