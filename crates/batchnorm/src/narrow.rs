@@ -4,6 +4,8 @@
 //! sums kept per position are folded back into their channels at the end. Each channel's
 //! additions still depend on the shape alone.
 
+use crate::simd::{strip_acc_grad_1, strip_acc_shifted_1};
+
 /// Widest regrouped row: lcm(15, 8).
 pub(crate) const MAX_PERIOD: usize = 120;
 
@@ -54,13 +56,7 @@ pub(crate) fn acc_shifted(x: &[f32], k: &[f64], l: usize, a1: &mut [f64], a2: &m
         a1[j % c] += p1[j];
         a2[j % c] += p2[j];
     }
-    for r in it.remainder().chunks_exact(c) {
-        for j in 0..c {
-            let d = r[j] as f64 - k[j];
-            a1[j] += d;
-            a2[j] += d * d;
-        }
-    }
+    strip_acc_shifted_1(it.remainder(), c, 0, k, a1, a2);
 }
 
 /// Rows of `k.len()` channels: `a1[c] += dy`, `a2[c] += dy * (x - k[c])` over every row, in
@@ -85,13 +81,7 @@ pub(crate) fn acc_grad(x: &[f32], dy: &[f32], k: &[f64], l: usize, a1: &mut [f64
         a1[j % c] += p1[j];
         a2[j % c] += p2[j];
     }
-    for (r, g) in ix.remainder().chunks_exact(c).zip(id.remainder().chunks_exact(c)) {
-        for j in 0..c {
-            let e = g[j] as f64;
-            a1[j] += e;
-            a2[j] += e * (r[j] as f64 - k[j]);
-        }
-    }
+    strip_acc_grad_1(ix.remainder(), id.remainder(), c, 0, k, a1, a2);
 }
 
 /// The first `whole` values of a block of rows `c` wide, `l` at a time (a multiple of `c`):

@@ -336,22 +336,31 @@ const STRIP: usize = 512;
 /// for C = 64.
 #[inline(always)]
 pub(crate) fn rows_acc_shifted(x: &[f32], k: &[f64], a1: &mut [f64], a2: &mut [f64]) {
-    if let Some(l) = crate::narrow::period(k.len()) {
+    let c = k.len();
+    if let Some(l) = crate::narrow::period(c) {
         crate::narrow::acc_shifted(x, k, l, a1, a2)
-    } else if (128..=STRIP).contains(&k.len()) {
-        rows_acc_shifted_1(x, k, a1, a2)
+    } else if one_row_at_a_time(c) {
+        strip_acc_shifted_1(x, c, 0, k, a1, a2)
     } else {
         rows_acc_shifted_4(x, k, a1, a2)
     }
 }
 
-/// One row at a time: a single stream through memory.
+/// Whether rows of `c` channels are reduced one row at a time (see [`rows_acc_grad`]).
 #[inline(always)]
-fn rows_acc_shifted_1(x: &[f32], k: &[f64], a1: &mut [f64], a2: &mut [f64]) {
-    let c = k.len();
-    let (a1, a2) = (&mut a1[..c], &mut a2[..c]);
+fn one_row_at_a_time(c: usize) -> bool {
+    (128..=STRIP).contains(&c)
+}
+
+/// Channels `j0..j0 + k.len()` of rows `c` wide: `a1[j] += x - k[j]`, `a2[j] += (x - k[j])^2`,
+/// one row at a time: a single stream through memory.
+#[inline(always)]
+pub(crate) fn strip_acc_shifted_1(x: &[f32], c: usize, j0: usize, k: &[f64], a1: &mut [f64], a2: &mut [f64]) {
+    let w = k.len();
+    let (a1, a2) = (&mut a1[..w], &mut a2[..w]);
     for r in x.chunks_exact(c) {
-        for j in 0..c {
+        let r = &r[j0..j0 + w];
+        for j in 0..w {
             let d = r[j] as f64 - k[j];
             a1[j] += d;
             a2[j] += d * d;
@@ -388,14 +397,7 @@ pub(crate) fn strip_acc_shifted(x: &[f32], c: usize, j0: usize, k: &[f64], a1: &
             a2[j] += (d0 * d0 + d1 * d1) + (d2 * d2 + d3 * d3);
         }
     }
-    for r in it.remainder().chunks_exact(c) {
-        let r = &r[j0..j0 + w];
-        for j in 0..w {
-            let d = r[j] as f64 - k[j];
-            a1[j] += d;
-            a2[j] += d * d;
-        }
-    }
+    strip_acc_shifted_1(it.remainder(), c, j0, k, a1, a2);
 }
 
 /// Channels `j0..j0 + w` of row `r` of a block of rows `c` wide.
@@ -433,7 +435,16 @@ pub(crate) fn strip_acc_grad(x: &[f32], dy: &[f32], c: usize, j0: usize, k: &[f6
                 + (e2 * (x2[j] as f64 - k[j]) + e3 * (x3[j] as f64 - k[j]));
         }
     }
-    for (r, g) in ix.remainder().chunks_exact(c).zip(id.remainder().chunks_exact(c)) {
+    strip_acc_grad_1(ix.remainder(), id.remainder(), c, j0, k, a1, a2);
+}
+
+/// Channels `j0..j0 + k.len()` of rows `c` wide: `a1[j] += dy`, `a2[j] += dy * (x - k[j])`,
+/// one row at a time (two streams, accumulators in L1).
+#[inline(always)]
+pub(crate) fn strip_acc_grad_1(x: &[f32], dy: &[f32], c: usize, j0: usize, k: &[f64], a1: &mut [f64], a2: &mut [f64]) {
+    let w = k.len();
+    let (a1, a2) = (&mut a1[..w], &mut a2[..w]);
+    for (r, g) in x.chunks_exact(c).zip(dy.chunks_exact(c)) {
         let (r, g) = (&r[j0..j0 + w], &g[j0..j0 + w]);
         for j in 0..w {
             let e = g[j] as f64;
@@ -452,30 +463,13 @@ pub(crate) fn strip_acc_grad(x: &[f32], dy: &[f32], c: usize, j0: usize, k: &[f6
 /// each channel's additions depends on the shape alone.
 #[inline(always)]
 pub(crate) fn rows_acc_grad(x: &[f32], dy: &[f32], k: &[f64], a1: &mut [f64], a2: &mut [f64]) {
-    if let Some(l) = crate::narrow::period(k.len()) {
+    let c = k.len();
+    if let Some(l) = crate::narrow::period(c) {
         crate::narrow::acc_grad(x, dy, k, l, a1, a2)
-    } else if (128..=STRIP).contains(&k.len()) {
-        rows_acc_grad_1(x, dy, k, a1, a2)
+    } else if one_row_at_a_time(c) {
+        strip_acc_grad_1(x, dy, c, 0, k, a1, a2)
     } else {
         rows_acc_grad_4(x, dy, k, a1, a2)
-    }
-}
-
-#[inline(always)]
-fn rows_acc_grad_1(x: &[f32], dy: &[f32], k: &[f64], a1: &mut [f64], a2: &mut [f64]) {
-    let c = k.len();
-    for j0 in (0..c).step_by(STRIP) {
-        let j1 = (j0 + STRIP).min(c);
-        let (k, a1, a2) = (&k[j0..j1], &mut a1[j0..j1], &mut a2[j0..j1]);
-        let w = j1 - j0;
-        for (r, g) in x.chunks_exact(c).zip(dy.chunks_exact(c)) {
-            let (r, g) = (&r[j0..j0 + w], &g[j0..j0 + w]);
-            for j in 0..w {
-                let e = g[j] as f64;
-                a1[j] += e;
-                a2[j] += e * (r[j] as f64 - k[j]);
-            }
-        }
     }
 }
 
