@@ -52,36 +52,26 @@ multiversion! {
 }
 
 multiversion! {
-    /// dx of channel `c` while summing channel `next` about `k`, run by run, so the reads
-    /// of `next` overlap the writes of `c`; returns what [`channel_grad_sums`] returns.
-    fn combine_channel_then_grad_sums(x: &[f32], dy: &[f32], dx: &SharedMut, d: Dims, c: usize, q: (f32, f32, f32, f32), next: usize, k: f64) -> (f64, f64) {
+    /// dx of channel `c`; given `next = (channel, shift)`, also sums that channel in the same
+    /// pass, run by run, so its reads overlap the writes of `c`; returns what
+    /// [`channel_grad_sums`] returns for it.
+    fn combine_channel(x: &[f32], dy: &[f32], dx: &SharedMut, d: Dims, c: usize, q: (f32, f32, f32, f32), next: Option<(usize, f64)>) -> Option<(f64, f64)> {
         let nt = streams(d);
         let mut a1 = [0.0f64; LANES];
         let mut a2 = [0.0f64; LANES];
         for n in 0..d.outer {
-            let nx = (n * d.channels + next) * d.inner;
-            let r = nx..nx + d.inner;
-            acc_grad(&x[r.clone()], &dy[r], k, &mut a1, &mut a2);
+            if let Some((nc, k)) = next {
+                let nx = (n * d.channels + nc) * d.inner;
+                let r = nx..nx + d.inner;
+                acc_grad(&x[r.clone()], &dy[r], k, &mut a1, &mut a2);
+            }
             let off = (n * d.channels + c) * d.inner;
             let r = off..off + d.inner;
             // SAFETY: channel c's slices belong to this task alone.
             let o = unsafe { dx.slice(off, d.inner) };
             grad_combine_out(&x[r.clone()], &dy[r], o, q, nt);
         }
-        (lane_sum(&a1), lane_sum(&a2))
-    }
-}
-
-multiversion! {
-    fn combine_channel(x: &[f32], dy: &[f32], dx: &SharedMut, d: Dims, c: usize, q: (f32, f32, f32, f32)) {
-        let nt = streams(d);
-        for n in 0..d.outer {
-            let off = (n * d.channels + c) * d.inner;
-            let r = off..off + d.inner;
-            // SAFETY: channel c's slices belong to this task alone.
-            let o = unsafe { dx.slice(off, d.inner) };
-            grad_combine_out(&x[r.clone()], &dy[r], o, q, nt);
-        }
+        next.map(|_| (lane_sum(&a1), lane_sum(&a2)))
     }
 }
 
@@ -268,10 +258,9 @@ pub fn backward_into(
                 let ch = c0 + j;
                 let (a, b) = next;
                 let q = fold_backward(saved.mean[ch], saved.invstd[ch], gamma(ch), m, a, b);
-                if 2 * (j + 1) < p.len() {
-                    next = combine_channel_then_grad_sums(x, dy, &dxp, d, ch, q, ch + 1, saved.mean[ch + 1]);
-                } else {
-                    combine_channel(x, dy, &dxp, d, ch, q);
+                let following = (2 * (j + 1) < p.len()).then(|| (ch + 1, saved.mean[ch + 1]));
+                if let Some(sums) = combine_channel(x, dy, &dxp, d, ch, q, following) {
+                    next = sums;
                 }
                 (p[2 * j], p[2 * j + 1]) = (a, b);
             }

@@ -12,36 +12,26 @@ use crate::stats::{channel_moments, moments_unchecked, shifts};
 use crate::workspace::Workspace;
 
 multiversion! {
-    /// Normalises channel `c` while reducing channel `next` about `k`, run by run, so the
-    /// reads of `next` from memory overlap the writes of `c` (one core's memory traffic
-    /// is limited by how many misses it keeps in flight; a read-only pass followed by a
-    /// write-only pass leaves half of that idle). Returns `next`'s moments, computed
-    /// exactly as [`channel_moments`] does.
-    fn affine_channel_then_moments(x: &[f32], y: &SharedMut, d: Dims, c: usize, ctr: f32, s: f32, t: f32, next: usize, k: f64) -> Moments {
+    /// Normalises channel `c`; given `next = (channel, shift)`, also reduces that channel in
+    /// the same pass, run by run, so its reads from memory overlap the writes of `c` (one
+    /// core's memory traffic is limited by how many misses it keeps in flight; a read-only
+    /// pass followed by a write-only pass leaves half of that idle). Returns `next`'s
+    /// moments, computed exactly as [`channel_moments`] does.
+    fn affine_channel(x: &[f32], y: &SharedMut, d: Dims, c: usize, ctr: f32, s: f32, t: f32, next: Option<(usize, f64)>) -> Option<Moments> {
         let nt = streams(d);
         let mut a1 = [0.0f64; LANES];
         let mut a2 = [0.0f64; LANES];
         for n in 0..d.outer {
-            let nx = (n * d.channels + next) * d.inner;
-            acc_shifted(&x[nx..nx + d.inner], k, &mut a1, &mut a2);
+            if let Some((nc, k)) = next {
+                let nx = (n * d.channels + nc) * d.inner;
+                acc_shifted(&x[nx..nx + d.inner], k, &mut a1, &mut a2);
+            }
             let off = (n * d.channels + c) * d.inner;
             // SAFETY: channel c's slices belong to this task alone.
             let ys = unsafe { y.slice(off, d.inner) };
             affine_out(&x[off..off + d.inner], ys, ctr, s, t, nt);
         }
-        Moments::from_shifted_sums(d.per_channel() as f64, k, lane_sum(&a1), lane_sum(&a2))
-    }
-}
-
-multiversion! {
-    fn affine_channel(x: &[f32], y: &SharedMut, d: Dims, c: usize, ctr: f32, s: f32, t: f32) {
-        let nt = streams(d);
-        for n in 0..d.outer {
-            let off = (n * d.channels + c) * d.inner;
-            // SAFETY: channel c's slices belong to this task alone.
-            let ys = unsafe { y.slice(off, d.inner) };
-            affine_out(&x[off..off + d.inner], ys, ctr, s, t, nt);
-        }
+        next.map(|(_, k)| Moments::from_shifted_sums(d.per_channel() as f64, k, lane_sum(&a1), lane_sum(&a2)))
     }
 }
 
@@ -115,8 +105,8 @@ pub fn forward_train_into(
     }
     let plan = Plan::new(d);
     if plan.fused {
-        // Fused: each task owns one channel, reduces it, then normalises it while it is
-        // still in cache.
+        // Fused: each task owns a group of channels; it reduces one, then normalises it while
+        // it is still in cache, reducing the next in the same pass.
         let k = shifts(x, d, &mut ws.shift);
         let yp = SharedMut::new(y);
         let group = plan.group;
@@ -130,10 +120,9 @@ pub fn forward_train_into(
                 let g = weight.map_or(1.0, |w| w[c] as f64);
                 let b = bias.map_or(0.0, |b| b[c] as f64);
                 let (ctr, s, t) = fold_affine(m[j].mean, is, g, b);
-                if j + 1 < m.len() {
-                    next = affine_channel_then_moments(x, &yp, d, c, ctr, s, t, c + 1, k[c + 1]);
-                } else {
-                    affine_channel(x, &yp, d, c, ctr, s, t);
+                let following = (j + 1 < m.len()).then(|| (c + 1, k[c + 1]));
+                if let Some(mo) = affine_channel(x, &yp, d, c, ctr, s, t, following) {
+                    next = mo;
                 }
             }
         });
