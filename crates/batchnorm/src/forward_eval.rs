@@ -4,7 +4,7 @@ use crate::coefficients::{fold_affine, inv_std};
 use crate::error::{check_len, Result};
 use crate::layout::Dims;
 use crate::narrow::{period, repeat, split, MAX_PERIOD};
-use crate::parallel::{for_each_chunk, parallel_worth, CHANNEL_TASK};
+use crate::parallel::{channels_in_parallel, for_each_chunk, CHANNEL_TASK};
 use crate::simd::{affine_out, multiversion, rows_affine_out, streams};
 use crate::workspace::{sized, Workspace};
 
@@ -81,7 +81,7 @@ pub(crate) fn fill_coef<'a>(
             (*ctr, *s, *t) = fold_affine(mean(ch), invstd(ch), g, b);
         }
     };
-    if c <= CHANNEL_TASK || !parallel_worth(c) {
+    if !channels_in_parallel(c) {
         fill(0, ctr, s, t);
     } else {
         use rayon::prelude::*;

@@ -5,7 +5,7 @@ use crate::error::{check_len, BnError, Result};
 use crate::forward_eval::{check_params, fill_coef, normalize_unchecked};
 use crate::layout::Dims;
 use crate::moments::Moments;
-use crate::parallel::{for_each_chunk, parallel_worth, Plan, SharedMut, CHANNEL_TASK};
+use crate::parallel::{channels_in_parallel, for_each_chunk, Plan, SharedMut, CHANNEL_TASK};
 use crate::saved::{SavedStats, StatsSource};
 use crate::simd::{acc_shifted, affine_out, lane_sum, multiversion, streams, LANES};
 use crate::stats::{channel_moments, moments_unchecked, shifts};
@@ -43,7 +43,7 @@ fn save_stats(moments: &[Moments], eps: f64, saved: &mut SavedStats) {
             (*m, *s) = (mo.mean, inv_std(mo.var_biased(), eps));
         }
     };
-    if moments.len() <= CHANNEL_TASK || !parallel_worth(moments.len()) {
+    if !channels_in_parallel(moments.len()) {
         fill(0, &mut saved.mean, &mut saved.invstd);
     } else {
         use rayon::prelude::*;

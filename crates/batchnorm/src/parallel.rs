@@ -110,6 +110,11 @@ where
 /// channels spends as long on per-channel square roots as on its data.
 pub(crate) const CHANNEL_TASK: usize = 4096;
 
+/// Whether per-channel work over `c` channels goes to the pool in tasks of [`CHANNEL_TASK`].
+pub(crate) fn channels_in_parallel(c: usize) -> bool {
+    c > CHANNEL_TASK && parallel_worth(c)
+}
+
 /// A pointer to an output buffer that tasks write disjoint parts of.
 #[derive(Clone, Copy)]
 pub(crate) struct SharedMut {
