@@ -167,8 +167,13 @@ fn e2e_child(threads: usize, steps: u64) -> Result<(f64, f64)> {
     if !out.status.success() {
         bail!("end-to-end timing failed: {}", String::from_utf8_lossy(&out.stderr).trim());
     }
-    let v: serde_json::Value = serde_json::from_slice(out.stdout.trim_ascii())
-        .context("end-to-end timing printed no JSON")?;
+    rates(&String::from_utf8_lossy(&out.stdout)).context("end-to-end timing printed no JSON")
+}
+
+/// `(no_bn, bn)` steps per second from the last line of an end-to-end timing
+/// (`{"no_bn": .., "bn": ..}`, as `bnlab bench-e2e` and torch_mlp.py print it).
+fn rates(out: &str) -> Result<(f64, f64)> {
+    let v: serde_json::Value = serde_json::from_str(out.lines().last().unwrap_or("{}"))?;
     Ok((v["no_bn"].as_f64().unwrap_or(f64::NAN), v["bn"].as_f64().unwrap_or(f64::NAN)))
 }
 
@@ -229,8 +234,7 @@ pub fn run(a: &BenchArgs) -> Result<PathBuf> {
             ));
             if let Some(py) = &a.torch {
                 let out = python(py, TORCH_MLP, "torch_mlp.py", &["--threads".into(), t.to_string(), "--steps".into(), a.e2e_steps.to_string()])?;
-                let v: serde_json::Value = serde_json::from_str(out.lines().last().unwrap_or("{}"))?;
-                let (tnb, tb) = (v["no_bn"].as_f64().unwrap_or(f64::NAN), v["bn"].as_f64().unwrap_or(f64::NAN));
+                let (tnb, tb) = rates(&out)?;
                 md.push_str(&format!("; PyTorch {tnb:.0} without BN, {tb:.0} with BN (bnlab / PyTorch: {:.2}x without, {:.2}x with BN)", nb / tnb, b / tb));
             }
             md.push_str(".\n");
