@@ -1,10 +1,10 @@
 //! Times the three kernels on any shapes given on the command line (best of 7 after one
 //! warm-up call) and prints milliseconds and effective GB/s over the memory-traffic floor
-//! (forward and eval: 2 x bytes; backward: 3 x bytes).
+//! (forward and eval: 2 x bytes; backward: 3 x bytes; the batch moments alone: 1 x bytes).
 //!
 //! RAYON_NUM_THREADS=2 cargo run --release -p batchnorm --example shapes -- NC:64x100000 NHWC:32x56x56x64
 
-use batchnorm::{BatchNorm, BatchNormConfig, Dims, Layout, SavedStats};
+use batchnorm::{batch_moments_into, BatchNorm, BatchNormConfig, Dims, Layout, Moments, SavedStats, Workspace};
 use std::time::Instant;
 
 fn best_of_7<F: FnMut()>(mut f: F) -> f64 {
@@ -57,9 +57,11 @@ fn main() {
         bn.forward_train_into(&x, d, &mut y, &mut saved).expect("forward");
         let bwd = best_of_7(|| bn.backward_into(&x, &dy, d, &saved, &mut dx, Some(&mut dw), Some(&mut db)).expect("backward"));
         let eval = best_of_7(|| bn.forward_eval_into(&x, d, &mut y, &mut saved).expect("eval"));
+        let (mut m, mut ws) = (vec![Moments::EMPTY; d.channels], Workspace::new());
+        let stats = best_of_7(|| batch_moments_into(&x, d, &mut m, &mut ws).expect("moments"));
         let gbps = |k: f64, t: f64| k * bytes / t / 1e9;
         println!(
-            "{layout:5} {:>20} {:7.1} MB  train fwd {:8.3} ms {:5.1} GB/s  backward {:8.3} ms {:5.1} GB/s  eval {:8.3} ms {:5.1} GB/s",
+            "{layout:5} {:>20} {:7.1} MB  train fwd {:8.3} ms {:5.1} GB/s  backward {:8.3} ms {:5.1} GB/s  eval {:8.3} ms {:5.1} GB/s  moments {:8.3} ms {:5.1} GB/s",
             shape.iter().map(|s| s.to_string()).collect::<Vec<_>>().join("x"),
             bytes / 1e6,
             fwd * 1e3,
@@ -67,7 +69,9 @@ fn main() {
             bwd * 1e3,
             gbps(3.0, bwd),
             eval * 1e3,
-            gbps(2.0, eval)
+            gbps(2.0, eval),
+            stats * 1e3,
+            gbps(1.0, stats)
         );
     }
 }

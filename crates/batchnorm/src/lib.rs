@@ -50,6 +50,7 @@ mod running;
 mod saved;
 mod simd;
 mod stats;
+mod strips;
 mod tiles;
 mod workspace;
 

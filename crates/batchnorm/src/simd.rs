@@ -327,22 +327,16 @@ pub(crate) fn grad_combine(x: &[f32], dy: &[f32], dx: &mut [f32], ctr: f32, a: f
 /// however wide the rows are.
 const STRIP: usize = 512;
 
-/// Rows of `C` values: `a1[c] += x - k[c]`, `a2[c] += (x - k[c])^2` over every row of `x`.
-///
-/// As in [`rows_acc_grad`], rows of 128 to 512 channels go one row at a time (one stream,
-/// accumulators in L1), others four at a time. Measured (min of 3 interleaved runs): NHWC
-/// 64x14x14x256 train forward 1.99 -> 1.43 ms at 1 thread and 0.86 -> 0.64 ms at 2; one row
-/// at a time was slower for C = 1024 and 4096 (NC 4096x4096 13.8 -> 19.4 ms) and no better
-/// for C = 64.
+/// Rows of `C` values: `a1[c] += x - k[c]`, `a2[c] += (x - k[c])^2` over every row, in
+/// strips of channels held in registers (see `strips`); rows of fewer than 16 channels that
+/// are not whole vectors are regrouped first (see `narrow`).
 #[inline(always)]
 pub(crate) fn rows_acc_shifted(x: &[f32], k: &[f64], a1: &mut [f64], a2: &mut [f64]) {
     let c = k.len();
     if let Some(l) = crate::narrow::period(c) {
         crate::narrow::acc_shifted(x, k, l, a1, a2)
-    } else if one_row_at_a_time(c) {
-        strip_acc_shifted_1(x, c, 0, k, a1, a2)
     } else {
-        rows_acc_shifted_4(x, k, a1, a2)
+        crate::strips::strips_acc_shifted(x, c, 0, k, a1, a2)
     }
 }
 
@@ -366,38 +360,6 @@ pub(crate) fn strip_acc_shifted_1(x: &[f32], c: usize, j0: usize, k: &[f64], a1:
             a2[j] += d * d;
         }
     }
-}
-
-/// Four rows at a time, one strip of channels at a time, so each strip's accumulators are
-/// loaded once per four rows. Each channel's additions happen in row order.
-#[inline(always)]
-fn rows_acc_shifted_4(x: &[f32], k: &[f64], a1: &mut [f64], a2: &mut [f64]) {
-    let c = k.len();
-    for j0 in (0..c).step_by(STRIP) {
-        let j1 = (j0 + STRIP).min(c);
-        strip_acc_shifted(x, c, j0, &k[j0..j1], &mut a1[j0..j1], &mut a2[j0..j1]);
-    }
-}
-
-/// Channels `j0..j0 + k.len()` of rows `c` wide: `a1[j] += x - k[j]`, `a2[j] += (x - k[j])^2`
-/// over every row, four rows at a time (as [`rows_acc_shifted`] does for a strip).
-#[inline(always)]
-pub(crate) fn strip_acc_shifted(x: &[f32], c: usize, j0: usize, k: &[f64], a1: &mut [f64], a2: &mut [f64]) {
-    let w = k.len();
-    let (a1, a2) = (&mut a1[..w], &mut a2[..w]);
-    let mut it = x.chunks_exact(4 * c);
-    for quad in &mut it {
-        let (r0, r1, r2, r3) = (row(quad, 0, c, j0, w), row(quad, 1, c, j0, w), row(quad, 2, c, j0, w), row(quad, 3, c, j0, w));
-        for j in 0..w {
-            let d0 = r0[j] as f64 - k[j];
-            let d1 = r1[j] as f64 - k[j];
-            let d2 = r2[j] as f64 - k[j];
-            let d3 = r3[j] as f64 - k[j];
-            a1[j] += (d0 + d1) + (d2 + d3);
-            a2[j] += (d0 * d0 + d1 * d1) + (d2 * d2 + d3 * d3);
-        }
-    }
-    strip_acc_shifted_1(it.remainder(), c, j0, k, a1, a2);
 }
 
 /// Channels `j0..j0 + w` of row `r` of a block of rows `c` wide.
@@ -456,16 +418,21 @@ pub(crate) fn strip_acc_grad_1(x: &[f32], dy: &[f32], c: usize, j0: usize, k: &[
 
 /// Rows of `C` values: `a1[c] += dy`, `a2[c] += dy * (x - k[c])` over every row.
 ///
-/// Rows of 128 to 512 channels go one row at a time (two streams, accumulators in L1);
-/// narrower and wider ones four rows at a time, so each strip's accumulators are loaded once
-/// per four rows. Measured (1 thread, min of 5): NHWC 64x14x14x256 backward 3.9 -> 2.5 ms
-/// one row at a time, while C = 64 and C >= 1024 are faster four at a time. The order of
-/// each channel's additions depends on the shape alone.
+/// Rows of fewer than 128 channels go in strips held in registers (see `strips`), rows of
+/// 128 to 512 one row at a time (two streams, accumulators in L1), wider ones four rows at a
+/// time, so each strip's accumulators are loaded once per four rows. Measured (1 thread,
+/// min of 5): NHWC 64x14x14x256 backward 3.9 -> 2.5 ms one row at a time, while C = 64 and
+/// C >= 1024 are faster four at a time. Strips (best of 7, two runs): C = 64 (NHWC
+/// 32x56x56x64) 4.6-5.1 -> 4.5-4.8 ms at 1 thread and 2.8-3.0 -> 2.5-2.6 at 2, but C = 256
+/// 2.1 -> 3.2 ms and C = 1024 0.12 -> 0.14 ms: with two inputs a block of rows is twice the
+/// lines in flight. The order of each channel's additions depends on the shape alone.
 #[inline(always)]
 pub(crate) fn rows_acc_grad(x: &[f32], dy: &[f32], k: &[f64], a1: &mut [f64], a2: &mut [f64]) {
     let c = k.len();
     if let Some(l) = crate::narrow::period(c) {
         crate::narrow::acc_grad(x, dy, k, l, a1, a2)
+    } else if c < 128 {
+        crate::strips::strips_acc_grad(x, dy, c, 0, k, a1, a2)
     } else if one_row_at_a_time(c) {
         strip_acc_grad_1(x, dy, c, 0, k, a1, a2)
     } else {

@@ -4,8 +4,8 @@
 //! In memory order such a tensor is a handful of rows: its reduction cannot be split into
 //! blocks of rows (each block's partial sums are as large as the rows themselves), so it
 //! would run on one thread. A tile of `w` channels reads `w` contiguous values of every row.
-//! The statistics are summed tile by tile, four rows at a time in row order (for rows of more
-//! than 512 channels the same additions as one memory-order block, now in parallel); the
+//! The statistics are summed tile by tile, each channel in row order (the same additions as
+//! one memory-order block, now in parallel, see `strips`); the
 //! backward pass also forms its tile's coefficients and writes dx from the values it just
 //! read, while they are in cache. Tiles are independent and each is reduced in row order by
 //! one task, so results do not depend on the number of threads.
@@ -23,8 +23,9 @@ use crate::layout::Dims;
 use crate::moments::Moments;
 use crate::parallel::{for_each_chunk, SharedMut};
 use crate::simd::{
-    multiversion, row_grad_combine_out, store_fence, streams, strip_acc_grad, strip_acc_shifted,
+    multiversion, row_grad_combine_out, store_fence, streams, strip_acc_grad,
 };
+use crate::strips::strips_acc_shifted;
 
 /// Channels-last tensors with fewer rows than this are cut into tiles (with more, blocks
 /// of at least 64 rows give the threads work, see `parallel::Plan`).
@@ -53,16 +54,15 @@ multiversion! {
     fn tile_moments(x: &[f32], d: Dims, j0: usize, k: &[f64], m: &mut [Moments]) {
         let w = m.len();
         let (mut a1, mut a2) = ([0.0f64; MAX_TILE], [0.0f64; MAX_TILE]);
-        strip_acc_shifted(x, d.channels, j0, &k[j0..j0 + w], &mut a1, &mut a2);
+        strips_acc_shifted(x, d.channels, j0, &k[j0..j0 + w], &mut a1, &mut a2);
         for (j, mj) in m.iter_mut().enumerate() {
             *mj = Moments::from_shifted_sums(d.outer as f64, k[j0 + j], a1[j], a2[j]);
         }
     }
 }
 
-/// The moments of every channel, tile by tile (chunk `i` of `out` is tile `i`); the
-/// additions are four rows at a time in row order, those of a single memory-order block for
-/// rows of more than 512 channels (narrower rows go one at a time there).
+/// The moments of every channel, tile by tile (chunk `i` of `out` is tile `i`); each
+/// channel's additions are in row order, those of a single memory-order block.
 pub(crate) fn moments_tiled(x: &[f32], d: Dims, w: usize, k: &[f64], out: &mut [Moments]) {
     for_each_chunk(out, w, d.len(), |i, m| tile_moments(x, d, i * w, k, m));
 }

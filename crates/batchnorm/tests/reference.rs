@@ -201,7 +201,7 @@ fn large_tensors_match_reference_on_every_path() {
         (Layout::Nchw, vec![3, 12, 40, 40]),  // long runs, many channels: channel-by-channel tasks
         (Layout::Nchw, vec![3, 50, 32, 33]),  // channel tasks of 3 pipelined channels (last: 2)
         (Layout::Nhwc, vec![8, 24, 24, 40]),  // rows, several blocks
-        (Layout::Nhwc, vec![8, 12, 12, 256]), // rows of 128-512 channels: one row at a time
+        (Layout::Nhwc, vec![8, 12, 12, 256]), // statistics in register strips, backward one row at a time
         (Layout::Nc, vec![1000, 70]),
         (Layout::Nc, vec![20, 1700]),         // few rows, many channels: backward in column tiles
         (Layout::Nc, vec![8, 9000]),          // per-channel work in parallel tasks
