@@ -65,6 +65,7 @@ pub use io::{load_state, load_state_file, load_state_from, save_state, save_stat
 pub use layer::{BatchNorm, Gradients};
 pub use layout::{Dims, Layout};
 pub use moments::{merge_channels, Moments};
+pub use parallel::reads_once;
 pub use population::{PopulationEstimator, PopulationStats};
 pub use running::{momentum_factor, running_var_sample, update_running};
 pub use saved::{SavedStats, StatsSource};

@@ -91,6 +91,21 @@ impl Plan {
     }
 }
 
+/// Whether the training kernels take this shape channel by channel: each task reduces a
+/// channel and then normalises it (or forms its dx) while the channel's slice is still in
+/// cache, so `x` (and `dy`) are read from memory once. Otherwise the statistics pass reads
+/// the whole tensor before the second pass reads it again. Depends on the shape alone:
+/// channels-first tensors with runs of at least 1024 values and at least 8 channels.
+///
+/// ```
+/// use batchnorm::{reads_once, Dims, Layout};
+/// assert!(reads_once(Dims::new(Layout::Nchw, &[32, 64, 56, 56]).unwrap()));
+/// assert!(!reads_once(Dims::new(Layout::Nhwc, &[32, 56, 56, 64]).unwrap()));
+/// ```
+pub fn reads_once(d: Dims) -> bool {
+    Plan::new(d).fused
+}
+
 /// Maps `f` over the chunks of `out` (each `chunk` long), in parallel when worth it.
 pub(crate) fn for_each_chunk<T, F>(out: &mut [T], chunk: usize, work: usize, f: F)
 where

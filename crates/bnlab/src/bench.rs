@@ -4,6 +4,7 @@
 //! end (training steps per second, with and without BN).
 
 use crate::data::Source;
+use crate::floor::Floor;
 use crate::paper::{self, PaperArgs};
 use crate::report;
 use crate::train::Run;
@@ -54,6 +55,21 @@ pub fn median(mut f: impl FnMut(), reps: usize) -> f64 {
     t[t.len() / 2]
 }
 
+/// Repetitions per measurement of a tensor of `n` values, as torch_bn.py: enough for about
+/// 0.2 s of work, 5 to 200.
+fn reps(n: usize) -> usize {
+    ((2e9 / (n as f64 * 4.0 * 10.0)) as usize).clamp(5, 200)
+}
+
+/// Median milliseconds of our three operations on one shape and of their floors (see
+/// [`Floor`]), in the current rayon pool: `[fwd, fwd + bwd, eval, floors of the same]`.
+pub fn time_ours_and_floor(layout: Layout, shape: &[usize]) -> [f64; 6] {
+    let d = Dims::new(layout, shape).expect("suite shape");
+    let [a, b, c] = time_ours(layout, shape);
+    let [f, g, h] = Floor::measure(d.len(), reps(d.len())).ops_ms(d);
+    [a, b, c, f, g, h]
+}
+
 /// Median milliseconds of our three operations on one shape (in the current rayon pool).
 pub fn time_ours(layout: Layout, shape: &[usize]) -> [f64; 3] {
     let d = Dims::new(layout, shape).expect("suite shape");
@@ -64,8 +80,7 @@ pub fn time_ours(layout: Layout, shape: &[usize]) -> [f64; 3] {
     let (mut dw, mut db) = (vec![0.0; d.channels], vec![0.0; d.channels]);
     let mut saved = SavedStats::with_channels(d.channels);
     let mut bn = BatchNorm::new(BatchNormConfig::new(d.channels)).expect("config");
-    // As torch_bn.py: enough repetitions for ~0.2 s of work per measurement, 5 to 200.
-    let reps = ((2e9 / (n as f64 * 4.0 * 10.0)) as usize).clamp(5, 200);
+    let reps = reps(n);
     let fwd = median(|| bn.forward_train_into(&x, d, &mut y, &mut saved).expect("fwd"), reps);
     let fb = median(
         || {
@@ -90,13 +105,13 @@ pub fn copy_bandwidth() -> f64 {
 }
 
 /// Entry-wise median over rounds of (per-shape times, copy bandwidth).
-fn median_rounds(rounds: &[(Vec<[f64; 3]>, f64)]) -> (Vec<[f64; 3]>, f64) {
+fn median_rounds<const K: usize>(rounds: &[(Vec<[f64; K]>, f64)]) -> (Vec<[f64; K]>, f64) {
     let med = |mut v: Vec<f64>| {
         v.sort_by(f64::total_cmp);
         v[v.len() / 2]
     };
     let n = rounds[0].0.len();
-    let times = (0..n).map(|i| [0, 1, 2].map(|k| med(rounds.iter().map(|r| r.0.get(i).map_or(f64::NAN, |x| x[k])).collect()))).collect();
+    let times = (0..n).map(|i| std::array::from_fn(|k| med(rounds.iter().map(|r| r.0.get(i).map_or(f64::NAN, |x| x[k])).collect()))).collect();
     (times, med(rounds.iter().map(|r| r.1).collect()))
 }
 
@@ -181,14 +196,14 @@ pub fn run(a: &BenchArgs) -> Result<PathBuf> {
     let dir = a.out.clone().unwrap_or_else(|| PathBuf::from("runs").join(format!("bench-{}", report::timestamp())));
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create output directory {}", dir.display()))?;
     let mut md = String::new();
-    let mut csv = String::from("threads,shape,layout,op,ours_ms,torch_ms,speedup,ours_GBps,copy_GBps,pct_of_copy\n");
+    let mut csv = String::from("threads,shape,layout,op,ours_ms,torch_ms,speedup,floor_ms,speedup_at_floor,ours_GBps,copy_GBps,pct_of_copy,pct_of_floor\n");
     for &t in &a.threads {
         let pool = rayon::ThreadPoolBuilder::new().num_threads(t).build()?;
         let mut our_rounds = Vec::new();
         let mut torch_rounds = Vec::new();
         for r in 0..a.rounds.max(1) {
             eprintln!("round {}/{}: our kernels with {t} thread(s)...", r + 1, a.rounds.max(1));
-            our_rounds.push(pool.install(|| (SUITE.iter().map(|(_, l, s)| time_ours(*l, s)).collect::<Vec<_>>(), copy_bandwidth())));
+            our_rounds.push(pool.install(|| (SUITE.iter().map(|(_, l, s)| time_ours_and_floor(*l, s)).collect::<Vec<_>>(), copy_bandwidth())));
             if let Some(py) = &a.torch {
                 eprintln!("round {}/{}: PyTorch with {t} thread(s)...", r + 1, a.rounds.max(1));
                 torch_rounds.push(time_torch(py, t)?);
@@ -201,7 +216,7 @@ pub fn run(a: &BenchArgs) -> Result<PathBuf> {
             a.rounds.max(1),
             torch.as_ref().map_or(String::new(), |(_, c)| format!("; PyTorch's copy {c:.1} GB/s"))
         ));
-        let headers = ["shape", "layout", "op", "ours ms", "PyTorch ms", "speedup", "ours GB/s", "% of copy"];
+        let headers = ["shape", "layout", "op", "ours ms", "PyTorch ms", "speedup", "floor ms", "speedup at floor", "ours GB/s", "% of copy", "% of floor"];
         let mut rows = Vec::new();
         for (i, (_, layout, shape)) in SUITE.iter().enumerate() {
             let bytes = shape.iter().product::<usize>() as f64 * 4.0;
@@ -211,6 +226,8 @@ pub fn run(a: &BenchArgs) -> Result<PathBuf> {
                 let gbps = floor * bytes / (ms * 1e-3) / 1e9;
                 let tms = torch.as_ref().map_or(f64::NAN, |(r, _)| r.get(i).map_or(f64::NAN, |r| r[k]));
                 let speed = tms / ms;
+                let fms = ours[i][3 + k];
+                let best = tms / fms;
                 rows.push(vec![
                     name.clone(),
                     layout.name().to_string(),
@@ -218,10 +235,18 @@ pub fn run(a: &BenchArgs) -> Result<PathBuf> {
                     format!("{ms:.3}"),
                     if tms.is_finite() { format!("{tms:.3}") } else { "-".into() },
                     if speed.is_finite() { format!("{speed:.2}x") } else { "-".into() },
+                    format!("{fms:.3}"),
+                    if best.is_finite() { format!("{best:.2}x") } else { "-".into() },
                     format!("{gbps:.1}"),
                     format!("{:.0}%", 100.0 * gbps / copy),
+                    format!("{:.0}%", 100.0 * fms / ms),
                 ]);
-                csv.push_str(&format!("{t},{name},{},{op},{ms},{tms},{speed},{gbps},{copy},{}\n", layout.name(), 100.0 * gbps / copy));
+                csv.push_str(&format!(
+                    "{t},{name},{},{op},{ms},{tms},{speed},{fms},{best},{gbps},{copy},{},{}\n",
+                    layout.name(),
+                    100.0 * gbps / copy,
+                    100.0 * fms / ms
+                ));
             }
         }
         md.push_str(&report::md_table(&headers, &rows));

@@ -9,6 +9,7 @@ pub mod checkpoint;
 pub mod cli;
 pub mod data;
 pub mod experiments;
+pub mod floor;
 pub mod model;
 pub mod optim;
 pub mod paper;
