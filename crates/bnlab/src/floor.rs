@@ -143,7 +143,7 @@ mod tests {
         let f = Floor { read: 1.0, copy: 2.0, arith: 1.5 };
         let rows = Dims::new(Layout::Nhwc, &[8, 4, 4, 64]).unwrap();
         assert_eq!(f.ops_ms(rows), [3500.0, 3500.0 + 5000.0, 2000.0]);
-        let fused = Dims::new(Layout::Nchw, &[8, 16, 32, 32]).unwrap();
+        let fused = Dims::new(Layout::Nchw, &[2, 16, 96, 96]).unwrap();
         assert_eq!(f.ops_ms(fused), [2000.0, 2000.0 + 3000.0, 2000.0]);
         let m = Floor::measure(1 << 16, 3);
         assert!(m.read > 0.0 && m.copy > 0.0 && m.arith > 0.0, "{m:?}");
