@@ -4,7 +4,7 @@
 //! end (training steps per second, with and without BN).
 
 use crate::data::Source;
-use crate::floor::Floor;
+use crate::floor::floor_ms;
 use crate::paper::{self, PaperArgs};
 use crate::report;
 use crate::train::Run;
@@ -62,11 +62,11 @@ fn reps(n: usize) -> usize {
 }
 
 /// Median milliseconds of our three operations on one shape and of their floors (see
-/// [`Floor`]), in the current rayon pool: `[fwd, fwd + bwd, eval, floors of the same]`.
+/// [`floor_ms`]), in the current rayon pool: `[fwd, fwd + bwd, eval, floors of the same]`.
 pub fn time_ours_and_floor(layout: Layout, shape: &[usize]) -> [f64; 6] {
     let d = Dims::new(layout, shape).expect("suite shape");
     let [a, b, c] = time_ours(layout, shape);
-    let [f, g, h] = Floor::measure(d.len(), reps(d.len())).ops_ms(d);
+    let [f, g, h] = floor_ms(d, reps(d.len()));
     [a, b, c, f, g, h]
 }
 

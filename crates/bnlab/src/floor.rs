@@ -1,94 +1,181 @@
-//! The fastest a batch-norm pass over a given tensor could run on this machine, measured
+//! The fastest a batch-norm operation on a given tensor could run on this machine, measured
 //! in the same run as the kernels (so the floor and the timing see the same neighbours).
 //!
-//! Three measurements, each on a tensor of the same size at the pool's thread count:
-//! a read-only pass (a float32 sum: nothing cheaper reads every value), a copy (read +
-//! write), and the float64 arithmetic of the statistics alone (`x - k`, then `+=` and
-//! `+= d * d` per value, on data that stays in the L2 cache: what exact statistics cost even
-//! when memory is free). The floor of each operation follows from what it must do:
+//! Each operation is replayed as its skeleton: the passes over memory it cannot avoid, in
+//! its order, over tensors of its size, with no arithmetic beyond a float32 add, at the
+//! pool's thread count; so every pass finds the caches as the real one does. The passes
+//! are a sum of `x` (S1), `y = x` (W1), a sum of `x` and `dy` (S2) and `dx = x + dy` (W2),
+//! each with ordinary and with streaming stores (the faster skeleton counts). Separately,
+//! the float64 arithmetic of the statistics (`d = x - k`, `s1 += d`, `s2 += d * d` per
+//! value, on data in the L2 cache, all threads at once) gives the time `A` exact
+//! statistics take even when memory is free. Then:
 //!
-//! - eval: read `x`, write `y`: a copy.
-//! - training forward: every value must be read before the first output can be written
-//!   (the statistics come first), so a reduction, then a copy; when the kernels take the
-//!   shape channel by channel ([`batchnorm::reads_once`]) the second read comes from cache
-//!   and overlaps the next channel's, leaving the larger of the copy and the arithmetic.
-//! - backward: a reduction over `x` and `dy`, then read both and write `dx` (a copy plus a
-//!   read); channel by channel, the larger of that traffic and the arithmetic.
+//! - eval: W1 (read `x`, write `y`).
+//! - training forward: every value must be read before the first output is written (the
+//!   statistics come first): `max(S1, A) + W1`; when the kernels take the shape channel by
+//!   channel ([`batchnorm::reads_once`]) the second read comes from cache and overlaps the
+//!   next channel's first: `max(W1, A)`.
+//! - training forward + backward: that, then `max(S2, A) + W2` (channel by channel
+//!   `max(W2, A)`).
 //!
-//! Each floor is optimistic (the arithmetic of the normalising pass is not counted, and a
-//! repeated read of a tensor that fits in the last-level cache is served from there), so
-//! no kernel can beat it; `PyTorch ms / floor ms` is the largest speedup any exact
-//! float64-accumulating kernel could show on that entry.
+//! The floor leaves out the arithmetic of the output passes and the per-channel work, so
+//! no kernel can beat it by more than noise; `PyTorch ms / floor ms` is the largest speedup
+//! any exact float64-accumulating kernel could show on that entry.
 
 use crate::bench::median;
 use batchnorm::{batch_moments_into, reads_once, Dims, Layout, Moments, Workspace};
 use rayon::prelude::*;
+use std::time::Instant;
 
-/// Seconds of the three passes over one tensor, at the current pool's thread count.
-#[derive(Debug, Clone, Copy)]
-pub struct Floor {
-    /// A float32 sum of the tensor.
-    pub read: f64,
-    /// A copy of the tensor into another of its size.
-    pub copy: f64,
-    /// Float64 shifted sums of as many values, L2-resident, spread over the threads.
-    pub arith: f64,
+/// A pass of an operation's skeleton.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pass {
+    /// Sum of `x`.
+    S1,
+    /// `y = x`.
+    W1,
+    /// Sum of `x` and `dy`.
+    S2,
+    /// `dx = x + dy`.
+    W2,
 }
 
 /// Values per thread of the arithmetic measurement: 256 KB, in L2 and out of L1.
 const ARITH_BLOCK: usize = 1 << 16;
 
-impl Floor {
-    /// Measures the three passes for a tensor of `n` float32 values (medians of `reps`).
-    pub fn measure(n: usize, reps: usize) -> Floor {
-        let threads = rayon::current_num_threads();
-        let chunk = n.div_ceil(threads).max(1);
-        let src: Vec<f32> = (0..n).map(|i| (i % 1000) as f32).collect();
-        let mut dst = vec![0.0f32; n];
-        let read = median(
-            || {
-                let s: f32 = src.par_chunks(chunk).map(sum).sum();
-                std::hint::black_box(s);
-            },
-            reps,
-        );
-        // The C library's copy streams large blocks past the cache, which is slower than
-        // ordinary stores while both tensors fit in the last-level cache: the floor is the
-        // faster of the two.
-        let memcpy = median(|| dst.par_chunks_mut(chunk).zip(src.par_chunks(chunk)).for_each(|(d, s)| d.copy_from_slice(s)), reps);
-        let stores = median(|| dst.par_chunks_mut(chunk).zip(src.par_chunks(chunk)).for_each(|(d, s)| store_copy(s, d)), reps);
-        let copy = memcpy.min(stores);
-        // Every thread sums its own block over and over, all at once (two logical CPUs may
-        // share one core's arithmetic units).
-        let calls = n.div_ceil(ARITH_BLOCK * threads).max(1);
-        let block = Dims::new(Layout::Nchw, &[1, 1, 64, ARITH_BLOCK / 64]).expect("block shape");
-        let blocks: Vec<Vec<f32>> = (0..threads).map(|t| (0..ARITH_BLOCK).map(|i| ((i * 7 + t) % 1000) as f32).collect()).collect();
-        let run = median(
-            || {
-                blocks.par_iter().for_each(|b| {
-                    let (mut m, mut ws) = ([Moments::EMPTY], Workspace::new());
-                    for _ in 0..calls {
-                        batch_moments_into(b, block, &mut m, &mut ws).expect("moments");
-                    }
-                    std::hint::black_box(m);
-                })
-            },
-            reps,
-        );
-        let arith = run * n as f64 / (calls * ARITH_BLOCK * threads) as f64;
-        Floor { read, copy, arith }
+/// The tensors a skeleton runs over, cut into one chunk per thread.
+struct Tensors {
+    x: Vec<f32>,
+    dy: Vec<f32>,
+    out: Vec<f32>,
+    chunk: usize,
+}
+
+impl Tensors {
+    fn run(&mut self, p: Pass, stream: bool) {
+        let (x, dy, c) = (&self.x, &self.dy, self.chunk);
+        match p {
+            Pass::S1 => {
+                std::hint::black_box(x.par_chunks(c).map(sum).sum::<f32>());
+            }
+            Pass::S2 => {
+                std::hint::black_box(x.par_chunks(c).zip(dy.par_chunks(c)).map(|(a, b)| sum(a) + sum(b)).sum::<f32>());
+            }
+            Pass::W1 => self.out.par_chunks_mut(c).zip(x.par_chunks(c)).for_each(|(o, a)| add(a, None, o, stream)),
+            Pass::W2 => self.out.par_chunks_mut(c).zip(x.par_chunks(c)).zip(dy.par_chunks(c)).for_each(|((o, a), b)| add(a, Some(b), o, stream)),
+        }
     }
 
-    /// Milliseconds of [training forward, training forward + backward, eval] for shape `d`.
-    pub fn ops_ms(&self, d: Dims) -> [f64; 3] {
-        let Floor { read, copy, arith } = *self;
-        let (fwd, bwd) = if reads_once(d) {
-            (copy.max(arith), (copy + read).max(arith))
-        } else {
-            (read.max(arith) + copy, (2.0 * read).max(arith) + copy + read)
-        };
-        [fwd * 1e3, (fwd + bwd) * 1e3, copy * 1e3]
+    /// Median seconds of each pass of `passes`, run in order `reps` times (after one
+    /// warm-up round), with ordinary or streaming stores.
+    fn skeleton(&mut self, passes: &[Pass], stream: bool, reps: usize) -> Vec<f64> {
+        let mut t = vec![Vec::with_capacity(reps); passes.len()];
+        for r in 0..=reps {
+            for (i, &p) in passes.iter().enumerate() {
+                let s = Instant::now();
+                self.run(p, stream);
+                if r > 0 {
+                    t[i].push(s.elapsed().as_secs_f64());
+                }
+            }
+        }
+        t.into_iter()
+            .map(|mut v| {
+                v.sort_by(f64::total_cmp);
+                v[v.len() / 2]
+            })
+            .collect()
     }
+}
+
+/// Seconds of the float64 statistics arithmetic over `n` values at the pool's thread count.
+fn arithmetic(n: usize, reps: usize) -> f64 {
+    let threads = rayon::current_num_threads();
+    // Every thread sums its own block over and over, all at once (two logical CPUs may
+    // share one core's arithmetic units).
+    let calls = n.div_ceil(ARITH_BLOCK * threads).max(1);
+    let block = Dims::new(Layout::Nchw, &[1, 1, 64, ARITH_BLOCK / 64]).expect("block shape");
+    let blocks: Vec<Vec<f32>> = (0..threads).map(|t| (0..ARITH_BLOCK).map(|i| ((i * 7 + t) % 1000) as f32).collect()).collect();
+    let run = median(
+        || {
+            blocks.par_iter().for_each(|b| {
+                let (mut m, mut ws) = ([Moments::EMPTY], Workspace::new());
+                for _ in 0..calls {
+                    batch_moments_into(b, block, &mut m, &mut ws).expect("moments");
+                }
+                std::hint::black_box(m);
+            })
+        },
+        reps,
+    );
+    run * n as f64 / (calls * ARITH_BLOCK * threads) as f64
+}
+
+/// Milliseconds of [training forward, training forward + backward, eval] at their floor
+/// for shape `d` (medians of `reps` runs of each skeleton).
+pub fn floor_ms(d: Dims, reps: usize) -> [f64; 3] {
+    let n = d.len();
+    let chunk = n.div_ceil(rayon::current_num_threads()).max(1);
+    let mut t = Tensors {
+        x: (0..n).map(|i| (i % 1000) as f32).collect(),
+        dy: (0..n).map(|i| (i % 997) as f32).collect(),
+        out: vec![0.0; n],
+        chunk,
+    };
+    let a = arithmetic(n, reps);
+    let best = |f: &mut dyn FnMut(bool) -> f64| f(false).min(f(true));
+    let once = reads_once(d);
+    let fwd_of = |s1: f64, w1: f64| if once { w1.max(a) } else { s1.max(a) + w1 };
+    let bwd_of = |s2: f64, w2: f64| if once { w2.max(a) } else { s2.max(a) + w2 };
+    let eval = best(&mut |st| t.skeleton(&[Pass::W1], st, reps)[0]);
+    let fwd = best(&mut |st| {
+        let p = t.skeleton(&[Pass::S1, Pass::W1], st, reps);
+        fwd_of(p[0], p[1])
+    });
+    let fwd_bwd = best(&mut |st| {
+        let p = t.skeleton(&[Pass::S1, Pass::W1, Pass::S2, Pass::W2], st, reps);
+        fwd_of(p[0], p[1]) + bwd_of(p[2], p[3])
+    });
+    [fwd * 1e3, fwd_bwd * 1e3, eval * 1e3]
+}
+
+/// `o = a (+ b)`, with streaming stores where asked and the CPU has AVX.
+fn add(a: &[f32], b: Option<&[f32]>, o: &mut [f32], stream: bool) {
+    #[cfg(target_arch = "x86_64")]
+    if stream && std::is_x86_feature_detected!("avx") {
+        // SAFETY: the CPU has AVX.
+        return unsafe { add_stream(a, b, o) };
+    }
+    let _ = stream;
+    match b {
+        Some(b) => add2(a, b, o),
+        None => store_copy(a, o),
+    }
+}
+
+/// `o = a (+ b)` with non-temporal stores past the unaligned head.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx")]
+unsafe fn add_stream(a: &[f32], b: Option<&[f32]>, o: &mut [f32]) {
+    use std::arch::x86_64::*;
+    let n = o.len().min(a.len());
+    let head = (o.as_ptr().align_offset(32)).min(n);
+    for i in 0..head {
+        o[i] = a[i] + b.map_or(0.0, |b| b[i]);
+    }
+    let mut i = head;
+    while i + 8 <= n {
+        let mut v = _mm256_loadu_ps(a.as_ptr().add(i));
+        if let Some(b) = b {
+            v = _mm256_add_ps(v, _mm256_loadu_ps(b.as_ptr().add(i)));
+        }
+        _mm256_stream_ps(o.as_mut_ptr().add(i), v);
+        i += 8;
+    }
+    for j in i..n {
+        o[j] = a[j] + b.map_or(0.0, |b| b[j]);
+    }
+    _mm_sfence();
 }
 
 /// Compiles `$body` for AVX2 as well (the kernels it is compared with use AVX2 where the
@@ -121,6 +208,14 @@ avx2_or_not! {
 }
 
 avx2_or_not! {
+    fn add2(a: &[f32], b: &[f32], o: &mut [f32]) {
+        for ((o, x), y) in o.iter_mut().zip(a).zip(b) {
+            *o = x + y;
+        }
+    }
+}
+
+avx2_or_not! {
 fn sum(x: &[f32]) -> f32 {
     // Independent lanes, so the compiler vectorises it without reassociating.
     let mut acc = [0.0f32; 32];
@@ -139,13 +234,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn floors_follow_the_passes_each_operation_needs() {
-        let f = Floor { read: 1.0, copy: 2.0, arith: 1.5 };
-        let rows = Dims::new(Layout::Nhwc, &[8, 4, 4, 64]).unwrap();
-        assert_eq!(f.ops_ms(rows), [3500.0, 3500.0 + 5000.0, 2000.0]);
-        let fused = Dims::new(Layout::Nchw, &[2, 16, 96, 96]).unwrap();
-        assert_eq!(f.ops_ms(fused), [2000.0, 2000.0 + 3000.0, 2000.0]);
-        let m = Floor::measure(1 << 16, 3);
-        assert!(m.read > 0.0 && m.copy > 0.0 && m.arith > 0.0, "{m:?}");
+    fn skeletons_time_every_pass_and_floors_add_up() {
+        let d = Dims::new(Layout::Nhwc, &[8, 16, 16, 64]).unwrap();
+        let [fwd, fwd_bwd, eval] = floor_ms(d, 3);
+        assert!(eval > 0.0 && fwd > 0.0 && fwd_bwd > fwd, "{fwd} {fwd_bwd} {eval}");
+        let mut t = Tensors { x: vec![1.0; 1000], dy: vec![2.0; 1000], out: vec![0.0; 1000], chunk: 300 };
+        for stream in [false, true] {
+            assert_eq!(t.skeleton(&[Pass::S1, Pass::W2, Pass::S2], stream, 2).len(), 3);
+            assert!(t.out.iter().all(|&v| v == 3.0), "dx = x + dy everywhere");
+            t.run(Pass::W1, stream);
+            assert!(t.out.iter().all(|&v| v == 1.0), "y = x everywhere");
+        }
     }
 }
