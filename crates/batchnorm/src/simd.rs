@@ -224,17 +224,23 @@ mod x86 {
     /// over all the rows, so the strip's coefficients (three or four arrays of 4 KB) stay in
     /// L1 beside the streamed data. Measured, NC 4096x4096 at 1 thread (bnlab bench, 3
     /// interleaved rounds): eval 8.0-8.6 -> 6.9-7.5 ms, train forward 13.5-13.9 -> 12.1-12.6
-    /// ms, forward + backward 33.8-34.9 -> 31.3-32.5 ms.
+    /// ms, forward + backward 33.8-34.9 -> 31.3-32.5 ms. A strip's run of a row is 4 KB, after
+    /// which the hardware prefetchers start over on the next row: each row therefore asks for
+    /// the same strip of the next row, a cache line per 16 values (eval at 1 thread,
+    /// `examples/shapes`, three interleaved runs: 7.5-8.2 -> 6.9-7.5 ms; full rows instead,
+    /// with 48 KB of coefficients missing L1: 8.7-8.9 ms).
     const NT_STRIP: usize = 1024;
 
     /// Rows of `C`: `y[c] = (x[c] - ctr[c]) * s[c] + t[c]` with streaming stores.
     #[target_feature(enable = "avx2")]
     pub(super) unsafe fn rows_affine_nt(x: &[f32], y: &mut [f32], ctr: &[f32], s: &[f32], t: &[f32]) {
         let c = ctr.len();
+        let rows = x.len().min(y.len()) / c;
         for j0 in (0..c).step_by(NT_STRIP) {
             let j = j0..(j0 + NT_STRIP).min(c);
-            for (yr, xr) in y.chunks_exact_mut(c).zip(x.chunks_exact(c)) {
-                row_affine_nt(&xr[j.clone()], &mut yr[j.clone()], &ctr[j.clone()], &s[j.clone()], &t[j.clone()]);
+            for (r, (yr, xr)) in y.chunks_exact_mut(c).zip(x.chunks_exact(c)).enumerate() {
+                let ahead = if r + 1 < rows && c > NT_STRIP { x.as_ptr().add((r + 1) * c + j0) } else { std::ptr::null() };
+                row_affine_nt(&xr[j.clone()], &mut yr[j.clone()], &ctr[j.clone()], &s[j.clone()], &t[j.clone()], ahead);
             }
         }
         _mm_sfence();
@@ -242,7 +248,7 @@ mod x86 {
 
     /// One row (or strip of a row) of [`rows_affine_nt`].
     #[target_feature(enable = "avx2")]
-    unsafe fn row_affine_nt(xr: &[f32], yr: &mut [f32], ctr: &[f32], s: &[f32], t: &[f32]) {
+    unsafe fn row_affine_nt(xr: &[f32], yr: &mut [f32], ctr: &[f32], s: &[f32], t: &[f32], ahead: *const f32) {
         let c = ctr.len();
         let h = head(yr.as_ptr(), c);
         for j in 0..h {
@@ -250,6 +256,9 @@ mod x86 {
         }
         let mut j = h;
         while j + 8 <= c {
+            if !ahead.is_null() && (j - h) % 16 == 0 {
+                _mm_prefetch::<_MM_HINT_T0>(ahead.add(j) as *const i8);
+            }
             let v = _mm256_loadu_ps(xr.as_ptr().add(j));
             let (cv, sv, tv) = (_mm256_loadu_ps(ctr.as_ptr().add(j)), _mm256_loadu_ps(s.as_ptr().add(j)), _mm256_loadu_ps(t.as_ptr().add(j)));
             stream8(yr.as_mut_ptr().add(j), _mm256_add_ps(_mm256_mul_ps(_mm256_sub_ps(v, cv), sv), tv));
@@ -264,11 +273,13 @@ mod x86 {
     #[target_feature(enable = "avx2")]
     pub(super) unsafe fn rows_grad_combine_nt(x: &[f32], dy: &[f32], dx: &mut [f32], ctr: &[f32], a: &[f32], b: &[f32], d: &[f32]) {
         let c = ctr.len();
+        let rows = x.len().min(dy.len()).min(dx.len()) / c;
         for j0 in (0..c).step_by(NT_STRIP) {
             let j = j0..(j0 + NT_STRIP).min(c);
-            for ((o, xr), gr) in dx.chunks_exact_mut(c).zip(x.chunks_exact(c)).zip(dy.chunks_exact(c)) {
+            for (r, ((o, xr), gr)) in dx.chunks_exact_mut(c).zip(x.chunks_exact(c)).zip(dy.chunks_exact(c)).enumerate() {
                 let q = (&ctr[j.clone()], &a[j.clone()], &b[j.clone()], &d[j.clone()]);
-                row_grad_combine_nt(&xr[j.clone()], &gr[j.clone()], &mut o[j.clone()], q);
+                let ahead = (r + 1 < rows && c > NT_STRIP).then(|| (x.as_ptr().add((r + 1) * c + j0), dy.as_ptr().add((r + 1) * c + j0)));
+                row_grad_combine_nt(&xr[j.clone()], &gr[j.clone()], &mut o[j.clone()], q, ahead);
             }
         }
         _mm_sfence();
@@ -277,7 +288,7 @@ mod x86 {
     /// One row (or strip of a row) of [`rows_grad_combine_nt`], without the closing fence;
     /// `q = (ctr, a, b, d)`.
     #[target_feature(enable = "avx2")]
-    pub(super) unsafe fn row_grad_combine_nt(xr: &[f32], gr: &[f32], o: &mut [f32], q: (&[f32], &[f32], &[f32], &[f32])) {
+    pub(super) unsafe fn row_grad_combine_nt(xr: &[f32], gr: &[f32], o: &mut [f32], q: (&[f32], &[f32], &[f32], &[f32]), ahead: Option<(*const f32, *const f32)>) {
         let (ctr, a, b, d) = q;
         let c = ctr.len();
         let h = head(o.as_ptr(), c);
@@ -286,6 +297,12 @@ mod x86 {
         }
         let mut j = h;
         while j + 8 <= c {
+            if let Some((px, pg)) = ahead {
+                if (j - h) % 16 == 0 {
+                    _mm_prefetch::<_MM_HINT_T0>(px.add(j) as *const i8);
+                    _mm_prefetch::<_MM_HINT_T0>(pg.add(j) as *const i8);
+                }
+            }
             let ld = |p: &[f32]| _mm256_loadu_ps(p.as_ptr().add(j));
             let r = _mm256_add_ps(
                 _mm256_mul_ps(ld(gr), ld(a)),
@@ -323,10 +340,6 @@ pub(crate) fn grad_combine(x: &[f32], dy: &[f32], dx: &mut [f32], ctr: f32, a: f
     }
 }
 
-/// Channels per strip of a rows reduction: the strip's accumulators (2 x 8 KB) stay in L1
-/// however wide the rows are.
-const STRIP: usize = 512;
-
 /// Rows of `C` values: `a1[c] += x - k[c]`, `a2[c] += (x - k[c])^2` over every row, in
 /// strips of channels held in registers (see `strips`); rows of fewer than 16 channels that
 /// are not whole vectors are regrouped first (see `narrow`).
@@ -340,10 +353,10 @@ pub(crate) fn rows_acc_shifted(x: &[f32], k: &[f64], a1: &mut [f64], a2: &mut [f
     }
 }
 
-/// Whether rows of `c` channels are reduced one row at a time (see [`rows_acc_grad`]).
+/// Whether rows of `c` channels are summed with `dy` one row at a time (see [`rows_acc_grad`]).
 #[inline(always)]
 fn one_row_at_a_time(c: usize) -> bool {
-    (128..=STRIP).contains(&c)
+    (128..=512).contains(&c)
 }
 
 /// Channels `j0..j0 + k.len()` of rows `c` wide: `a1[j] += x - k[j]`, `a2[j] += (x - k[j])^2`,
@@ -360,44 +373,6 @@ pub(crate) fn strip_acc_shifted_1(x: &[f32], c: usize, j0: usize, k: &[f64], a1:
             a2[j] += d * d;
         }
     }
-}
-
-/// Channels `j0..j0 + w` of row `r` of a block of rows `c` wide.
-#[inline(always)]
-fn row(q: &[f32], r: usize, c: usize, j0: usize, w: usize) -> &[f32] {
-    &q[r * c + j0..r * c + j0 + w]
-}
-
-/// Rows of `C` values: `a1[c] += dy`, `a2[c] += dy * (x - k[c])`, four rows at a time, one
-/// strip of channels at a time.
-#[inline(always)]
-fn rows_acc_grad_4(x: &[f32], dy: &[f32], k: &[f64], a1: &mut [f64], a2: &mut [f64]) {
-    let c = k.len();
-    for j0 in (0..c).step_by(STRIP) {
-        let j1 = (j0 + STRIP).min(c);
-        strip_acc_grad(x, dy, c, j0, &k[j0..j1], &mut a1[j0..j1], &mut a2[j0..j1]);
-    }
-}
-
-/// Channels `j0..j0 + k.len()` of rows `c` wide: `a1[j] += dy`, `a2[j] += dy * (x - k[j])`
-/// over every row, four rows at a time.
-#[inline(always)]
-pub(crate) fn strip_acc_grad(x: &[f32], dy: &[f32], c: usize, j0: usize, k: &[f64], a1: &mut [f64], a2: &mut [f64]) {
-    let w = k.len();
-    let (a1, a2) = (&mut a1[..w], &mut a2[..w]);
-    let mut ix = x.chunks_exact(4 * c);
-    let mut id = dy.chunks_exact(4 * c);
-    for (qx, qd) in (&mut ix).zip(&mut id) {
-        let (x0, x1, x2, x3) = (row(qx, 0, c, j0, w), row(qx, 1, c, j0, w), row(qx, 2, c, j0, w), row(qx, 3, c, j0, w));
-        let (g0, g1, g2, g3) = (row(qd, 0, c, j0, w), row(qd, 1, c, j0, w), row(qd, 2, c, j0, w), row(qd, 3, c, j0, w));
-        for j in 0..w {
-            let (e0, e1, e2, e3) = (g0[j] as f64, g1[j] as f64, g2[j] as f64, g3[j] as f64);
-            a1[j] += (e0 + e1) + (e2 + e3);
-            a2[j] += (e0 * (x0[j] as f64 - k[j]) + e1 * (x1[j] as f64 - k[j]))
-                + (e2 * (x2[j] as f64 - k[j]) + e3 * (x3[j] as f64 - k[j]));
-        }
-    }
-    strip_acc_grad_1(ix.remainder(), id.remainder(), c, j0, k, a1, a2);
 }
 
 /// Channels `j0..j0 + k.len()` of rows `c` wide: `a1[j] += dy`, `a2[j] += dy * (x - k[j])`,
@@ -418,25 +393,24 @@ pub(crate) fn strip_acc_grad_1(x: &[f32], dy: &[f32], c: usize, j0: usize, k: &[
 
 /// Rows of `C` values: `a1[c] += dy`, `a2[c] += dy * (x - k[c])` over every row.
 ///
-/// Rows of fewer than 128 channels go in strips held in registers (see `strips`), rows of
-/// 128 to 512 one row at a time (two streams, accumulators in L1), wider ones four rows at a
-/// time, so each strip's accumulators are loaded once per four rows. Measured (1 thread,
-/// min of 5): NHWC 64x14x14x256 backward 3.9 -> 2.5 ms one row at a time, while C = 64 and
-/// C >= 1024 are faster four at a time. Strips (best of 7, two runs): C = 64 (NHWC
-/// 32x56x56x64) 4.6-5.1 -> 4.5-4.8 ms at 1 thread and 2.8-3.0 -> 2.5-2.6 at 2, but C = 256
-/// 2.1 -> 3.2 ms and C = 1024 0.12 -> 0.14 ms: with two inputs a block of rows is twice the
-/// lines in flight. The order of each channel's additions depends on the shape alone.
+/// Rows of 128 to 512 channels go one row at a time (two streams, accumulators in L1),
+/// narrower and wider ones in strips held in registers (see `strips`). Measured (1 thread,
+/// min of 5): NHWC 64x14x14x256 one row at a time 3.9 -> 2.5 ms against four rows at a
+/// time, strips 2.1 -> 3.2 ms against one row (a block of rows of both inputs is too many
+/// lines in flight); strips against four rows at a time (`examples/shapes`, medians of 5
+/// interleaved runs, backward ms): NHWC 32x56x56x64 4.6-5.1 -> 4.5-4.8 at 1 thread and
+/// 2.8-3.0 -> 2.5-2.6 at 2, NC 4096x4096 21.7 -> 19.4 and 11.0 -> 10.4, NC 2048x2048 1.75
+/// -> 1.64 at 2 threads (3.91 -> 4.00 at 1), NC 64x100000 (column tiles) 3.62 -> 3.19 at 2.
+/// The order of each channel's additions depends on the shape alone.
 #[inline(always)]
 pub(crate) fn rows_acc_grad(x: &[f32], dy: &[f32], k: &[f64], a1: &mut [f64], a2: &mut [f64]) {
     let c = k.len();
     if let Some(l) = crate::narrow::period(c) {
         crate::narrow::acc_grad(x, dy, k, l, a1, a2)
-    } else if c < 128 {
-        crate::strips::strips_acc_grad(x, dy, c, 0, k, a1, a2)
     } else if one_row_at_a_time(c) {
         strip_acc_grad_1(x, dy, c, 0, k, a1, a2)
     } else {
-        rows_acc_grad_4(x, dy, k, a1, a2)
+        crate::strips::strips_acc_grad(x, dy, c, 0, k, a1, a2)
     }
 }
 
@@ -575,7 +549,7 @@ pub(crate) fn row_grad_combine_out(xr: &[f32], gr: &[f32], o: &mut [f32], ctr: &
     #[cfg(target_arch = "x86_64")]
     if nt && rows_stream(o.as_ptr(), ctr.len()) && has_avx2() {
         // SAFETY: the CPU has AVX2.
-        return unsafe { x86::row_grad_combine_nt(xr, gr, o, (ctr, a, b, d)) };
+        return unsafe { x86::row_grad_combine_nt(xr, gr, o, (ctr, a, b, d), None) };
     }
     let _ = nt;
     let c = ctr.len();

@@ -15,11 +15,20 @@
 //! 0.136 ns a value on this machine, so the first two are within 1.3x of the arithmetic
 //! itself. Blocks of 4 or 16 rows were no better for any of them, 32 and more slower for
 //! wide rows (16 KB rows: every row of a block is another page).
+//!
+//! With `dy` beside `x` (the backward sums) strips pay off for rows of fewer than 128
+//! channels and of more than 512 (in blocks of 4 rows there), not between, where a row at a
+//! time stays faster (see `simd::rows_acc_grad`).
 
 use crate::simd::{strip_acc_grad_1, strip_acc_shifted_1};
 
 /// Rows per block: a strip's values of a block of rows are one cache line per row.
 const BLOCK_ROWS: usize = 8;
+
+/// Rows wider than this many channels are summed with `dy` in blocks of
+/// [`WIDE_BLOCK_ROWS`]: with two inputs a block of 8 wide rows is 16 pages.
+const WIDE: usize = 512;
+const WIDE_BLOCK_ROWS: usize = 4;
 
 /// Channels `j0..j0 + k.len()` of rows `c` wide: `a1[j] += x - k[j]`, `a2[j] += (x - k[j])^2`
 /// over every row, each channel's additions in row order.
@@ -53,7 +62,7 @@ pub(crate) fn strips_acc_grad(x: &[f32], dy: &[f32], c: usize, j0: usize, k: &[f
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::BLOCK_ROWS;
+    use super::{BLOCK_ROWS, WIDE, WIDE_BLOCK_ROWS};
     use std::arch::x86_64::*;
 
     /// `V` vectors of 4 float64 from `p`.
@@ -116,10 +125,10 @@ mod x86 {
     /// Calls `f(rows, j, V)` for every block of rows and every whole strip of channels
     /// `0..w` (relative to the caller's first channel); returns the channels covered.
     #[inline(always)]
-    fn blocks(rows: usize, w: usize, mut f: impl FnMut((usize, usize), usize, bool)) -> usize {
+    fn blocks(rows: usize, w: usize, block: usize, mut f: impl FnMut((usize, usize), usize, bool)) -> usize {
         let (w16, w8) = (w / 16 * 16, w / 8 * 8);
-        for r0 in (0..rows).step_by(BLOCK_ROWS) {
-            let r = (r0, (r0 + BLOCK_ROWS).min(rows));
+        for r0 in (0..rows).step_by(block) {
+            let r = (r0, (r0 + block).min(rows));
             for j in (0..w16).step_by(16) {
                 f(r, j, true);
             }
@@ -135,7 +144,7 @@ mod x86 {
     #[target_feature(enable = "avx2")]
     pub(super) unsafe fn acc_shifted(x: &[f32], c: usize, j0: usize, k: &[f64], a1: &mut [f64], a2: &mut [f64]) -> usize {
         let (xp, kp, p1, p2) = (x.as_ptr().wrapping_add(j0), k.as_ptr(), a1.as_mut_ptr(), a2.as_mut_ptr());
-        blocks(x.len() / c, k.len(), |r, j, wide| {
+        blocks(x.len() / c, k.len(), BLOCK_ROWS, |r, j, wide| {
             if wide {
                 strip_shifted::<4>(xp, c, r, j, kp, p1, p2)
             } else {
@@ -148,7 +157,8 @@ mod x86 {
     #[target_feature(enable = "avx2")]
     pub(super) unsafe fn acc_grad(x: &[f32], dy: &[f32], c: usize, j0: usize, k: &[f64], a1: &mut [f64], a2: &mut [f64]) -> usize {
         let (xp, gp, kp, p1, p2) = (x.as_ptr().wrapping_add(j0), dy.as_ptr().wrapping_add(j0), k.as_ptr(), a1.as_mut_ptr(), a2.as_mut_ptr());
-        blocks(x.len() / c, k.len(), |r, j, wide| {
+        let block = if c > WIDE { WIDE_BLOCK_ROWS } else { BLOCK_ROWS };
+        blocks(x.len() / c, k.len(), block, |r, j, wide| {
             if wide {
                 strip_grad::<4>(xp, gp, c, r, j, kp, p1, p2)
             } else {

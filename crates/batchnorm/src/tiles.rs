@@ -23,9 +23,9 @@ use crate::layout::Dims;
 use crate::moments::Moments;
 use crate::parallel::{for_each_chunk, SharedMut};
 use crate::simd::{
-    multiversion, row_grad_combine_out, store_fence, streams, strip_acc_grad,
+    multiversion, row_grad_combine_out, store_fence, streams,
 };
-use crate::strips::strips_acc_shifted;
+use crate::strips::{strips_acc_grad, strips_acc_shifted};
 
 /// Channels-last tensors with fewer rows than this are cut into tiles (with more, blocks
 /// of at least 64 rows give the threads work, see `parallel::Plan`).
@@ -73,7 +73,7 @@ multiversion! {
     fn backward_tile(x: &[f32], dy: &[f32], dx: &SharedMut, d: Dims, j0: usize, mean: &[f64], invstd: &[f64], weight: Option<&[f32]>, part: &mut [f64]) {
         let (c, w) = (d.channels, part.len() / 2);
         let (s1, s2) = part.split_at_mut(w);
-        strip_acc_grad(x, dy, c, j0, &mean[j0..j0 + w], s1, s2);
+        strips_acc_grad(x, dy, c, j0, &mean[j0..j0 + w], s1, s2);
         let mut q = [[0.0f32; MAX_TILE]; 4];
         let m = d.outer as f64;
         for j in 0..w {
