@@ -3,6 +3,9 @@
 //!
 //! cargo bench -p batchnorm-candle --bench layer
 //!
+//! `train_step/identity_floor` is the same step through a layer that does nothing (see
+//! `Identity`): candle's own share of every step.
+//!
 //! The step's loss is a custom op that hands backprop a precomputed, contiguous upstream
 //! gradient `dy` (as the next layer of a network would): `(y * dy).sum_all()` would instead
 //! spend ~140 ms of candle's own backprop on a broadcast gradient (32x64x56x56), drowning
@@ -29,6 +32,26 @@ impl CustomOp1 for InjectGrad {
     }
 }
 
+/// The least any layer can do in a training step: a new output the size of its input
+/// (forward) and a gradient the size of its input (backward), with no arithmetic. Timing a
+/// step through it measures what candle itself spends on the step (allocation, and the
+/// gradient store's zero-fill and accumulation of every tensor-sized gradient), which no
+/// batch-norm kernel can remove.
+struct Identity;
+
+impl CustomOp1 for Identity {
+    fn name(&self) -> &'static str {
+        "identity"
+    }
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (a, b) = l.contiguous_offsets().expect("contiguous");
+        Ok((CpuStorage::F32(s.as_slice::<f32>()?[a..b].to_vec()), l.shape().clone()))
+    }
+    fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        Ok(Some(grad.copy()?))
+    }
+}
+
 const SHAPES: [[usize; 4]; 3] = [[32, 64, 56, 56], [64, 256, 14, 14], [128, 512, 7, 7]];
 
 fn layer(c: &mut Criterion) {
@@ -44,6 +67,12 @@ fn layer(c: &mut Criterion) {
         let vm_b = VarMap::new();
         let nn = candle_nn::batch_norm(ch, 1e-5, VarBuilder::from_varmap(&vm_b, DType::F32, &Device::Cpu)).unwrap();
         let modules: [(&str, &dyn ModuleT); 2] = [("ours", &ours), ("candle_nn", &nn)];
+        g.bench_function(BenchmarkId::new("train_step/identity_floor", &id), |b| {
+            b.iter(|| {
+                let y = x.as_tensor().apply_op1(Identity).unwrap();
+                y.apply_op1(InjectGrad(dy.clone())).unwrap().backward().unwrap()
+            })
+        });
         for (name, m) in modules {
             g.bench_function(BenchmarkId::new(format!("train_step/{name}"), &id), |b| {
                 b.iter(|| {
