@@ -3,9 +3,11 @@
 use crate::coefficients::{fold_affine, inv_std};
 use crate::error::{check_len, Result};
 use crate::layout::Dims;
+use crate::saved::SavedStats;
 use crate::narrow::{period, repeat, split, MAX_PERIOD};
 use crate::parallel::{channels_in_parallel, for_each_chunk, CHANNEL_TASK};
 use crate::simd::{affine_out, multiversion, rows_affine_out, streams};
+use crate::tiles::{normalize_tiled, tile_width};
 use crate::workspace::{sized, Workspace};
 
 /// Elements per task of an element-wise pass.
@@ -47,7 +49,9 @@ pub(crate) fn normalize_unchecked(x: &[f32], d: Dims, coef: &[f32], y: &mut [f32
         return;
     }
     let nt = streams(d);
-    if d.is_rows() {
+    if let Some(w) = tile_width(d) {
+        normalize_tiled(x, d, w, coef, y);
+    } else if d.is_rows() {
         let rows = (ELEMENTWISE_TASK / c).max(1);
         for_each_chunk(y, rows * c, d.len(), |i, yc| {
             let lo = i * rows * c;
@@ -92,6 +96,28 @@ pub(crate) fn fill_coef<'a>(
             .for_each(|(i, ((ctr, s), t))| fill(i * CHANNEL_TASK, ctr, s, t));
     }
     &buf[..]
+}
+
+/// [`forward_eval_into`] with the statistics given as `saved` (mean, inverse std), which a
+/// layer keeps for its backward pass anyway: one square root per channel, not two.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn eval_with_saved(
+    x: &[f32],
+    d: Dims,
+    weight: Option<&[f32]>,
+    bias: Option<&[f32]>,
+    saved: &SavedStats,
+    y: &mut [f32],
+    ws: &mut Workspace,
+) -> Result<()> {
+    check_len("x", d.len(), x.len())?;
+    check_len("y", d.len(), y.len())?;
+    check_len("saved.mean", d.channels, saved.mean.len())?;
+    check_len("saved.invstd", d.channels, saved.invstd.len())?;
+    check_params(d.channels, weight, bias)?;
+    let coef = fill_coef(&mut ws.coef, |c| saved.mean[c], |c| saved.invstd[c], weight, bias, d.channels);
+    normalize_unchecked(x, d, coef, y);
+    Ok(())
 }
 
 pub(crate) fn check_params(c: usize, weight: Option<&[f32]>, bias: Option<&[f32]>) -> Result<()> {

@@ -1,15 +1,14 @@
 //! The layer: parameters, running statistics and the passes that use them.
 
 use crate::backward::backward_into;
-use crate::coefficients::inv_std;
 use crate::config::BatchNormConfig;
 use crate::error::{check_len, BnError, Result};
-use crate::forward_eval::forward_eval_into;
+use crate::forward_eval::eval_with_saved;
 use crate::forward_train::forward_train_into;
 use crate::layout::Dims;
 use crate::moments::Moments;
 use crate::running::update_running;
-use crate::saved::{SavedStats, StatsSource};
+use crate::saved::SavedStats;
 use crate::workspace::Workspace;
 
 /// Gradients of a backward pass.
@@ -246,24 +245,11 @@ impl BatchNorm {
         self.check_dims(d)?;
         match (self.running_mean.as_deref(), self.running_var.as_deref()) {
             (Some(rm), Some(rv)) => {
-                forward_eval_into(
-                    x,
-                    d,
-                    self.weight.as_deref(),
-                    self.bias.as_deref(),
-                    rm,
-                    rv,
-                    self.config.eps,
-                    y,
-                    &mut self.ws,
-                )?;
-                saved.resize(d.channels);
-                saved.source = StatsSource::Running;
-                for c in 0..d.channels {
-                    saved.mean[c] = rm[c] as f64;
-                    saved.invstd[c] = inv_std(rv[c] as f64, self.config.eps);
-                }
-                Ok(())
+                // Checked first, so a refused call leaves `saved` as it was.
+                check_len("x", d.len(), x.len())?;
+                check_len("y", d.len(), y.len())?;
+                saved.fill_running(rm, rv, self.config.eps);
+                eval_with_saved(x, d, self.weight.as_deref(), self.bias.as_deref(), saved, y, &mut self.ws)
             }
             _ => self.batch_forward(x, d, y, saved),
         }

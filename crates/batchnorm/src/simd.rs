@@ -246,9 +246,10 @@ mod x86 {
         _mm_sfence();
     }
 
-    /// One row (or strip of a row) of [`rows_affine_nt`].
+    /// One row (or strip of a row) of [`rows_affine_nt`], without the closing fence; `ahead`
+    /// (or null) is the same strip of the next row, to prefetch.
     #[target_feature(enable = "avx2")]
-    unsafe fn row_affine_nt(xr: &[f32], yr: &mut [f32], ctr: &[f32], s: &[f32], t: &[f32], ahead: *const f32) {
+    pub(super) unsafe fn row_affine_nt(xr: &[f32], yr: &mut [f32], ctr: &[f32], s: &[f32], t: &[f32], ahead: *const f32) {
         let c = ctr.len();
         let h = head(yr.as_ptr(), c);
         for j in 0..h {
@@ -256,7 +257,7 @@ mod x86 {
         }
         let mut j = h;
         while j + 8 <= c {
-            if !ahead.is_null() && (j - h) % 16 == 0 {
+            if !ahead.is_null() && (j - h).is_multiple_of(16) {
                 _mm_prefetch::<_MM_HINT_T0>(ahead.add(j) as *const i8);
             }
             let v = _mm256_loadu_ps(xr.as_ptr().add(j));
@@ -298,7 +299,7 @@ mod x86 {
         let mut j = h;
         while j + 8 <= c {
             if let Some((px, pg)) = ahead {
-                if (j - h) % 16 == 0 {
+                if (j - h).is_multiple_of(16) {
                     _mm_prefetch::<_MM_HINT_T0>(px.add(j) as *const i8);
                     _mm_prefetch::<_MM_HINT_T0>(pg.add(j) as *const i8);
                 }
@@ -515,6 +516,20 @@ pub(crate) fn grad_combine_out(x: &[f32], dy: &[f32], dx: &mut [f32], q: (f32, f
     }
     let _ = nt;
     grad_combine(x, dy, dx, q.0, q.1, q.2, q.3)
+}
+
+/// One row (or a tile's part of one) of [`rows_affine_out`], without the closing fence of
+/// streaming stores: the caller issues [`store_fence`] after its last row.
+#[inline(always)]
+pub(crate) fn row_affine_out(xr: &[f32], yr: &mut [f32], ctr: &[f32], s: &[f32], t: &[f32], nt: bool) {
+    #[cfg(target_arch = "x86_64")]
+    if nt && rows_stream(yr.as_ptr(), ctr.len()) && has_avx2() {
+        // SAFETY: the CPU has AVX2.
+        return unsafe { x86::row_affine_nt(xr, yr, ctr, s, t, std::ptr::null()) };
+    }
+    let _ = nt;
+    let c = ctr.len();
+    rows_affine(&xr[..c], &mut yr[..c], ctr, s, t)
 }
 
 /// [`rows_affine`], streaming the output when `nt`.

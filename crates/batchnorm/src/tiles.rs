@@ -14,17 +14,18 @@
 //! 10.9-11.8 at 1 thread and 11.8-12.4 -> 21.6-23.4 at 2, NC 16x400000 5.4-5.6 -> 7.1-7.4
 //! and 7.9-8.1 -> 12.3-13.6; train forward at 2 threads (with the per-channel work in
 //! parallel, see `parallel::CHANNEL_TASK`) NC 64x100000 5.0-5.2 -> 3.1-3.7 ms, NC 16x400000
-//! 9.9-10.8 -> 5.6-7.2 ms, NC 100x2000 0.093-0.109 -> 0.059-0.066 ms. Normalising tile by
-//! tile as well gave nothing measurable (and at 1 thread a fused forward tile was slower:
-//! NC 100x2000 0.13-0.15 -> 0.24-0.25 ms), so the forward pass normalises in memory order.
+//! 9.9-10.8 -> 5.6-7.2 ms, NC 100x2000 0.093-0.109 -> 0.059-0.066 ms. A fused forward tile
+//! (statistics and normalising in one task) was slower at 1 thread (NC 100x2000 0.13-0.15 ->
+//! 0.24-0.25 ms); the normalising pass alone tile by tile (so few rows still make many
+//! tasks, and each tile's coefficients are read once) is faster (eval, medians of 3
+//! interleaved runs, 1 thread: NC 100x2000 0.052 -> 0.038 ms, NC 64x4096 0.085 -> 0.062, NC
+//! 64x100000 3.9 -> 3.4; 2 threads: 0.054 -> 0.046, 0.088 -> 0.075, 2.17 -> 2.34 within noise).
 
 use crate::coefficients::fold_backward;
 use crate::layout::Dims;
 use crate::moments::Moments;
 use crate::parallel::{for_each_chunk, SharedMut};
-use crate::simd::{
-    multiversion, row_grad_combine_out, store_fence, streams,
-};
+use crate::simd::{multiversion, row_affine_out, row_grad_combine_out, store_fence, streams};
 use crate::strips::{strips_acc_grad, strips_acc_shifted};
 
 /// Channels-last tensors with fewer rows than this are cut into tiles (with more, blocks
@@ -65,6 +66,43 @@ multiversion! {
 /// channel's additions are in row order, those of a single memory-order block.
 pub(crate) fn moments_tiled(x: &[f32], d: Dims, w: usize, k: &[f64], out: &mut [Moments]) {
     for_each_chunk(out, w, d.len(), |i, m| tile_moments(x, d, i * w, k, m));
+}
+
+multiversion! {
+    /// One tile of the normalising pass: `y = (x - ctr) * s + t` on channels `j0..j0 + w` of
+    /// every row (`ctr`, `s`, `t` are the tile's).
+    fn affine_tile(x: &[f32], y: &SharedMut, d: Dims, j0: usize, ctr: &[f32], s: &[f32], t: &[f32]) {
+        let (c, w) = (d.channels, ctr.len());
+        let nt = streams(d);
+        for r in 0..d.outer {
+            let off = r * c + j0;
+            // SAFETY: these channels of every row belong to this tile alone.
+            let ys = unsafe { y.slice(off, w) };
+            row_affine_out(&x[off..off + w], ys, ctr, s, t, nt);
+        }
+        if nt {
+            store_fence();
+        }
+    }
+}
+
+/// The normalising pass tile by tile, `coef = [ctr | s | t]` (C each): in memory order a
+/// tensor of few rows is one task, and every row reads all 3 x C coefficients again.
+pub(crate) fn normalize_tiled(x: &[f32], d: Dims, w: usize, coef: &[f32], y: &mut [f32]) {
+    let c = d.channels;
+    let yp = SharedMut::new(y);
+    let tile = |i: usize| {
+        let j = i * w..((i + 1) * w).min(c);
+        let k = |p: usize| &coef[p * c + j.start..p * c + j.end];
+        affine_tile(x, &yp, d, j.start, k(0), k(1), k(2));
+    };
+    let tiles = c.div_ceil(w);
+    if crate::parallel::parallel_worth(d.len()) {
+        use rayon::prelude::*;
+        (0..tiles).into_par_iter().for_each(tile);
+    } else {
+        (0..tiles).for_each(tile);
+    }
 }
 
 multiversion! {

@@ -54,6 +54,10 @@ fn shape_and_length_mismatches_leave_state_untouched() {
     let mut y = vec![0.0; 10];
     let mut saved = SavedStats::with_channels(3);
     assert!(matches!(bn.forward_train_into(&[1.0; 15], d, &mut y, &mut saved), Err(BnError::LengthMismatch { what: "y", .. })));
+    let kept = SavedStats { mean: vec![7.0; 3], invstd: vec![8.0; 3], source: StatsSource::Batch };
+    let mut saved_eval = kept.clone();
+    assert!(matches!(bn.forward_eval_into(&[1.0; 15], d, &mut y, &mut saved_eval), Err(BnError::LengthMismatch { what: "y", .. })));
+    assert_eq!(saved_eval, kept, "a refused eval call leaves the saved statistics as they were");
     assert!(matches!(bn.set_affine(&[1.0; 2], &[0.0; 3]), Err(BnError::LengthMismatch { what: "weight", .. })));
     assert!(matches!(bn.set_running_stats(&[1.0; 3], &[0.0; 4]), Err(BnError::LengthMismatch { what: "running_var", .. })));
     let x = Rng::new(1).vec(15, 0.0, 1.0);
