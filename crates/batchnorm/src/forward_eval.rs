@@ -98,10 +98,10 @@ pub(crate) fn fill_coef<'a>(
     &buf[..]
 }
 
-/// [`forward_eval_into`] with the statistics given as `saved` (mean, inverse std), which a
-/// layer keeps for its backward pass anyway: one square root per channel, not two.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn eval_with_saved(
+/// `y` from `x` normalised with the (mean, inverse std) in `saved`, lengths already checked:
+/// the second pass of the training forward, and the layer's eval, which keeps the running
+/// statistics in `saved` for its backward pass anyway (one square root per channel, not two).
+pub(crate) fn normalize_with_saved(
     x: &[f32],
     d: Dims,
     weight: Option<&[f32]>,
@@ -109,15 +109,9 @@ pub(crate) fn eval_with_saved(
     saved: &SavedStats,
     y: &mut [f32],
     ws: &mut Workspace,
-) -> Result<()> {
-    check_len("x", d.len(), x.len())?;
-    check_len("y", d.len(), y.len())?;
-    check_len("saved.mean", d.channels, saved.mean.len())?;
-    check_len("saved.invstd", d.channels, saved.invstd.len())?;
-    check_params(d.channels, weight, bias)?;
+) {
     let coef = fill_coef(&mut ws.coef, |c| saved.mean[c], |c| saved.invstd[c], weight, bias, d.channels);
     normalize_unchecked(x, d, coef, y);
-    Ok(())
 }
 
 pub(crate) fn check_params(c: usize, weight: Option<&[f32]>, bias: Option<&[f32]>) -> Result<()> {

@@ -2,10 +2,10 @@
 
 use crate::coefficients::{fold_affine, inv_std};
 use crate::error::{check_len, BnError, Result};
-use crate::forward_eval::{check_params, fill_coef, normalize_unchecked};
+use crate::forward_eval::{check_params, normalize_with_saved};
 use crate::layout::Dims;
 use crate::moments::Moments;
-use crate::parallel::{channels_in_parallel, for_each_chunk, Plan, SharedMut, CHANNEL_TASK};
+use crate::parallel::{for_each_chunk, Plan, SharedMut};
 use crate::saved::{SavedStats, StatsSource};
 use crate::simd::{acc_shifted, affine_out, lane_sum, multiversion, streams, LANES};
 use crate::stats::{channel_moments, moments_unchecked, shifts};
@@ -37,21 +37,7 @@ multiversion! {
 
 /// `saved` = (mean, 1 / sqrt(var + eps)) of every channel's batch moments.
 fn save_stats(moments: &[Moments], eps: f64, saved: &mut SavedStats) {
-    let fill = |first: usize, mean: &mut [f64], invstd: &mut [f64]| {
-        for (i, (m, s)) in mean.iter_mut().zip(invstd).enumerate() {
-            let mo = &moments[first + i];
-            (*m, *s) = (mo.mean, inv_std(mo.var_biased(), eps));
-        }
-    };
-    if !channels_in_parallel(moments.len()) {
-        fill(0, &mut saved.mean, &mut saved.invstd);
-    } else {
-        use rayon::prelude::*;
-        saved.mean.par_chunks_mut(CHANNEL_TASK)
-            .zip(saved.invstd.par_chunks_mut(CHANNEL_TASK))
-            .enumerate()
-            .for_each(|(i, (m, s))| fill(i * CHANNEL_TASK, m, s));
-    }
+    saved.fill(|c| (moments[c].mean, inv_std(moments[c].var_biased(), eps)));
 }
 
 /// Training forward pass over a batch.
@@ -129,8 +115,7 @@ pub fn forward_train_into(
     } else {
         moments_unchecked(x, d, moments, ws);
         save_stats(moments, eps, saved);
-        let coef = fill_coef(&mut ws.coef, |c| saved.mean[c], |c| saved.invstd[c], weight, bias, d.channels);
-        normalize_unchecked(x, d, coef, y);
+        normalize_with_saved(x, d, weight, bias, saved, y, ws);
         return Ok(());
     }
     save_stats(moments, eps, saved);

@@ -3,7 +3,7 @@
 use crate::backward::backward_into;
 use crate::config::BatchNormConfig;
 use crate::error::{check_len, BnError, Result};
-use crate::forward_eval::eval_with_saved;
+use crate::forward_eval::normalize_with_saved;
 use crate::forward_train::forward_train_into;
 use crate::layout::Dims;
 use crate::moments::Moments;
@@ -245,11 +245,13 @@ impl BatchNorm {
         self.check_dims(d)?;
         match (self.running_mean.as_deref(), self.running_var.as_deref()) {
             (Some(rm), Some(rv)) => {
-                // Checked first, so a refused call leaves `saved` as it was.
+                // Checked first, so a refused call leaves `saved` as it was; the parameters
+                // and running statistics are the layer's own, `check_dims` sized them.
                 check_len("x", d.len(), x.len())?;
                 check_len("y", d.len(), y.len())?;
                 saved.fill_running(rm, rv, self.config.eps);
-                eval_with_saved(x, d, self.weight.as_deref(), self.bias.as_deref(), saved, y, &mut self.ws)
+                normalize_with_saved(x, d, self.weight.as_deref(), self.bias.as_deref(), saved, y, &mut self.ws);
+                Ok(())
             }
             _ => self.batch_forward(x, d, y, saved),
         }

@@ -42,18 +42,16 @@ impl SavedStats {
         self.invstd.resize(channels, 0.0);
     }
 
-    /// The running statistics as saved statistics: `mean`, `1 / sqrt(var + eps)`, source
-    /// [`StatsSource::Running`]; per-channel tasks for many channels (a square root and a
-    /// division each: NC 16x400000 eval spent longer on them than on its data).
-    pub(crate) fn fill_running(&mut self, mean: &[f32], var: &[f32], eps: f64) {
-        self.resize(mean.len());
-        self.source = StatsSource::Running;
+    /// `(mean[c], invstd[c]) = f(c)` for every channel, in per-channel tasks when there are
+    /// many (a square root and a division each: NC 16x400000 eval spent longer on them than
+    /// on its data).
+    pub(crate) fn fill(&mut self, f: impl Fn(usize) -> (f64, f64) + Sync) {
         let fill = |first: usize, m: &mut [f64], s: &mut [f64]| {
             for (i, (m, s)) in m.iter_mut().zip(s).enumerate() {
-                (*m, *s) = (mean[first + i] as f64, inv_std(var[first + i] as f64, eps));
+                (*m, *s) = f(first + i);
             }
         };
-        if !channels_in_parallel(mean.len()) {
+        if !channels_in_parallel(self.mean.len()) {
             fill(0, &mut self.mean, &mut self.invstd);
         } else {
             use rayon::prelude::*;
@@ -63,5 +61,13 @@ impl SavedStats {
                 .enumerate()
                 .for_each(|(i, (m, s))| fill(i * CHANNEL_TASK, m, s));
         }
+    }
+
+    /// The running statistics as saved statistics: `mean`, `1 / sqrt(var + eps)`, source
+    /// [`StatsSource::Running`].
+    pub(crate) fn fill_running(&mut self, mean: &[f32], var: &[f32], eps: f64) {
+        self.resize(mean.len());
+        self.source = StatsSource::Running;
+        self.fill(|c| (mean[c] as f64, inv_std(var[c] as f64, eps)));
     }
 }
