@@ -128,6 +128,19 @@ where
     }
 }
 
+/// Runs `f(0..tasks)`, in parallel when `work` elements are worth it (as [`for_each_chunk`],
+/// for tasks that write through a [`SharedMut`] rather than into chunks of one slice).
+pub(crate) fn for_each_task<F>(tasks: usize, work: usize, f: F)
+where
+    F: Fn(usize) + Sync + Send,
+{
+    if !parallel_worth(work) || tasks <= 1 {
+        (0..tasks).for_each(f);
+    } else {
+        (0..tasks).into_par_iter().for_each(f);
+    }
+}
+
 /// Channels per task of per-channel work (coefficients, saved statistics), which runs in
 /// parallel once there are more channels than this: a tensor of few rows and 100,000s of
 /// channels spends as long on per-channel square roots as on its data.

@@ -24,7 +24,7 @@
 use crate::coefficients::fold_backward;
 use crate::layout::Dims;
 use crate::moments::Moments;
-use crate::parallel::{for_each_chunk, SharedMut};
+use crate::parallel::{for_each_chunk, for_each_task, SharedMut};
 use crate::simd::{multiversion, row_affine_out, row_grad_combine_out, store_fence, streams};
 use crate::strips::{strips_acc_grad, strips_acc_shifted};
 
@@ -96,13 +96,7 @@ pub(crate) fn normalize_tiled(x: &[f32], d: Dims, w: usize, coef: &[f32], y: &mu
         let k = |p: usize| &coef[p * c + j.start..p * c + j.end];
         affine_tile(x, &yp, d, j.start, k(0), k(1), k(2));
     };
-    let tiles = c.div_ceil(w);
-    if crate::parallel::parallel_worth(d.len()) {
-        use rayon::prelude::*;
-        (0..tiles).into_par_iter().for_each(tile);
-    } else {
-        (0..tiles).for_each(tile);
-    }
+    for_each_task(c.div_ceil(w), d.len(), tile);
 }
 
 multiversion! {
