@@ -44,15 +44,21 @@ pub struct BenchArgs {
 /// Median seconds of `reps` calls after one warm-up call.
 pub fn median(mut f: impl FnMut(), reps: usize) -> f64 {
     f();
-    let mut t: Vec<f64> = (0..reps.max(1))
-        .map(|_| {
-            let s = Instant::now();
-            f();
-            s.elapsed().as_secs_f64()
-        })
-        .collect();
-    t.sort_by(f64::total_cmp);
-    t[t.len() / 2]
+    middle(
+        (0..reps.max(1))
+            .map(|_| {
+                let s = Instant::now();
+                f();
+                s.elapsed().as_secs_f64()
+            })
+            .collect(),
+    )
+}
+
+/// The middle value of `v` once sorted (the upper one of an even count); `v` is not empty.
+pub fn middle(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
 }
 
 /// Repetitions per measurement of a tensor of `n` values, as torch_bn.py: enough for about
@@ -106,13 +112,9 @@ pub fn copy_bandwidth() -> f64 {
 
 /// Entry-wise median over rounds of (per-shape times, copy bandwidth).
 fn median_rounds<const K: usize>(rounds: &[(Vec<[f64; K]>, f64)]) -> (Vec<[f64; K]>, f64) {
-    let med = |mut v: Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
     let n = rounds[0].0.len();
-    let times = (0..n).map(|i| std::array::from_fn(|k| med(rounds.iter().map(|r| r.0.get(i).map_or(f64::NAN, |x| x[k])).collect()))).collect();
-    (times, med(rounds.iter().map(|r| r.1).collect()))
+    let times = (0..n).map(|i| std::array::from_fn(|k| middle(rounds.iter().map(|r| r.0.get(i).map_or(f64::NAN, |x| x[k])).collect()))).collect();
+    (times, middle(rounds.iter().map(|r| r.1).collect()))
 }
 
 /// Runs an embedded Python script with `python`; returns its stdout.

@@ -22,7 +22,7 @@
 //! no kernel can beat it by more than noise; `PyTorch ms / floor ms` is the largest speedup
 //! any exact float64-accumulating kernel could show on that entry.
 
-use crate::bench::median;
+use crate::bench::{median, middle};
 use batchnorm::{batch_moments_into, reads_once, Dims, Layout, Moments, Workspace};
 use rayon::prelude::*;
 use std::time::Instant;
@@ -79,12 +79,7 @@ impl Tensors {
                 }
             }
         }
-        t.into_iter()
-            .map(|mut v| {
-                v.sort_by(f64::total_cmp);
-                v[v.len() / 2]
-            })
-            .collect()
+        t.into_iter().map(middle).collect()
     }
 }
 
