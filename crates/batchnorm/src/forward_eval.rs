@@ -68,22 +68,19 @@ pub(crate) fn normalize_unchecked(x: &[f32], d: Dims, coef: &[f32], y: &mut [f32
 /// Fills `coef = [ctr | s | t]` for every channel from means and inverse standard deviations.
 pub(crate) fn fill_coef<'a>(
     coef: &'a mut Vec<f32>,
-    mean: impl Fn(usize) -> f64 + Sync,
-    invstd: impl Fn(usize) -> f64 + Sync,
+    mean: &[f64],
+    invstd: &[f64],
     weight: Option<&[f32]>,
     bias: Option<&[f32]>,
-    c: usize,
 ) -> &'a [f32] {
+    let c = mean.len();
     let buf = sized(coef, 3 * c, 0.0);
     let (ctr, st) = buf.split_at_mut(c);
     let (s, t) = st.split_at_mut(c);
     let fill = |first: usize, ctr: &mut [f32], s: &mut [f32], t: &mut [f32]| {
-        for (i, ((ctr, s), t)) in ctr.iter_mut().zip(s).zip(t).enumerate() {
-            let ch = first + i;
-            let g = weight.map_or(1.0, |w| w[ch] as f64);
-            let b = bias.map_or(0.0, |b| b[ch] as f64);
-            (*ctr, *s, *t) = fold_affine(mean(ch), invstd(ch), g, b);
-        }
+        let r = first..first + ctr.len();
+        let (w, b) = (weight.map(|w| &w[r.clone()]), bias.map(|b| &b[r.clone()]));
+        coef_run(&mean[r.clone()], &invstd[r], w, b, ctr, s, t);
     };
     if !channels_in_parallel(c) {
         fill(0, ctr, s, t);
@@ -98,6 +95,21 @@ pub(crate) fn fill_coef<'a>(
     &buf[..]
 }
 
+multiversion! {
+    /// `(ctr, s, t)[i]` from `mean[i]`, `invstd[i]` and the affine parameters (see
+    /// [`fold_affine`]); slices of one length, so that the loop vectorises.
+    fn coef_run(mean: &[f64], invstd: &[f64], weight: Option<&[f32]>, bias: Option<&[f32]>, ctr: &mut [f32], s: &mut [f32], t: &mut [f32]) {
+        let n = ctr.len();
+        let (mean, invstd, s, t) = (&mean[..n], &invstd[..n], &mut s[..n], &mut t[..n]);
+        let (weight, bias) = (weight.map(|w| &w[..n]), bias.map(|b| &b[..n]));
+        for i in 0..n {
+            let g = weight.map_or(1.0, |w| w[i] as f64);
+            let b = bias.map_or(0.0, |b| b[i] as f64);
+            (ctr[i], s[i], t[i]) = fold_affine(mean[i], invstd[i], g, b);
+        }
+    }
+}
+
 /// `y` from `x` normalised with the (mean, inverse std) in `saved`, lengths already checked:
 /// the second pass of the training forward, and the layer's eval, which keeps the running
 /// statistics in `saved` for its backward pass anyway (one square root per channel, not two).
@@ -110,7 +122,7 @@ pub(crate) fn normalize_with_saved(
     y: &mut [f32],
     ws: &mut Workspace,
 ) {
-    let coef = fill_coef(&mut ws.coef, |c| saved.mean[c], |c| saved.invstd[c], weight, bias, d.channels);
+    let coef = fill_coef(&mut ws.coef, &saved.mean, &saved.invstd, weight, bias);
     normalize_unchecked(x, d, coef, y);
 }
 
@@ -153,14 +165,20 @@ pub fn forward_eval_into(
     check_len("running_mean", d.channels, mean.len())?;
     check_len("running_var", d.channels, var.len())?;
     check_params(d.channels, weight, bias)?;
-    let coef = fill_coef(
-        &mut ws.coef,
-        |c| mean[c] as f64,
-        |c| inv_std(var[c] as f64, eps),
-        weight,
-        bias,
-        d.channels,
-    );
+    let c = d.channels;
+    let stats = sized(&mut ws.totals, 2 * c, 0.0);
+    let (m, is) = stats.split_at_mut(c);
+    eval_stats(mean, var, eps, m, is);
+    let coef = fill_coef(&mut ws.coef, m, is, weight, bias);
     normalize_unchecked(x, d, coef, y);
     Ok(())
+}
+
+multiversion! {
+    /// `m = mean`, `is = 1 / sqrt(var + eps)` in float64.
+    fn eval_stats(mean: &[f32], var: &[f32], eps: f64, m: &mut [f64], is: &mut [f64]) {
+        for (((m, is), &mu), &v) in m.iter_mut().zip(is).zip(mean).zip(var) {
+            (*m, *is) = (mu as f64, inv_std(v as f64, eps));
+        }
+    }
 }

@@ -49,7 +49,7 @@ pub(crate) fn acc_shifted(x: &[f32], k: &[f64], l: usize, a1: &mut [f64], a2: &m
         for j in 0..l {
             let d = r[j] as f64 - kv[j];
             p1[j] += d;
-            p2[j] += d * d;
+            p2[j] = d.mul_add(d, p2[j]);
         }
     }
     for j in 0..l {
@@ -74,7 +74,7 @@ pub(crate) fn acc_grad(x: &[f32], dy: &[f32], k: &[f64], l: usize, a1: &mut [f64
         for j in 0..l {
             let e = g[j] as f64;
             p1[j] += e;
-            p2[j] += e * (r[j] as f64 - kv[j]);
+            p2[j] = e.mul_add(r[j] as f64 - kv[j], p2[j]);
         }
     }
     for j in 0..l {

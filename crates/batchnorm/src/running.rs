@@ -2,6 +2,7 @@
 
 use crate::config::{BatchNormConfig, Momentum, RunningVar};
 use crate::moments::Moments;
+use crate::simd::multiversion;
 
 /// The weight `m` of the new batch in `running = (1 - m) * running + m * batch`, given the
 /// value of `num_batches_tracked` *after* this batch's increment.
@@ -32,8 +33,15 @@ pub fn update_running(
     running_var: &mut [f32],
 ) {
     let f = momentum_factor(cfg.momentum, num_batches_tracked);
-    for ((m, rm), rv) in moments.iter().zip(running_mean).zip(running_var) {
-        *rm = ((1.0 - f) * *rm as f64 + f * m.mean) as f32;
-        *rv = ((1.0 - f) * *rv as f64 + f * running_var_sample(m, cfg.running_var)) as f32;
+    let sample = |m: &Moments| running_var_sample(m, cfg.running_var);
+    update_run(f, moments, running_mean, running_var, &sample);
+}
+
+multiversion! {
+    fn update_run<V: Fn(&Moments) -> f64>(f: f64, moments: &[Moments], running_mean: &mut [f32], running_var: &mut [f32], sample: &V) {
+        for ((m, rm), rv) in moments.iter().zip(running_mean).zip(running_var) {
+            *rm = ((1.0 - f) * *rm as f64 + f * m.mean) as f32;
+            *rv = ((1.0 - f) * *rv as f64 + f * sample(m)) as f32;
+        }
     }
 }

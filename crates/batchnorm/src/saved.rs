@@ -2,6 +2,7 @@
 
 use crate::coefficients::inv_std;
 use crate::parallel::{channels_in_parallel, CHANNEL_TASK};
+use crate::simd::multiversion;
 
 /// Where the statistics a forward pass normalised with came from; it decides which
 /// backward formula applies.
@@ -46,11 +47,7 @@ impl SavedStats {
     /// many (a square root and a division each: NC 16x400000 eval spent longer on them than
     /// on its data).
     pub(crate) fn fill(&mut self, f: impl Fn(usize) -> (f64, f64) + Sync) {
-        let fill = |first: usize, m: &mut [f64], s: &mut [f64]| {
-            for (i, (m, s)) in m.iter_mut().zip(s).enumerate() {
-                (*m, *s) = f(first + i);
-            }
-        };
+        let fill = |first: usize, m: &mut [f64], s: &mut [f64]| fill_run(first, m, s, &f);
         if !channels_in_parallel(self.mean.len()) {
             fill(0, &mut self.mean, &mut self.invstd);
         } else {
@@ -69,5 +66,14 @@ impl SavedStats {
         self.resize(mean.len());
         self.source = StatsSource::Running;
         self.fill(|c| (mean[c] as f64, inv_std(var[c] as f64, eps)));
+    }
+}
+
+multiversion! {
+    /// `(mean[i], invstd[i]) = f(first + i)`.
+    fn fill_run<F: Fn(usize) -> (f64, f64)>(first: usize, mean: &mut [f64], invstd: &mut [f64], f: &F) {
+        for (i, (m, s)) in mean.iter_mut().zip(invstd).enumerate() {
+            (*m, *s) = f(first + i);
+        }
     }
 }

@@ -2,8 +2,9 @@
 //!
 //! Every loop keeps `LANES` independent float64 accumulators and reduces them in a fixed
 //! tree at the end, so the arithmetic (and the result) is the same whichever instruction set
-//! runs it. Rust never contracts `a * b + c` into a fused multiply-add on its own, which keeps
-//! the AVX2 and the baseline builds bitwise identical.
+//! runs it. Every product added into a float64 sum is one fused multiply-add (`mul_add`,
+//! rounded once, on every instruction set), which keeps the AVX-512, AVX2 and baseline builds
+//! bitwise identical; the float32 output passes use a separate multiply and add everywhere.
 
 /// Independent accumulators per reduction.
 pub(crate) const LANES: usize = 8;
@@ -23,6 +24,28 @@ macro_rules! multiversion {
                 #[target_feature(enable = "avx2,fma")]
                 #[allow(clippy::too_many_arguments)]
                 unsafe fn avx2($($arg: $ty),*) $(-> $ret)? { body($($arg),*) }
+                if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+                    // SAFETY: the CPU supports the features `avx2` was compiled for.
+                    return unsafe { avx2($($arg),*) };
+                }
+            }
+            body($($arg),*)
+        }
+    };
+    // The same for a function generic over closures (per-channel maps whose square roots and
+    // divisions vectorise only where the closure is inlined into the AVX2 copy).
+    ($(#[$m:meta])* $vis:vis fn $name:ident<$($g:ident : $b:path),+>($($arg:ident : $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
+        $(#[$m])*
+        #[allow(clippy::too_many_arguments)]
+        $vis fn $name<$($g: $b),+>($($arg: $ty),*) $(-> $ret)? {
+            #[inline(always)]
+            #[allow(clippy::too_many_arguments)]
+            fn body<$($g: $b),+>($($arg: $ty),*) $(-> $ret)? $body
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx2,fma")]
+                #[allow(clippy::too_many_arguments)]
+                unsafe fn avx2<$($g: $b),+>($($arg: $ty),*) $(-> $ret)? { body($($arg),*) }
                 if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
                     // SAFETY: the CPU supports the features `avx2` was compiled for.
                     return unsafe { avx2($($arg),*) };
@@ -52,11 +75,37 @@ fn has_avx2() -> bool {
     }
 }
 
+/// Whether the AVX2 reductions (which add products with fused multiply-adds) may run.
+#[inline(always)]
+pub(crate) fn has_avx2_fma() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// Whether the AVX-512 reductions may run.
+#[inline(always)]
+pub(crate) fn has_avx512() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::is_x86_feature_detected!("avx512f") && has_avx2_fma()
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
 /// `a1 += x - k`, `a2 += (x - k)^2`, lane by lane (lane i takes elements i, i + 8, ...).
 #[inline(always)]
 pub(crate) fn acc_shifted(x: &[f32], k: f64, a1: &mut [f64; LANES], a2: &mut [f64; LANES]) {
     let mut x = x;
-    if has_avx2() {
+    if has_avx2_fma() {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: the CPU has AVX2.
         unsafe {
@@ -69,13 +118,13 @@ pub(crate) fn acc_shifted(x: &[f32], k: f64, a1: &mut [f64; LANES], a2: &mut [f6
         for i in 0..LANES {
             let d = c[i] as f64 - k;
             a1[i] += d;
-            a2[i] += d * d;
+            a2[i] = d.mul_add(d, a2[i]);
         }
     }
     for (i, &v) in it.remainder().iter().enumerate() {
         let d = v as f64 - k;
         a1[i] += d;
-        a2[i] += d * d;
+        a2[i] = d.mul_add(d, a2[i]);
     }
 }
 
@@ -90,7 +139,7 @@ pub(crate) fn acc_grad(
 ) {
     let n = x.len().min(dy.len());
     let (mut x, mut dy) = (&x[..n], &dy[..n]);
-    if has_avx2() {
+    if has_avx2_fma() {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: the CPU has AVX2.
         unsafe {
@@ -105,26 +154,26 @@ pub(crate) fn acc_grad(
         for i in 0..LANES {
             let g = cd[i] as f64;
             a1[i] += g;
-            a2[i] += g * (cx[i] as f64 - k);
+            a2[i] = g.mul_add(cx[i] as f64 - k, a2[i]);
         }
     }
     for (i, (&v, &g)) in ix.remainder().iter().zip(id.remainder()).enumerate() {
         let g = g as f64;
         a1[i] += g;
-        a2[i] += g * (v as f64 - k);
+        a2[i] = g.mul_add(v as f64 - k, a2[i]);
     }
 }
 
 /// Hand-written AVX2 versions of the slice reductions, which the compiler does not vectorise
 /// on its own (the float32 to float64 widening defeats it). Same lanes, same operations
-/// (no fused multiply-add), so results equal the portable loops bit for bit. Each handles
+/// (the same fused multiply-adds), so results equal the portable loops bit for bit. Each handles
 /// the whole chunks of 8 and leaves the tail to the caller.
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use super::LANES;
     use std::arch::x86_64::*;
 
-    #[target_feature(enable = "avx2")]
+    #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn acc_shifted(x: &[f32], k: f64, a1: &mut [f64; LANES], a2: &mut [f64; LANES]) {
         let kv = _mm256_set1_pd(k);
         let mut s1a = _mm256_loadu_pd(a1.as_ptr());
@@ -137,8 +186,8 @@ mod x86 {
             let hi = _mm256_sub_pd(_mm256_cvtps_pd(_mm256_extractf128_ps::<1>(v)), kv);
             s1a = _mm256_add_pd(s1a, lo);
             s1b = _mm256_add_pd(s1b, hi);
-            s2a = _mm256_add_pd(s2a, _mm256_mul_pd(lo, lo));
-            s2b = _mm256_add_pd(s2b, _mm256_mul_pd(hi, hi));
+            s2a = _mm256_fmadd_pd(lo, lo, s2a);
+            s2b = _mm256_fmadd_pd(hi, hi, s2b);
         }
         _mm256_storeu_pd(a1.as_mut_ptr(), s1a);
         _mm256_storeu_pd(a1.as_mut_ptr().add(4), s1b);
@@ -146,7 +195,7 @@ mod x86 {
         _mm256_storeu_pd(a2.as_mut_ptr().add(4), s2b);
     }
 
-    #[target_feature(enable = "avx2")]
+    #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn acc_grad(x: &[f32], dy: &[f32], k: f64, a1: &mut [f64; LANES], a2: &mut [f64; LANES]) {
         let kv = _mm256_set1_pd(k);
         let mut s1a = _mm256_loadu_pd(a1.as_ptr());
@@ -162,8 +211,8 @@ mod x86 {
             let ghi = _mm256_cvtps_pd(_mm256_extractf128_ps::<1>(g));
             s1a = _mm256_add_pd(s1a, glo);
             s1b = _mm256_add_pd(s1b, ghi);
-            s2a = _mm256_add_pd(s2a, _mm256_mul_pd(glo, xlo));
-            s2b = _mm256_add_pd(s2b, _mm256_mul_pd(ghi, xhi));
+            s2a = _mm256_fmadd_pd(glo, xlo, s2a);
+            s2b = _mm256_fmadd_pd(ghi, xhi, s2b);
         }
         _mm256_storeu_pd(a1.as_mut_ptr(), s1a);
         _mm256_storeu_pd(a1.as_mut_ptr().add(4), s1b);
@@ -371,7 +420,7 @@ pub(crate) fn strip_acc_shifted_1(x: &[f32], c: usize, j0: usize, k: &[f64], a1:
         for j in 0..w {
             let d = r[j] as f64 - k[j];
             a1[j] += d;
-            a2[j] += d * d;
+            a2[j] = d.mul_add(d, a2[j]);
         }
     }
 }
@@ -387,7 +436,7 @@ pub(crate) fn strip_acc_grad_1(x: &[f32], dy: &[f32], c: usize, j0: usize, k: &[
         for j in 0..w {
             let e = g[j] as f64;
             a1[j] += e;
-            a2[j] += e * (r[j] as f64 - k[j]);
+            a2[j] = e.mul_add(r[j] as f64 - k[j], a2[j]);
         }
     }
 }

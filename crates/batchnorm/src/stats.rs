@@ -116,8 +116,15 @@ pub(crate) fn moments_unchecked(x: &[f32], d: Dims, out: &mut [Moments], ws: &mu
             *t += a;
         }
     }
-    let count = (d.outer * d.inner) as f64;
-    for (ch, o) in out.iter_mut().enumerate() {
-        *o = Moments::from_shifted_sums(count, k[ch], total[ch], total[c + ch]);
+    let (s1, s2) = total.split_at(c);
+    moments_from_sums((d.outer * d.inner) as f64, k, s1, s2, out);
+}
+
+multiversion! {
+    /// `out[c]` = the moments of `count` values with shifted sums `s1[c]`, `s2[c]` about `k[c]`.
+    fn moments_from_sums(count: f64, k: &[f64], s1: &[f64], s2: &[f64], out: &mut [Moments]) {
+        for (ch, o) in out.iter_mut().enumerate() {
+            *o = Moments::from_shifted_sums(count, k[ch], s1[ch], s2[ch]);
+        }
     }
 }

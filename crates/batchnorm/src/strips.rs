@@ -20,7 +20,7 @@
 //! channels and of more than 512 (in blocks of 4 rows there), not between, where a row at a
 //! time stays faster (see `simd::rows_acc_grad`).
 
-use crate::simd::{strip_acc_grad_1, strip_acc_shifted_1};
+use crate::simd::{has_avx2_fma, has_avx512, strip_acc_grad_1, strip_acc_shifted_1};
 
 /// Rows per block: a strip's values of a block of rows are one cache line per row.
 const BLOCK_ROWS: usize = 8;
@@ -38,8 +38,12 @@ pub(crate) fn strips_acc_shifted(x: &[f32], c: usize, j0: usize, k: &[f64], a1: 
     assert!(j0 + w <= c && a1.len() >= w && a2.len() >= w, "strip out of its rows");
     let mut done = 0;
     #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU has AVX2; the strips stay within channels j0..j0 + w of whole rows.
+    if has_avx512() {
+        // SAFETY: the CPU has AVX-512F, AVX2 and FMA; the strips stay within channels
+        // j0..j0 + w of whole rows.
+        done = unsafe { x86::acc_shifted_512(x, c, j0, k, a1, a2) };
+    } else if has_avx2_fma() {
+        // SAFETY: the CPU has AVX2 and FMA; as above.
         done = unsafe { x86::acc_shifted(x, c, j0, k, a1, a2) };
     }
     strip_acc_shifted_1(x, c, j0 + done, &k[done..], &mut a1[done..w], &mut a2[done..w]);
@@ -53,7 +57,10 @@ pub(crate) fn strips_acc_grad(x: &[f32], dy: &[f32], c: usize, j0: usize, k: &[f
     assert!(j0 + w <= c && a1.len() >= w && a2.len() >= w && dy.len() >= x.len(), "strip out of its rows");
     let mut done = 0;
     #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx2") {
+    if has_avx512() {
+        // SAFETY: as above, for both inputs.
+        done = unsafe { x86::acc_grad_512(x, dy, c, j0, k, a1, a2) };
+    } else if has_avx2_fma() {
         // SAFETY: as above, for both inputs.
         done = unsafe { x86::acc_grad(x, dy, c, j0, k, a1, a2) };
     }
@@ -85,7 +92,7 @@ mod x86 {
     }
 
     /// One strip of `4 V` channels from `j` over rows `r0..r1`.
-    #[target_feature(enable = "avx2")]
+    #[target_feature(enable = "avx2,fma")]
     unsafe fn strip_shifted<const V: usize>(x: *const f32, c: usize, rows: (usize, usize), j: usize, k: *const f64, a1: *mut f64, a2: *mut f64) {
         let kv = load::<V>(k.add(j));
         let (mut s1, mut s2) = (load::<V>(a1.add(j)), load::<V>(a2.add(j)));
@@ -95,7 +102,7 @@ mod x86 {
             for i in 0..V {
                 let d = _mm256_sub_pd(v[i], kv[i]);
                 s1[i] = _mm256_add_pd(s1[i], d);
-                s2[i] = _mm256_add_pd(s2[i], _mm256_mul_pd(d, d));
+                s2[i] = _mm256_fmadd_pd(d, d, s2[i]);
             }
             p = p.add(c);
         }
@@ -103,7 +110,7 @@ mod x86 {
         store(a2.add(j), s2);
     }
 
-    #[target_feature(enable = "avx2")]
+    #[target_feature(enable = "avx2,fma")]
     #[allow(clippy::too_many_arguments)]
     unsafe fn strip_grad<const V: usize>(x: *const f32, dy: *const f32, c: usize, rows: (usize, usize), j: usize, k: *const f64, a1: *mut f64, a2: *mut f64) {
         let kv = load::<V>(k.add(j));
@@ -113,7 +120,7 @@ mod x86 {
             let (v, g) = (widen::<V>(p), widen::<V>(q));
             for i in 0..V {
                 s1[i] = _mm256_add_pd(s1[i], g[i]);
-                s2[i] = _mm256_add_pd(s2[i], _mm256_mul_pd(g[i], _mm256_sub_pd(v[i], kv[i])));
+                s2[i] = _mm256_fmadd_pd(g[i], _mm256_sub_pd(v[i], kv[i]), s2[i]);
             }
             p = p.add(c);
             q = q.add(c);
@@ -122,18 +129,79 @@ mod x86 {
         store(a2.add(j), s2);
     }
 
-    /// Calls `f(rows, j, V)` for every block of rows and every whole strip of channels
-    /// `0..w` (relative to the caller's first channel); returns the channels covered.
+    /// `V` vectors of 8 float64 from `p`.
     #[inline(always)]
-    fn blocks(rows: usize, w: usize, block: usize, mut f: impl FnMut((usize, usize), usize, bool)) -> usize {
-        let (w16, w8) = (w / 16 * 16, w / 8 * 8);
+    unsafe fn load512<const V: usize>(p: *const f64) -> [__m512d; V] {
+        std::array::from_fn(|i| _mm512_loadu_pd(p.add(8 * i)))
+    }
+
+    #[inline(always)]
+    unsafe fn store512<const V: usize>(p: *mut f64, v: [__m512d; V]) {
+        for (i, r) in v.iter().enumerate() {
+            _mm512_storeu_pd(p.add(8 * i), *r);
+        }
+    }
+
+    /// `8 V` float32 values from `p`, widened.
+    #[inline(always)]
+    unsafe fn widen512<const V: usize>(p: *const f32) -> [__m512d; V] {
+        std::array::from_fn(|i| _mm512_cvtps_pd(_mm256_loadu_ps(p.add(8 * i))))
+    }
+
+    /// [`strip_shifted`] with 512-bit vectors: one strip of `8 V` channels.
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    unsafe fn strip_shifted_512<const V: usize>(x: *const f32, c: usize, rows: (usize, usize), j: usize, k: *const f64, a1: *mut f64, a2: *mut f64) {
+        let kv = load512::<V>(k.add(j));
+        let (mut s1, mut s2) = (load512::<V>(a1.add(j)), load512::<V>(a2.add(j)));
+        let mut p = x.add(rows.0 * c + j);
+        for _ in rows.0..rows.1 {
+            let v = widen512::<V>(p);
+            for i in 0..V {
+                let d = _mm512_sub_pd(v[i], kv[i]);
+                s1[i] = _mm512_add_pd(s1[i], d);
+                s2[i] = _mm512_fmadd_pd(d, d, s2[i]);
+            }
+            p = p.add(c);
+        }
+        store512(a1.add(j), s1);
+        store512(a2.add(j), s2);
+    }
+
+    /// [`strip_grad`] with 512-bit vectors.
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn strip_grad_512<const V: usize>(x: *const f32, dy: *const f32, c: usize, rows: (usize, usize), j: usize, k: *const f64, a1: *mut f64, a2: *mut f64) {
+        let kv = load512::<V>(k.add(j));
+        let (mut s1, mut s2) = (load512::<V>(a1.add(j)), load512::<V>(a2.add(j)));
+        let (mut p, mut q) = (x.add(rows.0 * c + j), dy.add(rows.0 * c + j));
+        for _ in rows.0..rows.1 {
+            let (v, g) = (widen512::<V>(p), widen512::<V>(q));
+            for i in 0..V {
+                s1[i] = _mm512_add_pd(s1[i], g[i]);
+                s2[i] = _mm512_fmadd_pd(g[i], _mm512_sub_pd(v[i], kv[i]), s2[i]);
+            }
+            p = p.add(c);
+            q = q.add(c);
+        }
+        store512(a1.add(j), s1);
+        store512(a2.add(j), s2);
+    }
+
+    /// Calls `f(rows, j, width)` for every block of rows and every whole strip of channels
+    /// `0..w` (relative to the caller's first channel): strips `wide` channels wide, then
+    /// at most one strip of each half width down to 8. Returns the channels covered.
+    #[inline(always)]
+    fn blocks(rows: usize, w: usize, block: usize, wide: usize, mut f: impl FnMut((usize, usize), usize, usize)) -> usize {
+        let w8 = w / 8 * 8;
         for r0 in (0..rows).step_by(block) {
             let r = (r0, (r0 + block).min(rows));
-            for j in (0..w16).step_by(16) {
-                f(r, j, true);
-            }
-            if w8 > w16 {
-                f(r, w16, false);
+            let (mut j, mut s) = (0, wide);
+            while s >= 8 {
+                while j + s <= w8 {
+                    f(r, j, s);
+                    j += s;
+                }
+                s /= 2;
             }
         }
         w8
@@ -141,11 +209,11 @@ mod x86 {
 
     /// The whole 8-channel strips of [`super::strips_acc_shifted`]; returns how many channels
     /// they covered.
-    #[target_feature(enable = "avx2")]
+    #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn acc_shifted(x: &[f32], c: usize, j0: usize, k: &[f64], a1: &mut [f64], a2: &mut [f64]) -> usize {
         let (xp, kp, p1, p2) = (x.as_ptr().wrapping_add(j0), k.as_ptr(), a1.as_mut_ptr(), a2.as_mut_ptr());
-        blocks(x.len() / c, k.len(), BLOCK_ROWS, |r, j, wide| {
-            if wide {
+        blocks(x.len() / c, k.len(), BLOCK_ROWS, 16, |r, j, s| {
+            if s == 16 {
                 strip_shifted::<4>(xp, c, r, j, kp, p1, p2)
             } else {
                 strip_shifted::<2>(xp, c, r, j, kp, p1, p2)
@@ -153,17 +221,40 @@ mod x86 {
         })
     }
 
+    /// [`acc_shifted`] in strips of 32 channels (then 16, then 8) with 512-bit vectors.
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    pub(super) unsafe fn acc_shifted_512(x: &[f32], c: usize, j0: usize, k: &[f64], a1: &mut [f64], a2: &mut [f64]) -> usize {
+        let (xp, kp, p1, p2) = (x.as_ptr().wrapping_add(j0), k.as_ptr(), a1.as_mut_ptr(), a2.as_mut_ptr());
+        blocks(x.len() / c, k.len(), BLOCK_ROWS, 32, |r, j, s| match s {
+            32 => strip_shifted_512::<4>(xp, c, r, j, kp, p1, p2),
+            16 => strip_shifted_512::<2>(xp, c, r, j, kp, p1, p2),
+            _ => strip_shifted_512::<1>(xp, c, r, j, kp, p1, p2),
+        })
+    }
+
     /// The whole 8-channel strips of [`super::strips_acc_grad`].
-    #[target_feature(enable = "avx2")]
+    #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn acc_grad(x: &[f32], dy: &[f32], c: usize, j0: usize, k: &[f64], a1: &mut [f64], a2: &mut [f64]) -> usize {
         let (xp, gp, kp, p1, p2) = (x.as_ptr().wrapping_add(j0), dy.as_ptr().wrapping_add(j0), k.as_ptr(), a1.as_mut_ptr(), a2.as_mut_ptr());
         let block = if c > WIDE { WIDE_BLOCK_ROWS } else { BLOCK_ROWS };
-        blocks(x.len() / c, k.len(), block, |r, j, wide| {
-            if wide {
+        blocks(x.len() / c, k.len(), block, 16, |r, j, s| {
+            if s == 16 {
                 strip_grad::<4>(xp, gp, c, r, j, kp, p1, p2)
             } else {
                 strip_grad::<2>(xp, gp, c, r, j, kp, p1, p2)
             }
+        })
+    }
+
+    /// [`acc_grad`] in strips of 32 channels (then 16, then 8) with 512-bit vectors.
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    pub(super) unsafe fn acc_grad_512(x: &[f32], dy: &[f32], c: usize, j0: usize, k: &[f64], a1: &mut [f64], a2: &mut [f64]) -> usize {
+        let (xp, gp, kp, p1, p2) = (x.as_ptr().wrapping_add(j0), dy.as_ptr().wrapping_add(j0), k.as_ptr(), a1.as_mut_ptr(), a2.as_mut_ptr());
+        let block = if c > WIDE { WIDE_BLOCK_ROWS } else { BLOCK_ROWS };
+        blocks(x.len() / c, k.len(), block, 32, |r, j, s| match s {
+            32 => strip_grad_512::<4>(xp, gp, c, r, j, kp, p1, p2),
+            16 => strip_grad_512::<2>(xp, gp, c, r, j, kp, p1, p2),
+            _ => strip_grad_512::<1>(xp, gp, c, r, j, kp, p1, p2),
         })
     }
 }
