@@ -646,6 +646,32 @@ pub(crate) fn store_fence() {
 mod tests {
     use super::*;
 
+    /// The vector reductions add lane by lane exactly as the portable definition does:
+    /// lane `i` takes elements `i, i + 8, ...` in order, squares and products added by one
+    /// fused multiply-add.
+    #[test]
+    fn slice_reductions_equal_lane_by_lane_definition() {
+        for n in [0, 1, 7, 8, 9, 16, 31, 100, 1027] {
+            let x: Vec<f32> = (0..n).map(|i| ((i * 7919) % 1013) as f32 * 0.37 - 150.0).collect();
+            let dy: Vec<f32> = (0..n).map(|i| ((i * 104_729) % 997) as f32 * 0.01 - 5.0).collect();
+            let k = -3.25;
+            let (mut w1, mut w2, mut g1, mut g2) = ([0.5f64; LANES], [0.25f64; LANES], [0.5f64; LANES], [0.25f64; LANES]);
+            for (i, (&v, &g)) in x.iter().zip(&dy).enumerate() {
+                let (l, d, g) = (i % LANES, v as f64 - k, g as f64);
+                w1[l] += d;
+                w2[l] = d.mul_add(d, w2[l]);
+                g1[l] += g;
+                g2[l] = g.mul_add(d, g2[l]);
+            }
+            let (mut a1, mut a2) = ([0.5f64; LANES], [0.25f64; LANES]);
+            acc_shifted(&x, k, &mut a1, &mut a2);
+            assert_eq!((a1, a2), (w1, w2), "acc_shifted, {n} values");
+            let (mut a1, mut a2) = ([0.5f64; LANES], [0.25f64; LANES]);
+            acc_grad(&x, &dy, k, &mut a1, &mut a2);
+            assert_eq!((a1, a2), (g1, g2), "acc_grad, {n} values");
+        }
+    }
+
     /// The streamed passes write every element exactly as the portable loops do, whatever
     /// the output's alignment and length (16- and 32-byte heads and tails, short runs).
     #[test]
