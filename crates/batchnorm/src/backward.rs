@@ -9,7 +9,7 @@ use crate::parallel::{for_each_chunk, Plan, SharedMut};
 use crate::saved::{SavedStats, StatsSource};
 use crate::simd::{
     acc_grad, grad_combine_out, lane_sum, multiversion, rows_acc_grad, rows_grad_combine_out,
-    rows_scale, scale, LANES, streams,
+    rows_scale, scale, store_fence, LANES, streams,
 };
 use crate::tiles::{backward_tiled, tile_width};
 use crate::workspace::{sized, Workspace};
@@ -71,6 +71,9 @@ multiversion! {
             let o = unsafe { dx.slice(off, d.inner) };
             grad_combine_out(&x[r.clone()], &dy[r], o, q, nt);
         }
+        if nt {
+            store_fence();
+        }
         next.map(|_| (lane_sum(&a1), lane_sum(&a2)))
     }
 }
@@ -91,6 +94,9 @@ multiversion! {
             } else {
                 grad_combine_out(&x[r.clone()], &dy[r], o, (coef[c], coef[ch + c], coef[2 * ch + c], coef[3 * ch + c]), nt);
             }
+        }
+        if nt && !eval {
+            store_fence();
         }
     }
 }

@@ -6,7 +6,7 @@ use crate::layout::Dims;
 use crate::saved::SavedStats;
 use crate::narrow::{period, repeat, split, MAX_PERIOD};
 use crate::parallel::{channels_in_parallel, for_each_chunk, CHANNEL_TASK};
-use crate::simd::{affine_out, multiversion, rows_affine_out, streams};
+use crate::simd::{affine_out, multiversion, rows_affine_out, store_fence, streams};
 use crate::tiles::{normalize_tiled, tile_width};
 use crate::workspace::{sized, Workspace};
 
@@ -20,6 +20,9 @@ multiversion! {
             let i = first + j;
             let c = i % d.channels;
             affine_out(&x[i * d.inner..(i + 1) * d.inner], ys, ctr[c], s[c], t[c], nt);
+        }
+        if nt {
+            store_fence();
         }
     }
 }

@@ -7,7 +7,7 @@ use crate::layout::Dims;
 use crate::moments::Moments;
 use crate::parallel::{for_each_chunk, Plan, SharedMut};
 use crate::saved::{SavedStats, StatsSource};
-use crate::simd::{acc_shifted, affine_out, lane_sum, multiversion, streams, LANES};
+use crate::simd::{acc_shifted, affine_out, lane_sum, multiversion, store_fence, streams, LANES};
 use crate::stats::{channel_moments, moments_unchecked, shifts};
 use crate::workspace::Workspace;
 
@@ -30,6 +30,9 @@ multiversion! {
             // SAFETY: channel c's slices belong to this task alone.
             let ys = unsafe { y.slice(off, d.inner) };
             affine_out(&x[off..off + d.inner], ys, ctr, s, t, nt);
+        }
+        if nt {
+            store_fence();
         }
         next.map(|(_, k)| Moments::from_shifted_sums(d.per_channel() as f64, k, lane_sum(&a1), lane_sum(&a2)))
     }
