@@ -233,7 +233,10 @@ mod x86 {
     /// aligned (as large allocations usually are: a page plus a 16-byte header), so no line
     /// mixes streaming and ordinary stores when `n` is a multiple of 4 from an aligned
     /// start. 32-byte streaming stores ran a pass over 64 MB in 4.2-4.5 ms where 16-byte
-    /// ones took 4.3-4.9 ms (up to 7 ms for some relative alignments of input and output).
+    /// ones took 4.3-4.9 ms (up to 7 ms for some relative alignments of input and output);
+    /// in the kernels (`examples/shapes`, medians of 5 interleaved runs, 1 thread, eval):
+    /// NCHW 32x64x56x56 1.64 -> 1.40 ms, NHWC 32x56x56x64 2.72 -> 2.10 ms, NC 4096x4096
+    /// 6.85 -> 6.24 ms; training forward and backward gained 5-27% on the same shapes.
     #[inline(always)]
     unsafe fn stream_out(y: *mut f32, n: usize, mut one: impl FnMut(usize), eight: impl Fn(usize) -> __m256) {
         let h = head(y, n);
@@ -559,7 +562,9 @@ fn rows_stream(p: *const f32, c: usize) -> bool {
 
 /// [`affine`], streaming the output when `nt`; the caller issues [`store_fence`] after its
 /// last run. A fence per run of an NCHW batch (12.5 KB) cost 12-20% of a streamed pass
-/// over 25 MB, against one at the end (and 3x with runs of 196 values).
+/// over 25 MB, against one at the end (and 3x with runs of 196 values); in the kernels
+/// (medians of 5 interleaved runs, 1 thread) NCHW 32x64x56x56 eval 1.40 -> 1.27 ms,
+/// forward 2.44 -> 2.12, backward 3.90 -> 3.23.
 #[inline(always)]
 pub(crate) fn affine_out(x: &[f32], y: &mut [f32], ctr: f32, s: f32, t: f32, nt: bool) {
     #[cfg(target_arch = "x86_64")]

@@ -12,8 +12,8 @@
 //! two loops): rows of 256 channels (NHWC 64x14x14x256) 0.77 -> 0.49 ms, of 64 channels
 //! (NHWC 32x56x56x64; four rows at a time before) 1.22-1.37 -> 0.96-1.05 ms, of 4096 (NC
 //! 4096x4096) 6.3-7.5 -> 3.2-3.9 ms; float64 accumulation of L1-resident data runs at
-//! 0.136 ns a value on this machine, so the first two are within 1.3x of the arithmetic
-//! itself. Blocks of 4 or 16 rows were no better for any of them, 32 and more slower for
+//! 0.136 ns a value on this machine (256-bit), so the first two are within 1.3x of the
+//! arithmetic itself. Blocks of 4 or 16 rows were no better for any of them, 32 and more slower for
 //! wide rows (16 KB rows: every row of a block is another page).
 //!
 //! Where the CPU has AVX-512 the strips are 32 channels wide (then 16, then 8) in 512-bit
