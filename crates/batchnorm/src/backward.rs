@@ -9,7 +9,7 @@ use crate::parallel::{for_each_chunk, Plan, SharedMut};
 use crate::saved::{SavedStats, StatsSource};
 use crate::simd::{
     acc_grad, grad_combine_out, lane_sum, multiversion, rows_acc_grad, rows_grad_combine_out,
-    rows_scale, scale, store_fence, LANES, streams,
+    rows_scale, scale, store_fence, streams_backward, LANES,
 };
 use crate::tiles::{backward_tiled, tile_width};
 use crate::workspace::{sized, Workspace};
@@ -56,7 +56,7 @@ multiversion! {
     /// pass, run by run, so its reads overlap the writes of `c`; returns what
     /// [`channel_grad_sums`] returns for it.
     fn combine_channel(x: &[f32], dy: &[f32], dx: &SharedMut, d: Dims, c: usize, q: (f32, f32, f32, f32), next: Option<(usize, f64)>) -> Option<(f64, f64)> {
-        let nt = streams(d);
+        let nt = streams_backward(d);
         let mut a1 = [0.0f64; LANES];
         let mut a2 = [0.0f64; LANES];
         for n in 0..d.outer {
@@ -83,7 +83,7 @@ multiversion! {
     /// `dx = dy * a` when `coef` holds only `a`.
     fn combine_slices(x: &[f32], dy: &[f32], dx: &mut [f32], first: usize, d: Dims, coef: &[f32]) {
         let ch = d.channels;
-        let nt = streams(d);
+        let nt = streams_backward(d);
         let eval = coef.len() == ch;
         for (j, o) in dx.chunks_exact_mut(d.inner).enumerate() {
             let i = first + j;
@@ -181,7 +181,7 @@ fn combine_unchecked(x: &[f32], dy: &[f32], d: Dims, coef: &[f32], dx: &mut [f32
         let rows = (ELEMENTWISE_TASK / c).max(1);
         for_each_chunk(dx, rows * c, d.len(), |i, o| {
             let r = i * rows * c..i * rows * c + o.len();
-            combine_rows(&x[r.clone()], &dy[r], o, coef, c, streams(d));
+            combine_rows(&x[r.clone()], &dy[r], o, coef, c, streams_backward(d));
         });
     } else {
         let per = (ELEMENTWISE_TASK / d.inner).max(1);

@@ -543,6 +543,18 @@ pub(crate) fn streams(d: crate::layout::Dims) -> bool {
     d.len() * 4 >= STREAM_MIN_BYTES
 }
 
+/// Whether dx of the backward pass is streamed: as [`streams`], and also from 11 MB where
+/// x, dy and dx together (3 x 11 MB) overflow the last-level cache, except for rows of
+/// fewer than 256 channels, where each short row is a streamed run of its own. Measured
+/// (`examples/shapes`, medians of 7 interleaved runs, backward ms, 1 / 2 threads): NHWC
+/// 64x14x14x256 2.42 -> 2.24 / 1.22 -> 1.01, NC 2048x1536 3.04 -> 2.58 / 1.47 -> 1.32,
+/// NCHW 32x128x28x28 1.95 -> 1.84 / 0.96 -> 0.94; rows of 64 and 128 channels lost
+/// (NHWC 16x56x56x64 2.02 -> 2.32 at 1 thread, NHWC 32x28x28x128 2.56 -> 3.06).
+#[inline(always)]
+pub(crate) fn streams_backward(d: crate::layout::Dims) -> bool {
+    streams(d) || (d.len() * 4 * 3 >= 2 * STREAM_MIN_BYTES && (!d.is_rows() || d.channels >= 256))
+}
+
 /// Shortest contiguous run written with streaming stores. A streamed run's unaligned head
 /// and tail are written with ordinary stores and it ends with a fence; on short runs those
 /// partial lines flush the write-combining buffers early: NCHW 128x512x7x7 (runs of 49)

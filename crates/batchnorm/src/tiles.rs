@@ -113,7 +113,7 @@ multiversion! {
             let g = weight.map_or(1.0, |v| v[ch] as f64);
             (q[0][j], q[1][j], q[2][j], q[3][j]) = fold_backward(mean[ch], invstd[ch], g, m, s1[j], s2[j]);
         }
-        let nt = streams(d);
+        let nt = crate::simd::streams_backward(d);
         for r in 0..d.outer {
             let off = r * c + j0;
             let rr = off..off + w;
