@@ -86,37 +86,109 @@ mod x86 {
     use super::{BLOCK_ROWS, WIDE, WIDE_BLOCK_ROWS};
     use std::arch::x86_64::*;
 
-    /// `V` vectors of 4 float64 from `p`.
-    #[inline(always)]
-    unsafe fn load<const V: usize>(p: *const f64) -> [__m256d; V] {
-        std::array::from_fn(|i| _mm256_loadu_pd(p.add(4 * i)))
+    /// The float64 vector operations of a strip, in 256-bit (AVX2) and 512-bit (AVX-512)
+    /// registers: one strip body serves both, so both add the same values in the same order.
+    /// Only called from functions compiled with the matching target features.
+    trait F64s: Copy {
+        /// Float64 lanes per vector.
+        const N: usize;
+        unsafe fn load(p: *const f64) -> Self;
+        unsafe fn store(self, p: *mut f64);
+        /// `N` float32 values from `p`, widened.
+        unsafe fn widen(p: *const f32) -> Self;
+        unsafe fn add(self, o: Self) -> Self;
+        unsafe fn sub(self, o: Self) -> Self;
+        /// `self * b + c`, rounded once.
+        unsafe fn fmadd(self, b: Self, c: Self) -> Self;
     }
 
-    #[inline(always)]
-    unsafe fn store<const V: usize>(p: *mut f64, v: [__m256d; V]) {
-        for (i, r) in v.iter().enumerate() {
-            _mm256_storeu_pd(p.add(4 * i), *r);
+    impl F64s for __m256d {
+        const N: usize = 4;
+        #[inline(always)]
+        unsafe fn load(p: *const f64) -> Self {
+            _mm256_loadu_pd(p)
+        }
+        #[inline(always)]
+        unsafe fn store(self, p: *mut f64) {
+            _mm256_storeu_pd(p, self)
+        }
+        #[inline(always)]
+        unsafe fn widen(p: *const f32) -> Self {
+            _mm256_cvtps_pd(_mm_loadu_ps(p))
+        }
+        #[inline(always)]
+        unsafe fn add(self, o: Self) -> Self {
+            _mm256_add_pd(self, o)
+        }
+        #[inline(always)]
+        unsafe fn sub(self, o: Self) -> Self {
+            _mm256_sub_pd(self, o)
+        }
+        #[inline(always)]
+        unsafe fn fmadd(self, b: Self, c: Self) -> Self {
+            _mm256_fmadd_pd(self, b, c)
         }
     }
 
-    /// `4 V` float32 values from `p`, widened.
-    #[inline(always)]
-    unsafe fn widen<const V: usize>(p: *const f32) -> [__m256d; V] {
-        std::array::from_fn(|i| _mm256_cvtps_pd(_mm_loadu_ps(p.add(4 * i))))
+    impl F64s for __m512d {
+        const N: usize = 8;
+        #[inline(always)]
+        unsafe fn load(p: *const f64) -> Self {
+            _mm512_loadu_pd(p)
+        }
+        #[inline(always)]
+        unsafe fn store(self, p: *mut f64) {
+            _mm512_storeu_pd(p, self)
+        }
+        #[inline(always)]
+        unsafe fn widen(p: *const f32) -> Self {
+            _mm512_cvtps_pd(_mm256_loadu_ps(p))
+        }
+        #[inline(always)]
+        unsafe fn add(self, o: Self) -> Self {
+            _mm512_add_pd(self, o)
+        }
+        #[inline(always)]
+        unsafe fn sub(self, o: Self) -> Self {
+            _mm512_sub_pd(self, o)
+        }
+        #[inline(always)]
+        unsafe fn fmadd(self, b: Self, c: Self) -> Self {
+            _mm512_fmadd_pd(self, b, c)
+        }
     }
 
-    /// One strip of `4 V` channels from `j` over rows `r0..r1`.
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn strip_shifted<const V: usize>(x: *const f32, c: usize, rows: (usize, usize), j: usize, k: *const f64, a1: *mut f64, a2: *mut f64) {
-        let kv = load::<V>(k.add(j));
-        let (mut s1, mut s2) = (load::<V>(a1.add(j)), load::<V>(a2.add(j)));
+    /// `V` vectors from `p` (`V * T::N` values).
+    #[inline(always)]
+    unsafe fn load<T: F64s, const V: usize>(p: *const f64) -> [T; V] {
+        std::array::from_fn(|i| T::load(p.add(T::N * i)))
+    }
+
+    #[inline(always)]
+    unsafe fn store<T: F64s, const V: usize>(p: *mut f64, v: [T; V]) {
+        for (i, r) in v.iter().enumerate() {
+            r.store(p.add(T::N * i));
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn widen<T: F64s, const V: usize>(p: *const f32) -> [T; V] {
+        std::array::from_fn(|i| T::widen(p.add(T::N * i)))
+    }
+
+    /// One strip of `V * T::N` channels from `j` over rows `r0..r1`: `a1 += x - k`,
+    /// `a2 += (x - k)^2`.
+    #[inline(always)]
+    unsafe fn strip_shifted<T: F64s, const V: usize>(x: *const f32, c: usize, rows: (usize, usize), j: usize, k: *const f64, a1: *mut f64, a2: *mut f64) {
+        let kv = load::<T, V>(k.add(j));
+        let (mut s1, mut s2) = (load::<T, V>(a1.add(j)), load::<T, V>(a2.add(j)));
         let mut p = x.add(rows.0 * c + j);
         for _ in rows.0..rows.1 {
-            let v = widen::<V>(p);
+            let v = widen::<T, V>(p);
             for i in 0..V {
-                let d = _mm256_sub_pd(v[i], kv[i]);
-                s1[i] = _mm256_add_pd(s1[i], d);
-                s2[i] = _mm256_fmadd_pd(d, d, s2[i]);
+                let d = v[i].sub(kv[i]);
+                s1[i] = s1[i].add(d);
+                s2[i] = d.fmadd(d, s2[i]);
             }
             p = p.add(c);
         }
@@ -124,81 +196,24 @@ mod x86 {
         store(a2.add(j), s2);
     }
 
-    #[target_feature(enable = "avx2,fma")]
+    /// One strip of the backward sums: `a1 += dy`, `a2 += dy * (x - k)`.
+    #[inline(always)]
     #[allow(clippy::too_many_arguments)]
-    unsafe fn strip_grad<const V: usize>(x: *const f32, dy: *const f32, c: usize, rows: (usize, usize), j: usize, k: *const f64, a1: *mut f64, a2: *mut f64) {
-        let kv = load::<V>(k.add(j));
-        let (mut s1, mut s2) = (load::<V>(a1.add(j)), load::<V>(a2.add(j)));
+    unsafe fn strip_grad<T: F64s, const V: usize>(x: *const f32, dy: *const f32, c: usize, rows: (usize, usize), j: usize, k: *const f64, a1: *mut f64, a2: *mut f64) {
+        let kv = load::<T, V>(k.add(j));
+        let (mut s1, mut s2) = (load::<T, V>(a1.add(j)), load::<T, V>(a2.add(j)));
         let (mut p, mut q) = (x.add(rows.0 * c + j), dy.add(rows.0 * c + j));
         for _ in rows.0..rows.1 {
-            let (v, g) = (widen::<V>(p), widen::<V>(q));
+            let (v, g) = (widen::<T, V>(p), widen::<T, V>(q));
             for i in 0..V {
-                s1[i] = _mm256_add_pd(s1[i], g[i]);
-                s2[i] = _mm256_fmadd_pd(g[i], _mm256_sub_pd(v[i], kv[i]), s2[i]);
+                s1[i] = s1[i].add(g[i]);
+                s2[i] = g[i].fmadd(v[i].sub(kv[i]), s2[i]);
             }
             p = p.add(c);
             q = q.add(c);
         }
         store(a1.add(j), s1);
         store(a2.add(j), s2);
-    }
-
-    /// `V` vectors of 8 float64 from `p`.
-    #[inline(always)]
-    unsafe fn load512<const V: usize>(p: *const f64) -> [__m512d; V] {
-        std::array::from_fn(|i| _mm512_loadu_pd(p.add(8 * i)))
-    }
-
-    #[inline(always)]
-    unsafe fn store512<const V: usize>(p: *mut f64, v: [__m512d; V]) {
-        for (i, r) in v.iter().enumerate() {
-            _mm512_storeu_pd(p.add(8 * i), *r);
-        }
-    }
-
-    /// `8 V` float32 values from `p`, widened.
-    #[inline(always)]
-    unsafe fn widen512<const V: usize>(p: *const f32) -> [__m512d; V] {
-        std::array::from_fn(|i| _mm512_cvtps_pd(_mm256_loadu_ps(p.add(8 * i))))
-    }
-
-    /// [`strip_shifted`] with 512-bit vectors: one strip of `8 V` channels.
-    #[target_feature(enable = "avx512f,avx2,fma")]
-    unsafe fn strip_shifted_512<const V: usize>(x: *const f32, c: usize, rows: (usize, usize), j: usize, k: *const f64, a1: *mut f64, a2: *mut f64) {
-        let kv = load512::<V>(k.add(j));
-        let (mut s1, mut s2) = (load512::<V>(a1.add(j)), load512::<V>(a2.add(j)));
-        let mut p = x.add(rows.0 * c + j);
-        for _ in rows.0..rows.1 {
-            let v = widen512::<V>(p);
-            for i in 0..V {
-                let d = _mm512_sub_pd(v[i], kv[i]);
-                s1[i] = _mm512_add_pd(s1[i], d);
-                s2[i] = _mm512_fmadd_pd(d, d, s2[i]);
-            }
-            p = p.add(c);
-        }
-        store512(a1.add(j), s1);
-        store512(a2.add(j), s2);
-    }
-
-    /// [`strip_grad`] with 512-bit vectors.
-    #[target_feature(enable = "avx512f,avx2,fma")]
-    #[allow(clippy::too_many_arguments)]
-    unsafe fn strip_grad_512<const V: usize>(x: *const f32, dy: *const f32, c: usize, rows: (usize, usize), j: usize, k: *const f64, a1: *mut f64, a2: *mut f64) {
-        let kv = load512::<V>(k.add(j));
-        let (mut s1, mut s2) = (load512::<V>(a1.add(j)), load512::<V>(a2.add(j)));
-        let (mut p, mut q) = (x.add(rows.0 * c + j), dy.add(rows.0 * c + j));
-        for _ in rows.0..rows.1 {
-            let (v, g) = (widen512::<V>(p), widen512::<V>(q));
-            for i in 0..V {
-                s1[i] = _mm512_add_pd(s1[i], g[i]);
-                s2[i] = _mm512_fmadd_pd(g[i], _mm512_sub_pd(v[i], kv[i]), s2[i]);
-            }
-            p = p.add(c);
-            q = q.add(c);
-        }
-        store512(a1.add(j), s1);
-        store512(a2.add(j), s2);
     }
 
     /// Calls `f(rows, j, width)` for every block of rows and every whole strip of channels
@@ -228,9 +243,9 @@ mod x86 {
         let (xp, kp, p1, p2) = (x.as_ptr().wrapping_add(j0), k.as_ptr(), a1.as_mut_ptr(), a2.as_mut_ptr());
         blocks(x.len() / c, k.len(), BLOCK_ROWS, 16, |r, j, s| {
             if s == 16 {
-                strip_shifted::<4>(xp, c, r, j, kp, p1, p2)
+                strip_shifted::<__m256d, 4>(xp, c, r, j, kp, p1, p2)
             } else {
-                strip_shifted::<2>(xp, c, r, j, kp, p1, p2)
+                strip_shifted::<__m256d, 2>(xp, c, r, j, kp, p1, p2)
             }
         })
     }
@@ -240,9 +255,9 @@ mod x86 {
     pub(super) unsafe fn acc_shifted_512(x: &[f32], c: usize, j0: usize, k: &[f64], a1: &mut [f64], a2: &mut [f64]) -> usize {
         let (xp, kp, p1, p2) = (x.as_ptr().wrapping_add(j0), k.as_ptr(), a1.as_mut_ptr(), a2.as_mut_ptr());
         blocks(x.len() / c, k.len(), BLOCK_ROWS, 32, |r, j, s| match s {
-            32 => strip_shifted_512::<4>(xp, c, r, j, kp, p1, p2),
-            16 => strip_shifted_512::<2>(xp, c, r, j, kp, p1, p2),
-            _ => strip_shifted_512::<1>(xp, c, r, j, kp, p1, p2),
+            32 => strip_shifted::<__m512d, 4>(xp, c, r, j, kp, p1, p2),
+            16 => strip_shifted::<__m512d, 2>(xp, c, r, j, kp, p1, p2),
+            _ => strip_shifted::<__m512d, 1>(xp, c, r, j, kp, p1, p2),
         })
     }
 
@@ -253,9 +268,9 @@ mod x86 {
         let block = if c > WIDE { WIDE_BLOCK_ROWS } else { BLOCK_ROWS };
         blocks(x.len() / c, k.len(), block, 16, |r, j, s| {
             if s == 16 {
-                strip_grad::<4>(xp, gp, c, r, j, kp, p1, p2)
+                strip_grad::<__m256d, 4>(xp, gp, c, r, j, kp, p1, p2)
             } else {
-                strip_grad::<2>(xp, gp, c, r, j, kp, p1, p2)
+                strip_grad::<__m256d, 2>(xp, gp, c, r, j, kp, p1, p2)
             }
         })
     }
@@ -266,9 +281,9 @@ mod x86 {
         let (xp, gp, kp, p1, p2) = (x.as_ptr().wrapping_add(j0), dy.as_ptr().wrapping_add(j0), k.as_ptr(), a1.as_mut_ptr(), a2.as_mut_ptr());
         let block = if c > WIDE { WIDE_BLOCK_ROWS } else { BLOCK_ROWS };
         blocks(x.len() / c, k.len(), block, 32, |r, j, s| match s {
-            32 => strip_grad_512::<4>(xp, gp, c, r, j, kp, p1, p2),
-            16 => strip_grad_512::<2>(xp, gp, c, r, j, kp, p1, p2),
-            _ => strip_grad_512::<1>(xp, gp, c, r, j, kp, p1, p2),
+            32 => strip_grad::<__m512d, 4>(xp, gp, c, r, j, kp, p1, p2),
+            16 => strip_grad::<__m512d, 2>(xp, gp, c, r, j, kp, p1, p2),
+            _ => strip_grad::<__m512d, 1>(xp, gp, c, r, j, kp, p1, p2),
         })
     }
 }
