@@ -2,8 +2,9 @@
 //!
 //! Reduced a row at a time, every value of a row costs a load and a store of each of its
 //! channel's two float64 accumulators: the loop is bound by the stores, not by memory. Here a
-//! strip of 16 channels (8 at the edge) is summed down a block of 8 rows with its 8 (4)
-//! accumulators in registers, then the next strip of the same rows, which are in L1 by then.
+//! strip of 16 channels (8 at the edge; 32, then 16 and 8, in 512-bit vectors) is summed down
+//! a block of 8 rows with its accumulators in registers, then the next strip of the same
+//! rows, which are in L1 by then.
 //! Each channel still adds its rows in row order, exactly as a row at a time, so the
 //! results are bitwise those of [`strip_acc_shifted_1`] and [`strip_acc_grad_1`] (which the
 //! non-AVX2 build runs).
