@@ -8,6 +8,7 @@ pub mod bench;
 pub mod checkpoint;
 pub mod cli;
 pub mod data;
+pub mod dense;
 pub mod experiments;
 pub mod floor;
 pub mod model;

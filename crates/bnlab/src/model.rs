@@ -5,7 +5,8 @@ use crate::rng::Rng;
 use anyhow::{bail, Result};
 use batchnorm_candle::{batch_norm, BatchNorm, BatchNormConfig, Momentum, RunningVar};
 use candle_core::{DType, Device, Module, ModuleT, Tensor};
-use candle_nn::{Conv2d, Conv2dConfig, Init, Linear, VarBuilder, VarMap};
+use crate::dense::Dense;
+use candle_nn::{Conv2d, Conv2dConfig, Init, VarBuilder, VarMap};
 use serde::{Deserialize, Serialize};
 
 /// Hidden-layer non-linearity.
@@ -89,14 +90,14 @@ pub struct ModelSpec {
 pub struct Model {
     pub spec: ModelSpec,
     pub layers: Vec<Layer>,
-    pub head: Linear,
+    pub head: Dense,
     pub bns: Vec<BatchNorm>,
     /// Names of the BN layers (`bn0`, ...) in order.
     pub bn_names: Vec<String>,
 }
 
 pub enum Layer {
-    Dense(Linear),
+    Dense(Dense),
     Conv(Conv2d),
 }
 
@@ -159,7 +160,7 @@ impl Model {
                     let mut rng = Rng::derive(seed, &[1, i as u64]);
                     let wt = var(vm, &format!("fc{i}.weight"), init_tensor(&mut rng, &[w, fan_in], std_for(fan_in), &dev)?)?;
                     let b = if bias { Some(var(vm, &format!("fc{i}.bias"), Tensor::zeros(w, DType::F32, &dev)?)?) } else { None };
-                    layers.push(Layer::Dense(Linear::new(wt, b)));
+                    layers.push(Layer::Dense(Dense::new(wt, b)));
                     make_bn(i, w)?;
                     fan_in = w;
                 }
@@ -187,7 +188,7 @@ impl Model {
         let mut rng = Rng::derive(seed, &[3]);
         let hw = var(vm, "head.weight", init_tensor(&mut rng, &[10, last_width], std_for(last_width), &dev)?)?;
         let hb = var(vm, "head.bias", Tensor::zeros(10, DType::F32, &dev)?)?;
-        Ok(Model { spec: spec.clone(), layers, head: Linear::new(hw, Some(hb)), bns, bn_names })
+        Ok(Model { spec: spec.clone(), layers, head: Dense::new(hw, Some(hb)), bns, bn_names })
     }
 
     /// Logits for a batch of images `[B, rows*cols]`; with `taps`, also every hidden layer's
