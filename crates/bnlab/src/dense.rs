@@ -32,14 +32,18 @@ pub struct Dense {
 }
 
 impl Dense {
+    /// A layer over `weight` (`[out, in]`) and `bias` (`[out]`), usually variables of a
+    /// `VarMap` so that training updates them.
     pub fn new(weight: Tensor, bias: Option<Tensor>) -> Dense {
         Dense { weight, bias }
     }
 
+    /// The weight, `[out, in]`.
     pub fn weight(&self) -> &Tensor {
         &self.weight
     }
 
+    /// The bias, `[out]`, if the layer has one.
     pub fn bias(&self) -> Option<&Tensor> {
         self.bias.as_ref()
     }
