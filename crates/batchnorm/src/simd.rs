@@ -4,7 +4,9 @@
 //! tree at the end, so the arithmetic (and the result) is the same whichever instruction set
 //! runs it. Every product added into a float64 sum is one fused multiply-add (`mul_add`,
 //! rounded once, on every instruction set), which keeps the AVX-512, AVX2 and baseline builds
-//! bitwise identical; the float32 output passes use a separate multiply and add everywhere.
+//! bitwise identical (a CPU without FMA runs the baseline loops through the C library's
+//! correctly rounded `fma`: slower, same results); the float32 output passes use a separate
+//! multiply and add everywhere.
 
 /// Independent accumulators per reduction.
 pub(crate) const LANES: usize = 8;
