@@ -413,12 +413,12 @@ pub(crate) fn grad_combine(x: &[f32], dy: &[f32], dx: &mut [f32], ctr: f32, a: f
 /// strips of channels held in registers (see `strips`); rows of fewer than 16 channels that
 /// are not whole vectors are regrouped first (see `narrow`).
 #[inline(always)]
-pub(crate) fn rows_acc_shifted(x: &[f32], k: &[f64], a1: &mut [f64], a2: &mut [f64]) {
+pub(crate) fn rows_acc_shifted(x: &[f32], k: &[f64], a1: &mut [f64], a2: &mut [f64], ahead: bool) {
     let c = k.len();
     if let Some(l) = crate::narrow::period(c) {
         crate::narrow::acc_shifted(x, k, l, a1, a2)
     } else {
-        crate::strips::strips_acc_shifted(x, c, 0, k, a1, a2)
+        crate::strips::strips_acc_shifted(x, c, 0, k, a1, a2, ahead)
     }
 }
 

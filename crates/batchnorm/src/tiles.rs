@@ -55,7 +55,7 @@ multiversion! {
     fn tile_moments(x: &[f32], d: Dims, j0: usize, k: &[f64], m: &mut [Moments]) {
         let w = m.len();
         let (mut a1, mut a2) = ([0.0f64; MAX_TILE], [0.0f64; MAX_TILE]);
-        strips_acc_shifted(x, d.channels, j0, &k[j0..j0 + w], &mut a1, &mut a2);
+        strips_acc_shifted(x, d.channels, j0, &k[j0..j0 + w], &mut a1, &mut a2, false);
         for (j, mj) in m.iter_mut().enumerate() {
             *mj = Moments::from_shifted_sums(d.outer as f64, k[j0 + j], a1[j], a2[j]);
         }
