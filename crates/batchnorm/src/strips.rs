@@ -50,7 +50,7 @@ const WIDE_BLOCK_ROWS: usize = 4;
 /// more). A strip walks down 8 rows 0.5-2 KB apart, an order the hardware prefetchers do not
 /// follow. Measured (`examples/shapes`, medians of 10 interleaved runs in alternating order,
 /// moments alone, 1 thread): NHWC 8x56x56x256 1.66 -> 0.87 ms, 16x56x56x128 1.38 -> 1.09,
-/// 4x56x56x512 1.40 -> 0.95; not worth it at 12.8 MB (64x14x14x256 0.38 -> 0.36,
+/// 4x56x56x512 1.40 -> 0.95 (2 threads: 1.03 -> 0.59, 1.01 -> 0.61, 1.07 -> 0.68); not worth it at 12.8 MB (64x14x14x256 0.38 -> 0.36,
 /// 128x7x7x512 0.40 -> 0.42) and a loss for rows of 64 channels (32x56x56x64 0.85 -> 1.02,
 /// adjacent rows there are within the prefetchers' reach) and 4096 (NC 4096x4096 3.28 -> 3.89).
 pub(crate) fn prefetch_rows_ahead(d: crate::layout::Dims) -> bool {
