@@ -46,16 +46,22 @@ const WIDE: usize = 512;
 const WIDE_BLOCK_ROWS: usize = 4;
 
 /// Whether the statistics of a channels-last tensor ask for each strip's next block of rows
-/// while summing this one: rows of 128 to 512 channels that do not stay in cache (16 MB and
-/// more). A strip walks down 8 rows 0.5-2 KB apart, an order the hardware prefetchers do not
-/// follow. Measured (`examples/shapes`, medians of 10 interleaved runs in alternating order,
-/// moments alone, 1 thread): NHWC 8x56x56x256 1.66 -> 0.87 ms, 16x56x56x128 1.38 -> 1.09,
-/// 4x56x56x512 1.40 -> 0.95 (2 threads: 1.03 -> 0.59, 1.01 -> 0.61, 1.07 -> 0.68); not worth it at 12.8 MB (64x14x14x256 0.38 -> 0.36,
-/// 128x7x7x512 0.40 -> 0.42) and a loss for rows of 64 channels (32x56x56x64 0.85 -> 1.02,
-/// adjacent rows there are within the prefetchers' reach) and 4096 (NC 4096x4096 3.28 -> 3.89).
+/// while summing this one: rows of 128 to 512 channels in tensors of 8 MB and more. A strip
+/// walks down 8 rows 0.5-2 KB apart, an order the hardware prefetchers do not follow, so
+/// whatever is not in cache arrives at memory latency. Measured (`examples/shapes`, medians
+/// of 8-10 interleaved runs in alternating order, moments alone, 1 thread): NHWC
+/// 8x56x56x256 1.66 -> 0.87 ms, 16x56x56x128 1.38 -> 1.09, 4x56x56x512 1.40 -> 0.95 (2
+/// threads: 1.03 -> 0.59, 1.01 -> 0.61, 1.07 -> 0.68); at 12.8 MB it keeps the time of a
+/// tensor still in cache when the neighbours have evicted it (NHWC 64x14x14x256 0.62 ->
+/// 0.40, 128x7x7x512 0.57 -> 0.46, NC 8192x384 0.51 -> 0.39; in cache 0.38 -> 0.36, 0.40 ->
+/// 0.42); below that, within 2%. A loss for rows of 64 channels (32x56x56x64 0.85 -> 1.02:
+/// adjacent rows are within the prefetchers' reach) and of 4096 (NC 4096x4096 3.28 -> 3.89).
 pub(crate) fn prefetch_rows_ahead(d: crate::layout::Dims) -> bool {
-    d.is_rows() && (128..=512).contains(&d.channels) && crate::simd::streams(d)
+    d.is_rows() && (128..=512).contains(&d.channels) && d.len() * 4 >= PREFETCH_MIN_BYTES
 }
+
+/// Tensors from this size prefetch ahead (see [`prefetch_rows_ahead`]).
+const PREFETCH_MIN_BYTES: usize = 8 << 20;
 
 /// Channels `j0..j0 + k.len()` of rows `c` wide: `a1[j] += x - k[j]`, `a2[j] += (x - k[j])^2`
 /// over every row, each channel's additions in row order; `ahead`: prefetch each strip's
