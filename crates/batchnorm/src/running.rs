@@ -38,6 +38,7 @@ pub fn update_running(
 }
 
 multiversion! {
+    /// [`update_running`]'s loop, also compiled for AVX2 (its divisions vectorise there).
     fn update_run<V: Fn(&Moments) -> f64>(f: f64, moments: &[Moments], running_mean: &mut [f32], running_var: &mut [f32], sample: &V) {
         for ((m, rm), rv) in moments.iter().zip(running_mean).zip(running_var) {
             *rm = ((1.0 - f) * *rm as f64 + f * m.mean) as f32;
