@@ -1,9 +1,9 @@
 //! Eval-mode forward: normalise with given (running) statistics, one read and one write.
 
-use crate::coefficients::{fold_affine, inv_std};
+use crate::coefficients::fold_affine;
 use crate::error::{check_len, Result};
 use crate::layout::Dims;
-use crate::saved::SavedStats;
+use crate::saved::{running_into, SavedStats};
 use crate::narrow::{period, repeat, split, MAX_PERIOD};
 use crate::parallel::{channels_in_parallel, for_each_chunk, CHANNEL_TASK};
 use crate::simd::{affine_out, multiversion, rows_affine_out, store_fence, streams};
@@ -171,17 +171,8 @@ pub fn forward_eval_into(
     let c = d.channels;
     let stats = sized(&mut ws.totals, 2 * c, 0.0);
     let (m, is) = stats.split_at_mut(c);
-    eval_stats(mean, var, eps, m, is);
+    running_into(mean, var, eps, m, is);
     let coef = fill_coef(&mut ws.coef, m, is, weight, bias);
     normalize_unchecked(x, d, coef, y);
     Ok(())
-}
-
-multiversion! {
-    /// `m = mean`, `is = 1 / sqrt(var + eps)` in float64.
-    fn eval_stats(mean: &[f32], var: &[f32], eps: f64, m: &mut [f64], is: &mut [f64]) {
-        for (((m, is), &mu), &v) in m.iter_mut().zip(is).zip(mean).zip(var) {
-            (*m, *is) = (mu as f64, inv_std(v as f64, eps));
-        }
-    }
 }

@@ -43,21 +43,9 @@ impl SavedStats {
         self.invstd.resize(channels, 0.0);
     }
 
-    /// `(mean[c], invstd[c]) = f(c)` for every channel, in per-channel tasks when there are
-    /// many (a square root and a division each: NC 16x400000 eval spent longer on them than
-    /// on its data).
+    /// `(mean[c], invstd[c]) = f(c)` for every channel (see [`fill_pairs`]).
     pub(crate) fn fill(&mut self, f: impl Fn(usize) -> (f64, f64) + Sync) {
-        let fill = |first: usize, m: &mut [f64], s: &mut [f64]| fill_run(first, m, s, &f);
-        if !channels_in_parallel(self.mean.len()) {
-            fill(0, &mut self.mean, &mut self.invstd);
-        } else {
-            use rayon::prelude::*;
-            self.mean
-                .par_chunks_mut(CHANNEL_TASK)
-                .zip(self.invstd.par_chunks_mut(CHANNEL_TASK))
-                .enumerate()
-                .for_each(|(i, (m, s))| fill(i * CHANNEL_TASK, m, s));
-        }
+        fill_pairs(&mut self.mean, &mut self.invstd, f);
     }
 
     /// The running statistics as saved statistics: `mean`, `1 / sqrt(var + eps)`, source
@@ -65,8 +53,28 @@ impl SavedStats {
     pub(crate) fn fill_running(&mut self, mean: &[f32], var: &[f32], eps: f64) {
         self.resize(mean.len());
         self.source = StatsSource::Running;
-        self.fill(|c| (mean[c] as f64, inv_std(var[c] as f64, eps)));
+        running_into(mean, var, eps, &mut self.mean, &mut self.invstd);
     }
+}
+
+/// `(m[c], s[c]) = f(c)` for every channel, in per-channel tasks when there are many (a
+/// square root and a division each: NC 16x400000 eval spent longer on them than on its data).
+fn fill_pairs(m: &mut [f64], s: &mut [f64], f: impl Fn(usize) -> (f64, f64) + Sync) {
+    let fill = |first: usize, m: &mut [f64], s: &mut [f64]| fill_run(first, m, s, &f);
+    if !channels_in_parallel(m.len()) {
+        fill(0, m, s);
+    } else {
+        use rayon::prelude::*;
+        m.par_chunks_mut(CHANNEL_TASK)
+            .zip(s.par_chunks_mut(CHANNEL_TASK))
+            .enumerate()
+            .for_each(|(i, (m, s))| fill(i * CHANNEL_TASK, m, s));
+    }
+}
+
+/// Running statistics in float64: `m = mean`, `is = 1 / sqrt(var + eps)` per channel.
+pub(crate) fn running_into(mean: &[f32], var: &[f32], eps: f64, m: &mut [f64], is: &mut [f64]) {
+    fill_pairs(m, is, |c| (mean[c] as f64, inv_std(var[c] as f64, eps)));
 }
 
 multiversion! {
