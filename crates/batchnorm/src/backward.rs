@@ -132,6 +132,15 @@ fn combine_rows_plain(x: &[f32], dy: &[f32], dx: &mut [f32], coef: &[f32], ch: u
     }
 }
 
+/// `out = [sum(dy) (C) | sum(dy * (x - mean)) (C)]` from the per-channel pairs of the
+/// channel tasks, `part = [(sum(dy), sum(dy * (x - mean))) per channel]`.
+fn unpair(part: &[f64], out: &mut [f64]) {
+    let (s1, s2) = out.split_at_mut(part.len() / 2);
+    for ((p, a), b) in part.chunks_exact(2).zip(s1).zip(s2) {
+        (*a, *b) = (p[0], p[1]);
+    }
+}
+
 /// Per-channel `[sum(dy) (C) | sum(dy * (x - mean)) (C)]`, in float64, in a fixed order.
 fn grad_sums<'a>(
     x: &[f32],
@@ -152,9 +161,7 @@ fn grad_sums<'a>(
         for_each_chunk(part, 2, d.len(), |ch, p| {
             (p[0], p[1]) = channel_grad_sums(x, dy, d, ch, mean[ch]);
         });
-        for (ch, p) in part.chunks_exact(2).enumerate() {
-            (out[ch], out[c + ch]) = (p[0], p[1]);
-        }
+        unpair(part, out);
         return out;
     }
     let span = c * d.inner;
@@ -271,9 +278,7 @@ pub fn backward_into(
                 (p[2 * j], p[2 * j + 1]) = (a, b);
             }
         });
-        for (ch, p) in part.chunks_exact(2).enumerate() {
-            (out[ch], out[c + ch]) = (p[0], p[1]);
-        }
+        unpair(part, out);
         out
     } else {
         let need_sums = saved.source == StatsSource::Batch || dweight.is_some() || dbias.is_some();
