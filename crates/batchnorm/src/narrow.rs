@@ -52,10 +52,7 @@ pub(crate) fn acc_shifted(x: &[f32], k: &[f64], l: usize, a1: &mut [f64], a2: &m
             p2[j] = d.mul_add(d, p2[j]);
         }
     }
-    for j in 0..l {
-        a1[j % c] += p1[j];
-        a2[j % c] += p2[j];
-    }
+    fold(p1, p2, c, a1, a2);
     strip_acc_shifted_1(it.remainder(), c, 0, k, a1, a2);
 }
 
@@ -77,11 +74,18 @@ pub(crate) fn acc_grad(x: &[f32], dy: &[f32], k: &[f64], l: usize, a1: &mut [f64
             p2[j] = e.mul_add(r[j] as f64 - kv[j], p2[j]);
         }
     }
-    for j in 0..l {
-        a1[j % c] += p1[j];
-        a2[j % c] += p2[j];
-    }
+    fold(p1, p2, c, a1, a2);
     strip_acc_grad_1(ix.remainder(), id.remainder(), c, 0, k, a1, a2);
+}
+
+/// Adds the sums kept per position of a regrouped row into their channels (position `j` is
+/// channel `j % c`), in position order.
+#[inline(always)]
+fn fold(p1: &[f64], p2: &[f64], c: usize, a1: &mut [f64], a2: &mut [f64]) {
+    for (j, (v1, v2)) in p1.iter().zip(p2).enumerate() {
+        a1[j % c] += v1;
+        a2[j % c] += v2;
+    }
 }
 
 /// The first `whole` values of a block of rows `c` wide, `l` at a time (a multiple of `c`):
