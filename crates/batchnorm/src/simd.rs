@@ -109,7 +109,7 @@ pub(crate) fn acc_shifted(x: &[f32], k: f64, a1: &mut [f64; LANES], a2: &mut [f6
     let mut x = x;
     if has_avx2_fma() {
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: the CPU has AVX2.
+        // SAFETY: the CPU has AVX2 and FMA.
         unsafe {
             x86::acc_shifted(x, k, a1, a2)
         };
@@ -143,7 +143,7 @@ pub(crate) fn acc_grad(
     let (mut x, mut dy) = (&x[..n], &dy[..n]);
     if has_avx2_fma() {
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: the CPU has AVX2.
+        // SAFETY: the CPU has AVX2 and FMA.
         unsafe {
             x86::acc_grad(x, dy, k, a1, a2)
         };

@@ -4,7 +4,7 @@
 
 mod common;
 
-use batchnorm::{backward_into, forward_eval_into, forward_train_into, Dims, Layout, Moments, SavedStats, Workspace};
+use batchnorm::{backward_into, forward_eval_into, forward_train_into, inv_std, Dims, Layout, Moments, SavedStats, Workspace};
 use common::Rng;
 
 fn no_nan(v: &[f32], what: &str, layout: Layout, shape: &[usize]) {
@@ -52,7 +52,7 @@ fn outputs_are_written_in_full() {
         no_nan(&ye, "eval forward", layout, shape);
         let mut running = SavedStats::with_channels(c);
         running.mean.iter_mut().zip(&mean).for_each(|(s, &v)| *s = v as f64);
-        running.invstd.iter_mut().zip(&var).for_each(|(s, &v)| *s = 1.0 / (v as f64 + 1e-5).sqrt());
+        running.invstd.iter_mut().zip(&var).for_each(|(s, &v)| *s = inv_std(v as f64, 1e-5));
         running.source = batchnorm::StatsSource::Running;
         let mut dxe = vec![f32::NAN; d.len()];
         backward_into(&x, &dy, d, Some(&w), &running, &mut dxe, None, None, &mut ws).unwrap();

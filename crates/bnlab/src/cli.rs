@@ -41,7 +41,7 @@ impl DataArgs {
 enum Cmd {
     /// Reproduce the paper's Figure 1 (with and without BN) and write a report.
     Paper {
-        /// Training steps per net (the paper: 50000; the default takes about 35 seconds on 2 cores).
+        /// Training steps per net (the paper: 50000; the default takes about 25 seconds on 2 cores).
         #[arg(long, default_value_t = paper::DEFAULT_STEPS)]
         steps: u64,
         /// Learning rate of plain SGD, the same for both nets.
