@@ -4,7 +4,7 @@ use crate::coefficients::fold_backward;
 use crate::error::{check_len, Result};
 use crate::forward_eval::check_params;
 use crate::layout::Dims;
-use crate::narrow::{period, repeat, split, MAX_PERIOD};
+use crate::narrow::{period, repeat_parts, split, MAX_PERIOD};
 use crate::parallel::{for_each_chunk, Plan, SharedMut};
 use crate::saved::{SavedStats, StatsSource};
 use crate::simd::{
@@ -105,13 +105,9 @@ multiversion! {
     fn combine_rows(x: &[f32], dy: &[f32], dx: &mut [f32], coef: &[f32], ch: usize, nt: bool) {
         if let Some(l) = period(ch) {
             // [a] or [ctr | a | b | d], each repeated along l positions.
-            let k = coef.len() / ch;
             let mut wide = [0.0f32; 4 * MAX_PERIOD];
-            for (i, part) in coef.chunks_exact(ch).enumerate() {
-                repeat(part, l, &mut wide[i * l..]);
-            }
             let w = split(dx.len(), l);
-            combine_rows_plain(&x[..w], &dy[..w], &mut dx[..w], &wide[..k * l], l, nt);
+            combine_rows_plain(&x[..w], &dy[..w], &mut dx[..w], repeat_parts(coef, ch, l, &mut wide), l, nt);
             combine_rows_plain(&x[w..], &dy[w..], &mut dx[w..], coef, ch, nt);
         } else {
             combine_rows_plain(x, dy, dx, coef, ch, nt);

@@ -4,7 +4,7 @@ use crate::coefficients::fold_affine;
 use crate::error::{check_len, Result};
 use crate::layout::Dims;
 use crate::saved::{running_into, SavedStats};
-use crate::narrow::{period, repeat, split, MAX_PERIOD};
+use crate::narrow::{period, repeat_parts, split, MAX_PERIOD};
 use crate::parallel::{channels_in_parallel, for_each_chunk, CHANNEL_TASK};
 use crate::simd::{affine_out, multiversion, rows_affine_out, store_fence, streams};
 use crate::tiles::{normalize_tiled, tile_width};
@@ -28,19 +28,25 @@ multiversion! {
 }
 
 multiversion! {
-    fn affine_rows(x: &[f32], y: &mut [f32], ctr: &[f32], s: &[f32], t: &[f32], nt: bool) {
-        if let Some(l) = period(ctr.len()) {
-            let mut q = [[0.0f32; MAX_PERIOD]; 3];
-            repeat(ctr, l, &mut q[0]);
-            repeat(s, l, &mut q[1]);
-            repeat(t, l, &mut q[2]);
+    /// Rows `c` wide, `coef = [ctr | s | t]`; rows of a few channels regrouped (see `narrow`).
+    fn affine_rows(x: &[f32], y: &mut [f32], coef: &[f32], c: usize, nt: bool) {
+        if let Some(l) = period(c) {
+            let mut wide = [0.0f32; 4 * MAX_PERIOD];
             let w = split(x.len(), l);
-            rows_affine_out(&x[..w], &mut y[..w], &q[0][..l], &q[1][..l], &q[2][..l], nt);
-            rows_affine_out(&x[w..], &mut y[w..], ctr, s, t, nt);
+            affine_rows_plain(&x[..w], &mut y[..w], repeat_parts(coef, c, l, &mut wide), l, nt);
+            affine_rows_plain(&x[w..], &mut y[w..], coef, c, nt);
         } else {
-            rows_affine_out(x, y, ctr, s, t, nt);
+            affine_rows_plain(x, y, coef, c, nt);
         }
     }
+}
+
+/// [`affine_rows`] for rows `c` wide, `coef = [ctr | s | t]` per position.
+#[inline(always)]
+fn affine_rows_plain(x: &[f32], y: &mut [f32], coef: &[f32], c: usize, nt: bool) {
+    let (ctr, rest) = coef.split_at(c);
+    let (s, t) = rest.split_at(c);
+    rows_affine_out(x, y, ctr, s, t, nt);
 }
 
 /// `y = (x - ctr[c]) * s[c] + t[c]` over the whole tensor; `coef = [ctr | s | t]`.
@@ -58,7 +64,7 @@ pub(crate) fn normalize_unchecked(x: &[f32], d: Dims, coef: &[f32], y: &mut [f32
         let rows = (ELEMENTWISE_TASK / c).max(1);
         for_each_chunk(y, rows * c, d.len(), |i, yc| {
             let lo = i * rows * c;
-            affine_rows(&x[lo..lo + yc.len()], yc, ctr, s, t, nt);
+            affine_rows(&x[lo..lo + yc.len()], yc, coef, c, nt);
         });
     } else {
         let per = (ELEMENTWISE_TASK / d.inner).max(1);

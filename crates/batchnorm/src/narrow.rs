@@ -34,6 +34,18 @@ pub(crate) fn repeat<T: Copy>(v: &[T], l: usize, out: &mut [T]) {
     }
 }
 
+/// Per-channel constants `coef = [part (c) | part (c) | ...]` (up to 4 parts) for rows
+/// regrouped `l` wide: each part repeated along `l` positions into `out`; returns the
+/// regrouped constants, `[part (l) | part (l) | ...]`.
+#[inline(always)]
+pub(crate) fn repeat_parts<'a>(coef: &[f32], c: usize, l: usize, out: &'a mut [f32; 4 * MAX_PERIOD]) -> &'a [f32] {
+    let k = coef.len() / c;
+    for (i, part) in coef.chunks_exact(c).enumerate() {
+        repeat(part, l, &mut out[i * l..]);
+    }
+    &out[..k * l]
+}
+
 /// Rows of `k.len()` channels: `a1[c] += x - k[c]`, `a2[c] += (x - k[c])^2` over every row,
 /// in regrouped rows of `l` values (then the rows left over one by one).
 #[inline(always)]
