@@ -195,6 +195,12 @@ fn rates(out: &str) -> Result<(f64, f64)> {
 }
 
 pub fn run(a: &BenchArgs) -> Result<PathBuf> {
+    if let Some(py) = &a.torch {
+        // Before minutes of our own timings, not after: a wrong interpreter fails at once.
+        python(py, "import torch\n", "check_torch.py", &[]).with_context(|| {
+            format!("--torch {}: not a Python with torch (python3 -m venv .venv && .venv/bin/pip install torch numpy)", py.display())
+        })?;
+    }
     let dir = a.out.clone().unwrap_or_else(|| PathBuf::from("runs").join(format!("bench-{}", report::timestamp())));
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create output directory {}", dir.display()))?;
     let mut md = String::new();
