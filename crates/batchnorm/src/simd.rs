@@ -638,32 +638,22 @@ pub(crate) fn rows_scale(dy: &[f32], dx: &mut [f32], a: &[f32]) {
 /// line and evicts the input the next pass needs.
 const STREAM_MIN_BYTES: usize = 16 << 20;
 
-/// The same for channels-last (and NC) tensors, whose rows are streamed from half that: the
-/// last-level cache is shared with the machine's other tenants, and a tensor of 8-16 MB with
-/// its output rarely stays in what they leave. Measured in one process, alternating, medians
-/// of 20 (ms, cached -> streamed, 1 / 2 threads): eval NC 1024x2048 0.93 -> 0.55 / 0.77 ->
-/// 0.47, NHWC 64x14x14x256 0.84 -> 0.69 / 1.00 -> 0.72, NHWC 16x56x56x64 1.22 -> 0.78 / 0.75
-/// -> 0.55, NHWC 128x7x7x512 1.11 -> 0.89 / 0.91 -> 0.66, NC 64x40000 (column tiles) 1.57 ->
-/// 1.27 / 0.91 -> 0.73; train forward NC 2048x1536 1.86 -> 1.38 / 1.08 -> 0.89; backward NHWC
-/// 32x28x28x128 2.65 -> 2.33 / 1.97 -> 1.43, NC 1024x2048 2.11 -> 1.51 / 1.75 -> 1.51. One
-/// loss: NHWC 64x28x28x48 (9.6 MB) train forward at 2 threads, 0.52 -> 0.58. Channels-first
-/// tensors of 12.8 MB came out even (NCHW 64x256x14x14 eval 1.06 -> 1.16 at 1 thread, 0.61
-/// -> 0.59 at 2), so they stay at 16 MB.
-const STREAM_MIN_BYTES_ROWS: usize = 8 << 20;
-
 /// Whether the outputs of a pass over a tensor of these dimensions are streamed.
 #[inline(always)]
 pub(crate) fn streams(d: crate::layout::Dims) -> bool {
-    d.len() * 4 >= if d.is_rows() { STREAM_MIN_BYTES_ROWS } else { STREAM_MIN_BYTES }
+    d.len() * 4 >= STREAM_MIN_BYTES
 }
 
-/// Whether dx of the backward pass is streamed: as [`streams`], and for channels-first
-/// tensors also from 11 MB, where x, dy and dx together (3 x 11 MB) overflow the last-level
-/// cache. Measured (`examples/shapes`, medians of 7 interleaved runs, backward ms, 1 / 2
-/// threads): NCHW 32x128x28x28 1.95 -> 1.84 / 0.96 -> 0.94.
+/// Whether dx of the backward pass is streamed: as [`streams`], and also from 11 MB where
+/// x, dy and dx together (3 x 11 MB) overflow the last-level cache, except for rows of
+/// fewer than 256 channels, where each short row is a streamed run of its own. Measured
+/// (`examples/shapes`, medians of 7 interleaved runs, backward ms, 1 / 2 threads): NHWC
+/// 64x14x14x256 2.42 -> 2.24 / 1.22 -> 1.01, NC 2048x1536 3.04 -> 2.58 / 1.47 -> 1.32,
+/// NCHW 32x128x28x28 1.95 -> 1.84 / 0.96 -> 0.94; rows of 64 and 128 channels lost
+/// (NHWC 16x56x56x64 2.02 -> 2.32 at 1 thread, NHWC 32x28x28x128 2.56 -> 3.06).
 #[inline(always)]
 pub(crate) fn streams_backward(d: crate::layout::Dims) -> bool {
-    streams(d) || (!d.is_rows() && d.len() * 4 * 3 >= 2 * STREAM_MIN_BYTES)
+    streams(d) || (d.len() * 4 * 3 >= 2 * STREAM_MIN_BYTES && (!d.is_rows() || d.channels >= 256))
 }
 
 /// Shortest contiguous run written with streaming stores. A streamed run's unaligned head

@@ -15,7 +15,7 @@ fn no_nan(v: &[f32], what: &str, layout: Layout, shape: &[usize]) {
 
 #[test]
 fn outputs_are_written_in_full() {
-    let shapes: [(Layout, &[usize]); 13] = [
+    let shapes: [(Layout, &[usize]); 12] = [
         (Layout::Nc, &[60, 100]),
         (Layout::Nc, &[256, 1024]),
         (Layout::Nc, &[16, 3000]),         // column tiles
@@ -25,8 +25,7 @@ fn outputs_are_written_in_full() {
         (Layout::Nchw, &[8, 32, 7, 7]),    // memory-order slices
         (Layout::Nc, &[1030, 4100]),       // streamed rows (16.9 MB)
         (Layout::Nchw, &[2, 70, 175, 175]), // streamed channel runs (17.2 MB, odd run length)
-        (Layout::Nhwc, &[2, 97, 97, 256]), // streamed rows of 256 (19.3 MB)
-        (Layout::Nc, &[1030, 2056]),       // streamed rows from 8 MB (8.5 MB)
+        (Layout::Nhwc, &[2, 97, 97, 256]), // backward streamed from 11 MB, rows of 256
         (Layout::Nhwc, &[2, 190, 230, 48]), // streamed rows, constants in registers (16.8 MB)
         (Layout::Nhwc, &[2, 181, 183, 64]), // streamed rows, constants in registers (17 MB)
     ];
