@@ -220,6 +220,7 @@ fn large_tensors_match_reference_on_every_path() {
 fn streamed_outputs_match_reference() {
     for (layout, shape) in [
         (Layout::Nc, vec![2048, 2104]),        // rows of whole vectors: streamed
+        (Layout::Nhwc, vec![4, 128, 130, 64]), // rows of 64: constants in registers where the CPU allows
         (Layout::Nchw, vec![4, 16, 256, 260]), // long runs, channel-by-channel tasks: streamed
         (Layout::Nchw, vec![64, 129, 23, 23]), // short runs, memory-order blocks: cached
         (Layout::Nhwc, vec![8, 72, 80, 101]),  // rows of odd width: cached
