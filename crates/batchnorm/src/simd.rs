@@ -635,7 +635,12 @@ pub(crate) fn rows_scale(dy: &[f32], dx: &mut [f32], a: &[f32]) {
 
 /// Outputs at least this large are written with non-temporal stores: together with the input
 /// they overflow the last-level cache, so caching them only costs a read-for-ownership per
-/// line and evicts the input the next pass needs.
+/// line and evicts the input the next pass needs. Streaming rows (NHWC, NC) from 8 MB won
+/// when the machine's other tenants held the shared cache (in one process, alternating,
+/// eval ms at 1 thread: NC 1024x2048 0.93 -> 0.55, NHWC 64x14x14x256 0.84 -> 0.69) and lost
+/// when a tensor of 12.8 MB stayed in it, as a layer's input just written by the layer before
+/// does (`bnlab bench`, 3 alternating runs, NHWC 64x14x14x256 eval 0.51-0.70 -> 0.73-0.76 ms at
+/// 1 thread, 0.30-0.36 -> 0.49-0.51 at 2), so every layout streams from 16 MB.
 const STREAM_MIN_BYTES: usize = 16 << 20;
 
 /// Whether the outputs of a pass over a tensor of these dimensions are streamed.
