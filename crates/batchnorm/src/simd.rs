@@ -172,7 +172,7 @@ pub(crate) fn acc_grad(
 /// the whole chunks of 8 and leaves the tail to the caller.
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::LANES;
+    use super::{affine1, grad1, LANES};
     use std::arch::x86_64::*;
 
     #[target_feature(enable = "avx2,fma")]
@@ -274,7 +274,7 @@ mod x86 {
         stream_out(
             yp,
             n,
-            |i| *yp.add(i) = (*xp.add(i) - ctr) * s + t,
+            |i| *yp.add(i) = affine1(*xp.add(i), ctr, s, t),
             |i| _mm256_add_ps(_mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(xp.add(i)), c), sv), tv),
         );
     }
@@ -288,7 +288,7 @@ mod x86 {
         stream_out(
             op,
             n,
-            |i| *op.add(i) = *gp.add(i) * a + ((*xp.add(i) - ctr) * b + d),
+            |i| *op.add(i) = grad1(*xp.add(i), *gp.add(i), ctr, a, b, d),
             |i| {
                 let (xv, g) = (_mm256_loadu_ps(xp.add(i)), _mm256_loadu_ps(gp.add(i)));
                 _mm256_add_ps(_mm256_mul_ps(g, av), _mm256_add_ps(_mm256_mul_ps(_mm256_sub_ps(xv, c), bv), dv))
@@ -332,7 +332,7 @@ mod x86 {
         stream_out(
             yp,
             c,
-            |j| *yp.add(j) = (*xp.add(j) - *cp.add(j)) * *sp.add(j) + *tp.add(j),
+            |j| *yp.add(j) = affine1(*xp.add(j), *cp.add(j), *sp.add(j), *tp.add(j)),
             |j| {
                 if !ahead.is_null() && j % 16 < 8 {
                     _mm_prefetch::<_MM_HINT_T0>(ahead.add(j) as *const i8);
@@ -371,7 +371,7 @@ mod x86 {
         stream_out(
             op,
             c,
-            |j| *op.add(j) = *gp.add(j) * *ap.add(j) + ((*xp.add(j) - *cp.add(j)) * *bp.add(j) + *dp.add(j)),
+            |j| *op.add(j) = grad1(*xp.add(j), *gp.add(j), *cp.add(j), *ap.add(j), *bp.add(j), *dp.add(j)),
             |j| {
                 if let Some((px, pg)) = ahead {
                     if j % 16 < 8 {
@@ -454,7 +454,7 @@ mod x86 {
             yp,
             n,
             h,
-            |i, k| *yp.add(i) = (*xp.add(i) - ctr[k]) * s[k] + t[k],
+            |i, k| *yp.add(i) = affine1(*xp.add(i), ctr[k], s[k], t[k]),
             |i, q| _mm512_add_ps(_mm512_mul_ps(_mm512_sub_ps(_mm512_loadu_ps(xp.add(i)), rc[q]), rs[q]), rt[q]),
         );
         _mm_sfence();
@@ -475,7 +475,7 @@ mod x86 {
             op,
             n,
             h,
-            |i, k| *op.add(i) = *gp.add(i) * a[k] + ((*xp.add(i) - ctr[k]) * b[k] + d[k]),
+            |i, k| *op.add(i) = grad1(*xp.add(i), *gp.add(i), ctr[k], a[k], b[k], d[k]),
             |i, v| {
                 let (xv, g) = (_mm512_loadu_ps(xp.add(i)), _mm512_loadu_ps(gp.add(i)));
                 _mm512_add_ps(_mm512_mul_ps(g, ra[v]), _mm512_add_ps(_mm512_mul_ps(_mm512_sub_ps(xv, rc[v]), rb[v]), rd[v]))
@@ -492,11 +492,25 @@ mod x86 {
     }
 }
 
+/// One value of the normalising pass, `(x - ctr) * s + t`. Every path (the portable loops,
+/// the heads and tails of the vector ones) computes it through here, and the vector bodies
+/// do the same three operations in the same order, so all agree bit for bit.
+#[inline(always)]
+fn affine1(x: f32, ctr: f32, s: f32, t: f32) -> f32 {
+    (x - ctr) * s + t
+}
+
+/// One value of dx, `dy * a + ((x - ctr) * b + d)`, as [`affine1`].
+#[inline(always)]
+fn grad1(x: f32, dy: f32, ctr: f32, a: f32, b: f32, d: f32) -> f32 {
+    dy * a + ((x - ctr) * b + d)
+}
+
 /// `y = (x - ctr) * s + t`.
 #[inline(always)]
 pub(crate) fn affine(x: &[f32], y: &mut [f32], ctr: f32, s: f32, t: f32) {
     for (yo, &xi) in y.iter_mut().zip(x) {
-        *yo = (xi - ctr) * s + t;
+        *yo = affine1(xi, ctr, s, t);
     }
 }
 
@@ -504,7 +518,7 @@ pub(crate) fn affine(x: &[f32], y: &mut [f32], ctr: f32, s: f32, t: f32) {
 #[inline(always)]
 pub(crate) fn grad_combine(x: &[f32], dy: &[f32], dx: &mut [f32], ctr: f32, a: f32, b: f32, d: f32) {
     for ((o, &xi), &g) in dx.iter_mut().zip(x).zip(dy) {
-        *o = g * a + ((xi - ctr) * b + d);
+        *o = grad1(xi, g, ctr, a, b, d);
     }
 }
 
@@ -589,7 +603,7 @@ pub(crate) fn rows_affine(x: &[f32], y: &mut [f32], ctr: &[f32], s: &[f32], t: &
     let (s, t) = (&s[..c], &t[..c]);
     for (yr, xr) in y.chunks_exact_mut(c).zip(x.chunks_exact(c)) {
         for j in 0..c {
-            yr[j] = (xr[j] - ctr[j]) * s[j] + t[j];
+            yr[j] = affine1(xr[j], ctr[j], s[j], t[j]);
         }
     }
 }
@@ -609,7 +623,7 @@ pub(crate) fn rows_grad_combine(
     let (a, b, d) = (&a[..c], &b[..c], &d[..c]);
     for ((o, xr), gr) in dx.chunks_exact_mut(c).zip(x.chunks_exact(c)).zip(dy.chunks_exact(c)) {
         for j in 0..c {
-            o[j] = gr[j] * a[j] + ((xr[j] - ctr[j]) * b[j] + d[j]);
+            o[j] = grad1(xr[j], gr[j], ctr[j], a[j], b[j], d[j]);
         }
     }
 }
