@@ -315,7 +315,7 @@ mod x86 {
         for j0 in (0..c).step_by(NT_STRIP) {
             let j = j0..(j0 + NT_STRIP).min(c);
             for (r, (yr, xr)) in y.chunks_exact_mut(c).zip(x.chunks_exact(c)).enumerate() {
-                let ahead = if r + 1 < rows && c > NT_STRIP { x.as_ptr().add((r + 1) * c + j0) } else { std::ptr::null() };
+                let ahead = (r + 1 < rows && c > NT_STRIP).then(|| x.as_ptr().add((r + 1) * c + j0));
                 row_affine_nt(&xr[j.clone()], &mut yr[j.clone()], &ctr[j.clone()], &s[j.clone()], &t[j.clone()], ahead);
             }
         }
@@ -323,9 +323,9 @@ mod x86 {
     }
 
     /// One row (or strip of a row) of [`rows_affine_nt`], without the closing fence; `ahead`
-    /// (or null) is the same strip of the next row, to prefetch.
+    /// is the same strip of the next row, to prefetch.
     #[target_feature(enable = "avx2")]
-    pub(super) unsafe fn row_affine_nt(xr: &[f32], yr: &mut [f32], ctr: &[f32], s: &[f32], t: &[f32], ahead: *const f32) {
+    pub(super) unsafe fn row_affine_nt(xr: &[f32], yr: &mut [f32], ctr: &[f32], s: &[f32], t: &[f32], ahead: Option<*const f32>) {
         let c = ctr.len();
         assert!(xr.len() >= c && yr.len() >= c && s.len() >= c && t.len() >= c);
         let (xp, yp, cp, sp, tp) = (xr.as_ptr(), yr.as_mut_ptr(), ctr.as_ptr(), s.as_ptr(), t.as_ptr());
@@ -334,8 +334,10 @@ mod x86 {
             c,
             |j| *yp.add(j) = affine1(*xp.add(j), *cp.add(j), *sp.add(j), *tp.add(j)),
             |j| {
-                if !ahead.is_null() && j % 16 < 8 {
-                    _mm_prefetch::<_MM_HINT_T0>(ahead.add(j) as *const i8);
+                if let Some(p) = ahead {
+                    if j % 16 < 8 {
+                        _mm_prefetch::<_MM_HINT_T0>(p.add(j) as *const i8);
+                    }
                 }
                 let v = _mm256_loadu_ps(xp.add(j));
                 _mm256_add_ps(_mm256_mul_ps(_mm256_sub_ps(v, _mm256_loadu_ps(cp.add(j))), _mm256_loadu_ps(sp.add(j))), _mm256_loadu_ps(tp.add(j)))
@@ -728,7 +730,7 @@ pub(crate) fn row_affine_out(xr: &[f32], yr: &mut [f32], ctr: &[f32], s: &[f32],
     #[cfg(target_arch = "x86_64")]
     if nt && rows_stream(yr.as_ptr(), ctr.len()) && has_avx2() {
         // SAFETY: the CPU has AVX2.
-        return unsafe { x86::row_affine_nt(xr, yr, ctr, s, t, std::ptr::null()) };
+        return unsafe { x86::row_affine_nt(xr, yr, ctr, s, t, None) };
     }
     let _ = nt;
     let c = ctr.len();
