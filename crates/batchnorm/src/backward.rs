@@ -12,7 +12,7 @@ use crate::simd::{
     rows_scale, scale, store_fence, streams_backward, LANES,
 };
 use crate::tiles::{backward_tiled, tile_width};
-use crate::workspace::{sized, Workspace};
+use crate::workspace::{placed, sized, Workspace};
 
 /// Elements per task of an element-wise pass.
 const ELEMENTWISE_TASK: usize = 1 << 14;
@@ -285,7 +285,7 @@ pub fn backward_into(
         };
         let coef: &[f32] = match saved.source {
             StatsSource::Batch => {
-                let q = sized(&mut ws.coef, 4 * c, 0.0);
+                let q = placed(&mut ws.coef, 4 * c, 4, d.len(), &[x.as_ptr(), dy.as_ptr(), dx.as_ptr()]);
                 for ch in 0..c {
                     let (ctr, a, b, dd) = fold_backward(
                         saved.mean[ch],
@@ -300,7 +300,7 @@ pub fn backward_into(
                 q
             }
             StatsSource::Running => {
-                let q = sized(&mut ws.coef, c, 0.0);
+                let q = placed(&mut ws.coef, c, 1, d.len(), &[x.as_ptr(), dy.as_ptr(), dx.as_ptr()]);
                 for (ch, a) in q.iter_mut().enumerate() {
                     *a = (gamma(ch) * saved.invstd[ch]) as f32;
                 }

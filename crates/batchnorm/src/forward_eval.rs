@@ -8,7 +8,7 @@ use crate::narrow::{period, repeat_parts, split, MAX_PERIOD};
 use crate::parallel::{channels_in_parallel, for_each_chunk, CHANNEL_TASK};
 use crate::simd::{affine_out, multiversion, rows_affine_out, store_fence, streams};
 use crate::tiles::{normalize_tiled, tile_width};
-use crate::workspace::{sized, Workspace};
+use crate::workspace::{placed, sized, Workspace};
 
 /// Elements per task of an element-wise pass.
 const ELEMENTWISE_TASK: usize = 1 << 14;
@@ -74,16 +74,20 @@ pub(crate) fn normalize_unchecked(x: &[f32], d: Dims, coef: &[f32], y: &mut [f32
     }
 }
 
-/// Fills `coef = [ctr | s | t]` for every channel from means and inverse standard deviations.
+/// Fills `coef = [ctr | s | t]` for every channel from means and inverse standard deviations,
+/// placed in its buffer away from the `streams` of a pass over `work` elements (see
+/// [`placed`]).
 pub(crate) fn fill_coef<'a>(
     coef: &'a mut Vec<f32>,
     mean: &[f64],
     invstd: &[f64],
     weight: Option<&[f32]>,
     bias: Option<&[f32]>,
+    work: usize,
+    streams: &[*const f32],
 ) -> &'a [f32] {
     let c = mean.len();
-    let buf = sized(coef, 3 * c, 0.0);
+    let buf = placed(coef, 3 * c, 3, work, streams);
     let (ctr, st) = buf.split_at_mut(c);
     let (s, t) = st.split_at_mut(c);
     let fill = |first: usize, ctr: &mut [f32], s: &mut [f32], t: &mut [f32]| {
@@ -131,7 +135,7 @@ pub(crate) fn normalize_with_saved(
     y: &mut [f32],
     ws: &mut Workspace,
 ) {
-    let coef = fill_coef(&mut ws.coef, &saved.mean, &saved.invstd, weight, bias);
+    let coef = fill_coef(&mut ws.coef, &saved.mean, &saved.invstd, weight, bias, d.len(), &[x.as_ptr(), y.as_ptr()]);
     normalize_unchecked(x, d, coef, y);
 }
 
@@ -178,7 +182,7 @@ pub fn forward_eval_into(
     let stats = sized(&mut ws.totals, 2 * c, 0.0);
     let (m, is) = stats.split_at_mut(c);
     running_into(mean, var, eps, m, is);
-    let coef = fill_coef(&mut ws.coef, m, is, weight, bias);
+    let coef = fill_coef(&mut ws.coef, m, is, weight, bias, d.len(), &[x.as_ptr(), y.as_ptr()]);
     normalize_unchecked(x, d, coef, y);
     Ok(())
 }
