@@ -9,7 +9,7 @@ use crate::parallel::{for_each_chunk, Plan, SharedMut};
 use crate::saved::{SavedStats, StatsSource};
 use crate::simd::{
     acc_grad, grad_combine_out, lane_sum, multiversion, rows_acc_grad, rows_grad_combine_out,
-    rows_scale, scale, store_fence, streams_backward, LANES,
+    rows_scale, scale, store_fence, streams_backward, LANES, NT_GROUP,
 };
 use crate::tiles::{backward_tiled, tile_width};
 use crate::workspace::{placed, sized, Workspace};
@@ -181,7 +181,7 @@ fn combine_unchecked(x: &[f32], dy: &[f32], d: Dims, coef: &[f32], dx: &mut [f32
     }
     let c = d.channels;
     if d.is_rows() {
-        let rows = (ELEMENTWISE_TASK / c).max(1);
+        let rows = (ELEMENTWISE_TASK / c).max(NT_GROUP);
         for_each_chunk(dx, rows * c, d.len(), |i, o| {
             let r = i * rows * c..i * rows * c + o.len();
             combine_rows(&x[r.clone()], &dy[r], o, coef, c, streams_backward(d));

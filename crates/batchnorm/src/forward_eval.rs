@@ -6,7 +6,7 @@ use crate::layout::Dims;
 use crate::saved::{running_into, SavedStats};
 use crate::narrow::{period, repeat_parts, split, MAX_PERIOD};
 use crate::parallel::{channels_in_parallel, for_each_chunk, CHANNEL_TASK};
-use crate::simd::{affine_out, multiversion, rows_affine_out, store_fence, streams};
+use crate::simd::{affine_out, multiversion, rows_affine_out, store_fence, streams, NT_GROUP};
 use crate::tiles::{normalize_tiled, tile_width};
 use crate::workspace::{placed, sized, Workspace};
 
@@ -61,7 +61,7 @@ pub(crate) fn normalize_unchecked(x: &[f32], d: Dims, coef: &[f32], y: &mut [f32
     if let Some(w) = tile_width(d) {
         normalize_tiled(x, d, w, coef, y);
     } else if d.is_rows() {
-        let rows = (ELEMENTWISE_TASK / c).max(1);
+        let rows = (ELEMENTWISE_TASK / c).max(NT_GROUP);
         for_each_chunk(y, rows * c, d.len(), |i, yc| {
             let lo = i * rows * c;
             affine_rows(&x[lo..lo + yc.len()], yc, coef, c, nt);

@@ -166,13 +166,17 @@ pub(crate) fn acc_grad(
     }
 }
 
+/// Rows per group of a streamed affine pass over wide rows (one input stream per row; see
+/// `x86::NT_WIDE`); the element-wise tasks over rows hold at least this many rows.
+pub(crate) const NT_GROUP: usize = 8;
+
 /// Hand-written AVX2 versions of the slice reductions, which the compiler does not vectorise
 /// on its own (the float32 to float64 widening defeats it). Same lanes, same operations
 /// (the same fused multiply-adds), so results equal the portable loops bit for bit. Each handles
 /// the whole chunks of 8 and leaves the tail to the caller.
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::{affine1, grad1, LANES};
+    use super::{affine1, grad1, LANES, NT_GROUP};
     use std::arch::x86_64::*;
 
     #[target_feature(enable = "avx2,fma")]
@@ -296,36 +300,65 @@ mod x86 {
         );
     }
 
-    /// Channels per strip of a streamed rows pass: wider rows are done one strip at a time
-    /// over all the rows, so the strip's coefficients (three or four arrays of 4 KB) stay in
-    /// L1 beside the streamed data. Measured, NC 4096x4096 at 1 thread (bnlab bench, 3
-    /// interleaved rounds): eval 8.0-8.6 -> 6.9-7.5 ms, train forward 13.5-13.9 -> 12.1-12.6
-    /// ms, forward + backward 33.8-34.9 -> 31.3-32.5 ms. A strip's run of a row is 4 KB, after
-    /// which the hardware prefetchers start over on the next row: each row therefore asks for
-    /// the same strip of the next row, a cache line per 16 values (eval at 1 thread,
-    /// `examples/shapes`, three interleaved runs: 7.5-8.2 -> 6.9-7.5 ms; full rows instead,
-    /// with 48 KB of coefficients missing L1: 8.7-8.9 ms).
-    const NT_STRIP: usize = 1024;
+    /// Streamed rows of at least this many channels (8 KB) are cut into strips of
+    /// [`NT_STRIP`] channels, and each strip is done over a group of rows before the next:
+    /// the pass then reads as many streams as the group has rows (times its inputs), 512
+    /// bytes of each at a time, and its per-channel constants for the strip (1.5-2 KB) stay
+    /// in L1. One core keeps more misses in flight over several streams than along one (a
+    /// plain read of 64 MB at 1 thread: 3.0-3.3 ms in order, 2.8-2.9 ms as 8-row strips).
+    /// Narrower rows go whole, one after another (NC 16384x1024 eval in 128-channel strips
+    /// 4.68 -> 5.18 ms at 1 thread). Measured (1 thread unless said, in one process,
+    /// alternating, medians of 45 calls; forward / backward / eval, ms; before this, strips of
+    /// 1024 channels over the task's rows, each row prefetching the next row's strip): NC
+    /// 4096x4096 10.0 / 18.6 / 6.6 -> 8.0 / 16.2 / 4.5, NC 8192x2048 9.4 / 17.9 / 6.2 -> 8.1 /
+    /// 16.3 / 4.5, NC 2048x8192 10.6 / 17.9 / 6.7 -> 8.3 / 15.3 / 4.4; 2 threads NC 4096x4096
+    /// 5.1 / 9.4 / 3.5 -> 4.3 / 8.1 / 2.5, NC 8192x2048 4.9 / 10.0 / 3.4 -> 4.2 / 9.6 / 2.7.
+    /// Old and new builds of `examples/shapes` (best of 7, 2 x ABBA) agree at 1 thread (NC
+    /// 4096x4096 8.7-9.0 / 16.2-17.2 / 5.5-5.7 -> 7.2-7.8 / 14.3-15.7 / 4.1-4.4) and show less
+    /// at 2, where both cores share the memory bus (4.9-5.4 / 9.7-10.4 / 3.0-3.2 -> 4.8-4.9 /
+    /// 9.3-9.9 / 2.9-3.1); rows under 2048 channels within noise (NC 16384x1024, NHWC
+    /// 8x56x56x512).
+    /// Strips of 256 channels (eval 5.6-5.9 at 4096) and 512 (5.9-6.3), groups of 16 rows
+    /// (6.0) or 2 (7.3) were slower, and prefetching the next row's strip no longer helps
+    /// (4.65 with it).
+    const NT_WIDE: usize = 2048;
+    const NT_STRIP: usize = 128;
+
+    /// Rows per group of the streamed gradient pass, which reads `x` and `dy`: 4 rows (8
+    /// streams) took 16.2-16.6 ms for NC 4096x4096, 8 rows 17.7-18.7.
+    const NT_GROUP_GRAD: usize = 4;
+
+    /// `(strip, group)` for streamed rows of `c` channels, `rows` of them: see [`NT_WIDE`].
+    #[inline(always)]
+    fn nt_cut(c: usize, rows: usize, group: usize) -> (usize, usize) {
+        if c >= NT_WIDE {
+            (NT_STRIP, group)
+        } else {
+            (c, rows.max(1))
+        }
+    }
 
     /// Rows of `C`: `y[c] = (x[c] - ctr[c]) * s[c] + t[c]` with streaming stores.
     #[target_feature(enable = "avx2")]
     pub(super) unsafe fn rows_affine_nt(x: &[f32], y: &mut [f32], ctr: &[f32], s: &[f32], t: &[f32]) {
         let c = ctr.len();
         let rows = x.len().min(y.len()) / c;
-        for j0 in (0..c).step_by(NT_STRIP) {
-            let j = j0..(j0 + NT_STRIP).min(c);
-            for (r, (yr, xr)) in y.chunks_exact_mut(c).zip(x.chunks_exact(c)).enumerate() {
-                let ahead = (r + 1 < rows && c > NT_STRIP).then(|| x.as_ptr().add((r + 1) * c + j0));
-                row_affine_nt(&xr[j.clone()], &mut yr[j.clone()], &ctr[j.clone()], &s[j.clone()], &t[j.clone()], ahead);
+        let (strip, group) = nt_cut(c, rows, NT_GROUP);
+        for g0 in (0..rows).step_by(group) {
+            for j0 in (0..c).step_by(strip) {
+                let j = j0..(j0 + strip).min(c);
+                for r in g0..(g0 + group).min(rows) {
+                    let v = r * c + j.start..r * c + j.end;
+                    row_affine_nt(&x[v.clone()], &mut y[v], &ctr[j.clone()], &s[j.clone()], &t[j.clone()]);
+                }
             }
         }
         _mm_sfence();
     }
 
-    /// One row (or strip of a row) of [`rows_affine_nt`], without the closing fence; `ahead`
-    /// is the same strip of the next row, to prefetch.
+    /// One row (or strip of a row) of [`rows_affine_nt`], without the closing fence.
     #[target_feature(enable = "avx2")]
-    pub(super) unsafe fn row_affine_nt(xr: &[f32], yr: &mut [f32], ctr: &[f32], s: &[f32], t: &[f32], ahead: Option<*const f32>) {
+    pub(super) unsafe fn row_affine_nt(xr: &[f32], yr: &mut [f32], ctr: &[f32], s: &[f32], t: &[f32]) {
         let c = ctr.len();
         assert!(xr.len() >= c && yr.len() >= c && s.len() >= c && t.len() >= c);
         let (xp, yp, cp, sp, tp) = (xr.as_ptr(), yr.as_mut_ptr(), ctr.as_ptr(), s.as_ptr(), t.as_ptr());
@@ -334,11 +367,6 @@ mod x86 {
             c,
             |j| *yp.add(j) = affine1(*xp.add(j), *cp.add(j), *sp.add(j), *tp.add(j)),
             |j| {
-                if let Some(p) = ahead {
-                    if j % 16 < 8 {
-                        _mm_prefetch::<_MM_HINT_T0>(p.add(j) as *const i8);
-                    }
-                }
                 let v = _mm256_loadu_ps(xp.add(j));
                 _mm256_add_ps(_mm256_mul_ps(_mm256_sub_ps(v, _mm256_loadu_ps(cp.add(j))), _mm256_loadu_ps(sp.add(j))), _mm256_loadu_ps(tp.add(j)))
             },
@@ -350,12 +378,15 @@ mod x86 {
     pub(super) unsafe fn rows_grad_combine_nt(x: &[f32], dy: &[f32], dx: &mut [f32], ctr: &[f32], a: &[f32], b: &[f32], d: &[f32]) {
         let c = ctr.len();
         let rows = x.len().min(dy.len()).min(dx.len()) / c;
-        for j0 in (0..c).step_by(NT_STRIP) {
-            let j = j0..(j0 + NT_STRIP).min(c);
-            for (r, ((o, xr), gr)) in dx.chunks_exact_mut(c).zip(x.chunks_exact(c)).zip(dy.chunks_exact(c)).enumerate() {
-                let q = (&ctr[j.clone()], &a[j.clone()], &b[j.clone()], &d[j.clone()]);
-                let ahead = (r + 1 < rows && c > NT_STRIP).then(|| (x.as_ptr().add((r + 1) * c + j0), dy.as_ptr().add((r + 1) * c + j0)));
-                row_grad_combine_nt(&xr[j.clone()], &gr[j.clone()], &mut o[j.clone()], q, ahead);
+        let (strip, group) = nt_cut(c, rows, NT_GROUP_GRAD);
+        for g0 in (0..rows).step_by(group) {
+            for j0 in (0..c).step_by(strip) {
+                let j = j0..(j0 + strip).min(c);
+                for r in g0..(g0 + group).min(rows) {
+                    let v = r * c + j.start..r * c + j.end;
+                    let q = (&ctr[j.clone()], &a[j.clone()], &b[j.clone()], &d[j.clone()]);
+                    row_grad_combine_nt(&x[v.clone()], &dy[v.clone()], &mut dx[v], q);
+                }
             }
         }
         _mm_sfence();
@@ -364,7 +395,7 @@ mod x86 {
     /// One row (or strip of a row) of [`rows_grad_combine_nt`], without the closing fence;
     /// `q = (ctr, a, b, d)`.
     #[target_feature(enable = "avx2")]
-    pub(super) unsafe fn row_grad_combine_nt(xr: &[f32], gr: &[f32], o: &mut [f32], q: (&[f32], &[f32], &[f32], &[f32]), ahead: Option<(*const f32, *const f32)>) {
+    pub(super) unsafe fn row_grad_combine_nt(xr: &[f32], gr: &[f32], o: &mut [f32], q: (&[f32], &[f32], &[f32], &[f32])) {
         let (ctr, a, b, d) = q;
         let c = ctr.len();
         assert!(xr.len() >= c && gr.len() >= c && o.len() >= c && a.len() >= c && b.len() >= c && d.len() >= c);
@@ -375,12 +406,6 @@ mod x86 {
             c,
             |j| *op.add(j) = grad1(*xp.add(j), *gp.add(j), *cp.add(j), *ap.add(j), *bp.add(j), *dp.add(j)),
             |j| {
-                if let Some((px, pg)) = ahead {
-                    if j % 16 < 8 {
-                        _mm_prefetch::<_MM_HINT_T0>(px.add(j) as *const i8);
-                        _mm_prefetch::<_MM_HINT_T0>(pg.add(j) as *const i8);
-                    }
-                }
                 let ld = |p: *const f32| _mm256_loadu_ps(p.add(j));
                 _mm256_add_ps(_mm256_mul_ps(ld(gp), ld(ap)), _mm256_add_ps(_mm256_mul_ps(_mm256_sub_ps(ld(xp), ld(cp)), ld(bp)), ld(dp)))
             },
@@ -730,7 +755,7 @@ pub(crate) fn row_affine_out(xr: &[f32], yr: &mut [f32], ctr: &[f32], s: &[f32],
     #[cfg(target_arch = "x86_64")]
     if nt && rows_stream(yr.as_ptr(), ctr.len()) && has_avx2() {
         // SAFETY: the CPU has AVX2.
-        return unsafe { x86::row_affine_nt(xr, yr, ctr, s, t, None) };
+        return unsafe { x86::row_affine_nt(xr, yr, ctr, s, t) };
     }
     let _ = nt;
     let c = ctr.len();
@@ -795,7 +820,7 @@ pub(crate) fn row_grad_combine_out(xr: &[f32], gr: &[f32], o: &mut [f32], ctr: &
     #[cfg(target_arch = "x86_64")]
     if nt && rows_stream(o.as_ptr(), ctr.len()) && has_avx2() {
         // SAFETY: the CPU has AVX2.
-        return unsafe { x86::row_grad_combine_nt(xr, gr, o, (ctr, a, b, d), None) };
+        return unsafe { x86::row_grad_combine_nt(xr, gr, o, (ctr, a, b, d)) };
     }
     let _ = nt;
     let c = ctr.len();
@@ -879,6 +904,35 @@ mod tests {
                         rows_grad_combine_out(xs, gs, y, &ctr[..c], &s[..c], &t[..c], &d[..c], true);
                         assert_eq!(y, &want[..], "rows_grad_combine, offset {off}, {len} values in rows of {c}");
                     }
+                }
+            }
+        }
+    }
+
+    /// Streamed rows of 2048 channels and more go in strips over groups of rows: every value,
+    /// whatever the remainders of channels per strip and rows per group.
+    #[test]
+    fn wide_streamed_rows_equal_the_portable_loops() {
+        for c in [2048, 2088, 4099] {
+            for rows in [1, 3, 4, 5, 9, 13] {
+                let n = rows * c;
+                let x: Vec<f32> = (0..n).map(|i| ((i * 7919) % 1013) as f32 * 0.37 - 150.0).collect();
+                let dy: Vec<f32> = (0..n).map(|i| ((i * 104_729) % 997) as f32 * 0.01 - 5.0).collect();
+                let coef = |k: f32| -> Vec<f32> { (0..c).map(|j| k + j as f32 * 1e-3).collect() };
+                let (ctr, s, t, d) = (coef(0.5), coef(1.5), coef(-0.25), coef(2.0));
+                let mut want = vec![0.0f32; n];
+                let mut buf = vec![f32::NAN; n + 3];
+                for off in [0, 3] {
+                    rows_affine(&x, &mut want, &ctr, &s, &t);
+                    let y = &mut buf[off..off + n];
+                    y.fill(f32::NAN);
+                    rows_affine_out(&x, y, &ctr, &s, &t, true);
+                    assert_eq!(y, &want[..], "rows_affine, {rows} rows of {c}, offset {off}");
+                    rows_grad_combine(&x, &dy, &mut want, &ctr, &s, &t, &d);
+                    let y = &mut buf[off..off + n];
+                    y.fill(f32::NAN);
+                    rows_grad_combine_out(&x, &dy, y, &ctr, &s, &t, &d, true);
+                    assert_eq!(y, &want[..], "rows_grad_combine, {rows} rows of {c}, offset {off}");
                 }
             }
         }
