@@ -328,13 +328,19 @@ mod x86 {
     /// streams) took 16.2-16.6 ms for NC 4096x4096, 8 rows 17.7-18.7.
     const NT_GROUP_GRAD: usize = 4;
 
-    /// `(strip, group)` for streamed rows of `c` channels, `rows` of them: see [`NT_WIDE`].
+    /// Visits streamed rows of `c` channels in the order [`NT_WIDE`] describes, strip by strip
+    /// over groups of `group` rows (rows under `NT_WIDE` channels whole, in order):
+    /// `f(values, channels)`, the value range of one row's strip and its channel range.
     #[inline(always)]
-    fn nt_cut(c: usize, rows: usize, group: usize) -> (usize, usize) {
-        if c >= NT_WIDE {
-            (NT_STRIP, group)
-        } else {
-            (c, rows.max(1))
+    fn nt_visit(c: usize, rows: usize, group: usize, mut f: impl FnMut(std::ops::Range<usize>, std::ops::Range<usize>)) {
+        let (strip, group) = if c >= NT_WIDE { (NT_STRIP, group) } else { (c, rows.max(1)) };
+        for g0 in (0..rows).step_by(group) {
+            for j0 in (0..c).step_by(strip) {
+                let j = j0..(j0 + strip).min(c);
+                for r in g0..(g0 + group).min(rows) {
+                    f(r * c + j.start..r * c + j.end, j.clone());
+                }
+            }
         }
     }
 
@@ -343,16 +349,10 @@ mod x86 {
     pub(super) unsafe fn rows_affine_nt(x: &[f32], y: &mut [f32], ctr: &[f32], s: &[f32], t: &[f32]) {
         let c = ctr.len();
         let rows = x.len().min(y.len()) / c;
-        let (strip, group) = nt_cut(c, rows, NT_GROUP);
-        for g0 in (0..rows).step_by(group) {
-            for j0 in (0..c).step_by(strip) {
-                let j = j0..(j0 + strip).min(c);
-                for r in g0..(g0 + group).min(rows) {
-                    let v = r * c + j.start..r * c + j.end;
-                    row_affine_nt(&x[v.clone()], &mut y[v], &ctr[j.clone()], &s[j.clone()], &t[j.clone()]);
-                }
-            }
-        }
+        nt_visit(c, rows, NT_GROUP, |v, j| {
+            // SAFETY: the caller's CPU has AVX2 (this function's own requirement).
+            unsafe { row_affine_nt(&x[v.clone()], &mut y[v], &ctr[j.clone()], &s[j.clone()], &t[j]) }
+        });
         _mm_sfence();
     }
 
@@ -378,17 +378,11 @@ mod x86 {
     pub(super) unsafe fn rows_grad_combine_nt(x: &[f32], dy: &[f32], dx: &mut [f32], ctr: &[f32], a: &[f32], b: &[f32], d: &[f32]) {
         let c = ctr.len();
         let rows = x.len().min(dy.len()).min(dx.len()) / c;
-        let (strip, group) = nt_cut(c, rows, NT_GROUP_GRAD);
-        for g0 in (0..rows).step_by(group) {
-            for j0 in (0..c).step_by(strip) {
-                let j = j0..(j0 + strip).min(c);
-                for r in g0..(g0 + group).min(rows) {
-                    let v = r * c + j.start..r * c + j.end;
-                    let q = (&ctr[j.clone()], &a[j.clone()], &b[j.clone()], &d[j.clone()]);
-                    row_grad_combine_nt(&x[v.clone()], &dy[v.clone()], &mut dx[v], q);
-                }
-            }
-        }
+        nt_visit(c, rows, NT_GROUP_GRAD, |v, j| {
+            let q = (&ctr[j.clone()], &a[j.clone()], &b[j.clone()], &d[j]);
+            // SAFETY: as in `rows_affine_nt`.
+            unsafe { row_grad_combine_nt(&x[v.clone()], &dy[v.clone()], &mut dx[v], q) }
+        });
         _mm_sfence();
     }
 
