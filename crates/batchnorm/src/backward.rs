@@ -300,7 +300,8 @@ pub fn backward_into(
                 q
             }
             StatsSource::Running => {
-                let q = placed(&mut ws.coef, c, 1, d.len(), &[x.as_ptr(), dy.as_ptr(), dx.as_ptr()]);
+                // The eval-mode pass, `dx = dy * a`, reads no `x`.
+                let q = placed(&mut ws.coef, c, 1, d.len(), &[dy.as_ptr(), dx.as_ptr()]);
                 for (ch, a) in q.iter_mut().enumerate() {
                     *a = (gamma(ch) * saved.invstd[ch]) as f32;
                 }
