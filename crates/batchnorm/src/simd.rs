@@ -904,10 +904,11 @@ mod tests {
     }
 
     /// Streamed rows of 2048 channels and more go in strips over groups of rows: every value,
-    /// whatever the remainders of channels per strip and rows per group.
+    /// whatever the remainders of channels per strip and rows per group. Widths of whole
+    /// 8-value vectors and offsets of whole 16 bytes, so that the streamed path runs.
     #[test]
     fn wide_streamed_rows_equal_the_portable_loops() {
-        for c in [2048, 2088, 4099] {
+        for c in [2048, 2088, 4104] {
             for rows in [1, 3, 4, 5, 9, 13] {
                 let n = rows * c;
                 let x: Vec<f32> = (0..n).map(|i| ((i * 7919) % 1013) as f32 * 0.37 - 150.0).collect();
@@ -915,8 +916,8 @@ mod tests {
                 let coef = |k: f32| -> Vec<f32> { (0..c).map(|j| k + j as f32 * 1e-3).collect() };
                 let (ctr, s, t, d) = (coef(0.5), coef(1.5), coef(-0.25), coef(2.0));
                 let mut want = vec![0.0f32; n];
-                let mut buf = vec![f32::NAN; n + 3];
-                for off in [0, 3] {
+                let mut buf = vec![f32::NAN; n + 4];
+                for off in [0, 4] {
                     rows_affine(&x, &mut want, &ctr, &s, &t);
                     let y = &mut buf[off..off + n];
                     y.fill(f32::NAN);

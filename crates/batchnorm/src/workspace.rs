@@ -50,11 +50,11 @@ const PLACE_SLACK: usize = 4096 / 4;
 /// the constants 16 bytes into a line, as the allocator had put them, then placed): NC
 /// 256x1024 training forward 0.071 -> 0.062 ms, forward + backward 0.180 -> 0.161, eval 0.037
 /// -> 0.028; NC 4096x4096 9.8 -> 9.5, 28.7 -> 27.6, 6.4 -> 6.2 ms; NHWC 64x14x14x256 eval
-/// 0.67-0.72 -> 0.58-0.66 (2 threads 0.36 -> 0.32); constants 64-byte aligned but within 64 bytes of the
-/// streams: NC 256x1024 0.068 / 0.184 / 0.035, NC 4096x4096 10.7 / 29.2 / 7.5. Channels-first
-/// passes and rows held in registers do not read these arrays per value and are unchanged
-/// (NCHW and NHWC 32x56x56x64 within 1%); NHWC 64x14x14x256 forward + backward is within 3%
-/// either way.
+/// 0.67-0.72 -> 0.58-0.66 (2 threads 0.36 -> 0.32); constants 64-byte aligned but within 64
+/// bytes of the streams: NC 256x1024 0.068 / 0.184 / 0.035, NC 4096x4096 10.7 / 29.2 / 7.5.
+/// Channels-first passes and rows held in registers do not read these arrays per value and
+/// are unchanged (NCHW and NHWC 32x56x56x64 within 1%); NHWC 64x14x14x256 forward + backward
+/// is within 3% either way.
 pub(crate) fn placed<'a>(v: &'a mut Vec<f32>, n: usize, parts: usize, work: usize, streams: &[*const f32]) -> &'a mut [f32] {
     if work < PLACE_MIN_WORK {
         return sized(v, n, 0.0);
