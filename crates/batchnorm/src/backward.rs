@@ -38,7 +38,7 @@ multiversion! {
         let c = d.channels;
         let (a1, a2) = acc.split_at_mut(c);
         if d.is_rows() {
-            rows_acc_grad(x, dy, k, a1, a2);
+            rows_acc_grad(x, dy, k, a1, a2, crate::strips::ahead_grad(d));
             return;
         }
         for (i, (xr, gr)) in x.chunks_exact(d.inner).zip(dy.chunks_exact(d.inner)).enumerate() {

@@ -328,17 +328,42 @@ mod x86 {
     /// streams) took 16.2-16.6 ms for NC 4096x4096, 8 rows 17.7-18.7.
     const NT_GROUP_GRAD: usize = 4;
 
+    /// How far ahead along a row the streamed passes over strips ask for their inputs, into
+    /// L2: 512 values (2 KB, four strips on). A group reads 8 streams (the gradient pass 4
+    /// rows of two inputs) 512 bytes at a time, which the hardware prefetchers alone do not
+    /// keep far enough ahead of (as the timings suggest; not counted). Measured
+    /// at 1 thread in one process, alternating, same output buffer, medians of 40 calls over
+    /// 3-5 runs: NC 4096x4096 eval 4.59-4.84 -> 4.21-4.49 ms (256 values ahead 4.39-4.51,
+    /// 1024 4.32-4.44), training forward (with the statistics' prefetch, see
+    /// `strips::ahead`) 8.31-8.75 -> 7.60-7.78; NC 8192x2048 eval 5.41-5.72 -> 5.09-5.31,
+    /// forward 8.67-8.78 -> 7.95-8.27; NC 2048x8192 eval 4.76-5.51 -> 4.71-4.85, forward
+    /// 8.99-9.30 -> 8.31-8.47; 2 threads NC 4096x4096 eval 3.08-3.51 -> 2.92-3.33, forward
+    /// 4.84-6.42 -> 4.49-5.77. Whole rows lose (eval NC 16384x1024 5.04-5.26 -> 5.81, NC
+    /// 32768x512 4.79-4.96 -> 6.53-6.56): they are one stream at a time.
+    const NT_AHEAD: usize = 512;
+
     /// Visits streamed rows of `c` channels in the order [`NT_WIDE`] describes, strip by strip
     /// over groups of `group` rows (rows under `NT_WIDE` channels whole, in order):
     /// `f(values, channels)`, the value range of one row's strip and its channel range.
+    /// Before each strip, asks for the values [`NT_AHEAD`] on in each of `inputs`.
     #[inline(always)]
-    fn nt_visit(c: usize, rows: usize, group: usize, mut f: impl FnMut(std::ops::Range<usize>, std::ops::Range<usize>)) {
+    fn nt_visit<const I: usize>(c: usize, rows: usize, group: usize, inputs: [*const f32; I], mut f: impl FnMut(std::ops::Range<usize>, std::ops::Range<usize>)) {
         let (strip, group) = if c >= NT_WIDE { (NT_STRIP, group) } else { (c, rows.max(1)) };
         for g0 in (0..rows).step_by(group) {
             for j0 in (0..c).step_by(strip) {
                 let j = j0..(j0 + strip).min(c);
                 for r in g0..(g0 + group).min(rows) {
-                    f(r * c + j.start..r * c + j.end, j.clone());
+                    let v = r * c + j.start..r * c + j.end;
+                    if strip < c {
+                        for p in inputs {
+                            for o in v.clone().step_by(16) {
+                                // SAFETY: a prefetch is a hint: it changes nothing the
+                                // program sees, and no address makes it fault.
+                                unsafe { _mm_prefetch::<_MM_HINT_T1>(p.wrapping_add(o + NT_AHEAD) as *const i8) };
+                            }
+                        }
+                    }
+                    f(v, j.clone());
                 }
             }
         }
@@ -349,7 +374,7 @@ mod x86 {
     pub(super) unsafe fn rows_affine_nt(x: &[f32], y: &mut [f32], ctr: &[f32], s: &[f32], t: &[f32]) {
         let c = ctr.len();
         let rows = x.len().min(y.len()) / c;
-        nt_visit(c, rows, NT_GROUP, |v, j| {
+        nt_visit(c, rows, NT_GROUP, [x.as_ptr()], |v, j| {
             // SAFETY: the caller's CPU has AVX2 (this function's own requirement).
             unsafe { row_affine_nt(&x[v.clone()], &mut y[v], &ctr[j.clone()], &s[j.clone()], &t[j]) }
         });
@@ -378,7 +403,7 @@ mod x86 {
     pub(super) unsafe fn rows_grad_combine_nt(x: &[f32], dy: &[f32], dx: &mut [f32], ctr: &[f32], a: &[f32], b: &[f32], d: &[f32]) {
         let c = ctr.len();
         let rows = x.len().min(dy.len()).min(dx.len()) / c;
-        nt_visit(c, rows, NT_GROUP_GRAD, |v, j| {
+        nt_visit(c, rows, NT_GROUP_GRAD, [x.as_ptr(), dy.as_ptr()], |v, j| {
             let q = (&ctr[j.clone()], &a[j.clone()], &b[j.clone()], &d[j]);
             // SAFETY: as in `rows_affine_nt`.
             unsafe { row_grad_combine_nt(&x[v.clone()], &dy[v.clone()], &mut dx[v], q) }
@@ -544,10 +569,10 @@ pub(crate) fn grad_combine(x: &[f32], dy: &[f32], dx: &mut [f32], ctr: f32, a: f
 }
 
 /// Rows of `C` values: `a1[c] += x - k[c]`, `a2[c] += (x - k[c])^2` over every row, in
-/// strips of channels held in registers (see `strips`); rows of fewer than 16 channels that
-/// are not whole vectors are regrouped first (see `narrow`).
+/// strips of channels held in registers (see `strips`), prefetching as `ahead` says; rows of
+/// fewer than 16 channels that are not whole vectors are regrouped first (see `narrow`).
 #[inline(always)]
-pub(crate) fn rows_acc_shifted(x: &[f32], k: &[f64], a1: &mut [f64], a2: &mut [f64], ahead: bool) {
+pub(crate) fn rows_acc_shifted(x: &[f32], k: &[f64], a1: &mut [f64], a2: &mut [f64], ahead: crate::strips::Ahead) {
     let c = k.len();
     if let Some(l) = crate::narrow::period(c) {
         crate::narrow::acc_shifted(x, k, l, a1, a2)
@@ -604,16 +629,17 @@ pub(crate) fn strip_acc_grad_1(x: &[f32], dy: &[f32], c: usize, j0: usize, k: &[
 /// interleaved runs, backward ms): NHWC 32x56x56x64 4.6-5.1 -> 4.5-4.8 at 1 thread and
 /// 2.8-3.0 -> 2.5-2.6 at 2, NC 4096x4096 21.7 -> 19.4 and 11.0 -> 10.4, NC 2048x2048 1.75
 /// -> 1.64 at 2 threads (3.91 -> 4.00 at 1), NC 64x100000 (column tiles) 3.62 -> 3.19 at 2.
-/// The order of each channel's additions depends on the shape alone.
+/// The order of each channel's additions depends on the shape alone; strips prefetch as
+/// `ahead` says.
 #[inline(always)]
-pub(crate) fn rows_acc_grad(x: &[f32], dy: &[f32], k: &[f64], a1: &mut [f64], a2: &mut [f64]) {
+pub(crate) fn rows_acc_grad(x: &[f32], dy: &[f32], k: &[f64], a1: &mut [f64], a2: &mut [f64], ahead: crate::strips::Ahead) {
     let c = k.len();
     if let Some(l) = crate::narrow::period(c) {
         crate::narrow::acc_grad(x, dy, k, l, a1, a2)
     } else if one_row_at_a_time(c) {
         strip_acc_grad_1(x, dy, c, 0, k, a1, a2)
     } else {
-        crate::strips::strips_acc_grad(x, dy, c, 0, k, a1, a2)
+        crate::strips::strips_acc_grad(x, dy, c, 0, k, a1, a2, ahead)
     }
 }
 

@@ -28,7 +28,7 @@ multiversion! {
         let c = d.channels;
         let (a1, a2) = acc.split_at_mut(c);
         if d.is_rows() {
-            rows_acc_shifted(x, k, a1, a2, crate::strips::prefetch_rows_ahead(d));
+            rows_acc_shifted(x, k, a1, a2, crate::strips::ahead(d));
             return;
         }
         for (i, run) in x.chunks_exact(d.inner).enumerate() {

@@ -45,33 +45,81 @@ const BLOCK_ROWS: usize = 8;
 const WIDE: usize = 512;
 const WIDE_BLOCK_ROWS: usize = 4;
 
-/// Whether the statistics of a channels-last tensor ask for each strip's next block of rows
-/// while summing this one: rows of 128 to 512 channels in tensors of 8 MB and more. A strip
-/// walks down 8 rows 0.5-2 KB apart, an order the hardware prefetchers do not follow, so
-/// whatever is not in cache arrives at memory latency. Measured (`examples/shapes`, medians
-/// of 8-10 interleaved runs in alternating order, moments alone, 1 thread): NHWC
+/// How a reduction over rows asks for its data before it loads it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Ahead {
+    /// The hardware prefetchers alone.
+    No,
+    /// Each strip's next block of rows, into L1 (rows of 128 to 512 channels).
+    Rows,
+    /// [`ALONG`] values further along the same row, into L2 (rows of 2048 channels and more).
+    Along,
+}
+
+/// How far ahead along a row [`Ahead::Along`] asks for data: 512 values, 2 KB.
+pub(crate) const ALONG: usize = 512;
+
+/// How the statistics of a tensor prefetch (tensors of 8 MB and more; the gradient sums:
+/// [`ahead_grad`]).
+///
+/// Rows of 128 to 512 channels ask for each strip's next block of rows while summing this
+/// one. A strip walks down 8 rows 0.5-2 KB apart, an order the hardware prefetchers do not
+/// follow, so whatever is not in cache arrives at memory latency. Measured (`examples/shapes`,
+/// medians of 8-10 interleaved runs in alternating order, moments alone, 1 thread): NHWC
 /// 8x56x56x256 1.66 -> 0.87 ms, 16x56x56x128 1.38 -> 1.09, 4x56x56x512 1.40 -> 0.95 (2
 /// threads: 1.03 -> 0.59, 1.01 -> 0.61, 1.07 -> 0.68); at 12.8 MB it keeps the time of a
 /// tensor still in cache when the neighbours have evicted it (NHWC 64x14x14x256 0.62 ->
 /// 0.40, 128x7x7x512 0.57 -> 0.46, NC 8192x384 0.51 -> 0.39; in cache 0.38 -> 0.36, 0.40 ->
 /// 0.42); below that, within 2%. A loss for rows of 64 channels (32x56x56x64 0.85 -> 1.02:
 /// adjacent rows are within the prefetchers' reach) and of 4096 (NC 4096x4096 3.28 -> 3.89).
-pub(crate) fn prefetch_rows_ahead(d: crate::layout::Dims) -> bool {
-    d.is_rows() && (128..=512).contains(&d.channels) && d.len() * 4 >= PREFETCH_MIN_BYTES
+///
+/// Rows of 2048 channels and more ask for the line 2 KB further along the row they are
+/// reading, into L2 only. Their per-channel shifts and sums (24 bytes a channel) no longer
+/// fit in L1 beside the rows, so every strip reloads them from L2 between its loads of `x`,
+/// and the prefetchers alone leave the pass 1.3-1.5x a plain read of the same rows (faking
+/// L1-resident sums gained 0.3-0.5 ms of NC 4096x4096's 4.0-4.2). Measured at 1 thread in
+/// one process, alternating, medians of 21 calls, moments alone: NC 4096x4096 3.98-4.28 ->
+/// 3.43-3.68 ms (1 KB ahead 3.53-3.72, 4 KB 3.60-3.72; into L1 instead 5.17-5.49, which
+/// evicts the sums), NC 8192x2048 4.02 -> 3.51, NC 2048x8192 4.13-4.21 -> 3.58; rows of
+/// 1024 channels, whose sums fit, 3.60-3.72 -> 3.72.
+pub(crate) fn ahead(d: crate::layout::Dims) -> Ahead {
+    if !d.is_rows() || d.len() * 4 < PREFETCH_MIN_BYTES {
+        Ahead::No
+    } else if (128..=512).contains(&d.channels) {
+        Ahead::Rows
+    } else if d.channels >= ALONG_MIN_CHANNELS {
+        Ahead::Along
+    } else {
+        Ahead::No
+    }
 }
 
-/// Tensors from this size prefetch ahead (see [`prefetch_rows_ahead`]).
+/// How the gradient sums of a tensor (which read `x` and `dy`) prefetch: along wide rows as
+/// [`ahead`] does, both inputs (NC 4096x4096 backward, with the streamed pass's prefetch
+/// (`simd::NT_AHEAD`), 15.3-16.8 -> 14.5-16.3 ms at 1 thread, 5 runs); rows of 128 to 512
+/// channels are summed one row at a time (see `simd::rows_acc_grad`), which the prefetchers
+/// follow.
+pub(crate) fn ahead_grad(d: crate::layout::Dims) -> Ahead {
+    match ahead(d) {
+        Ahead::Along => Ahead::Along,
+        _ => Ahead::No,
+    }
+}
+
+/// Tensors from this size prefetch ahead (see [`ahead`]).
 const PREFETCH_MIN_BYTES: usize = 8 << 20;
 
+/// Rows from this many channels prefetch along the row (see [`ahead`]).
+const ALONG_MIN_CHANNELS: usize = 2048;
+
 /// Channels `j0..j0 + k.len()` of rows `c` wide: `a1[j] += x - k[j]`, `a2[j] += (x - k[j])^2`
-/// over every row, each channel's additions in row order; `ahead`: prefetch each strip's
-/// next block of rows (see [`prefetch_rows_ahead`]).
+/// over every row, each channel's additions in row order, prefetching as `ahead` says.
 #[inline(always)]
-pub(crate) fn strips_acc_shifted(x: &[f32], c: usize, j0: usize, k: &[f64], a1: &mut [f64], a2: &mut [f64], ahead: bool) {
+pub(crate) fn strips_acc_shifted(x: &[f32], c: usize, j0: usize, k: &[f64], a1: &mut [f64], a2: &mut [f64], ahead: Ahead) {
     let w = k.len();
     assert!(j0 + w <= c && a1.len() >= w && a2.len() >= w, "strip out of its rows");
     let mut done = 0;
-    let pf = if ahead { BLOCK_ROWS * c } else { 0 };
+    let pf = Prefetch::new(ahead, c);
     #[cfg(target_arch = "x86_64")]
     if has_avx512() {
         // SAFETY: the CPU has AVX-512F, AVX2 and FMA; the strips stay within channels
@@ -85,26 +133,47 @@ pub(crate) fn strips_acc_shifted(x: &[f32], c: usize, j0: usize, k: &[f64], a1: 
 }
 
 /// Channels `j0..j0 + k.len()` of rows `c` wide: `a1[j] += dy`, `a2[j] += dy * (x - k[j])`
-/// over every row, each channel's additions in row order.
+/// over every row, each channel's additions in row order, prefetching both inputs as
+/// `ahead` says.
 #[inline(always)]
-pub(crate) fn strips_acc_grad(x: &[f32], dy: &[f32], c: usize, j0: usize, k: &[f64], a1: &mut [f64], a2: &mut [f64]) {
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn strips_acc_grad(x: &[f32], dy: &[f32], c: usize, j0: usize, k: &[f64], a1: &mut [f64], a2: &mut [f64], ahead: Ahead) {
     let w = k.len();
     assert!(j0 + w <= c && a1.len() >= w && a2.len() >= w && dy.len() >= x.len(), "strip out of its rows");
     let mut done = 0;
+    let pf = Prefetch::new(ahead, c);
     #[cfg(target_arch = "x86_64")]
     if has_avx512() {
         // SAFETY: as above, for both inputs.
-        done = unsafe { x86::acc_grad_512(x, dy, c, j0, k, a1, a2) };
+        done = unsafe { x86::acc_grad_512(x, dy, c, j0, k, a1, a2, pf) };
     } else if has_avx2_fma() {
         // SAFETY: as above, for both inputs.
-        done = unsafe { x86::acc_grad(x, dy, c, j0, k, a1, a2) };
+        done = unsafe { x86::acc_grad(x, dy, c, j0, k, a1, a2, pf) };
     }
     strip_acc_grad_1(x, dy, c, j0 + done, &k[done..], &mut a1[done..w], &mut a2[done..w]);
 }
 
+/// [`Ahead`] resolved for rows `c` wide: prefetch `offset` values past each load (none when
+/// 0), into L1 when `l1`, else into L2.
+#[derive(Debug, Clone, Copy)]
+struct Prefetch {
+    offset: usize,
+    l1: bool,
+}
+
+impl Prefetch {
+    fn new(ahead: Ahead, c: usize) -> Prefetch {
+        match ahead {
+            Ahead::No => Prefetch { offset: 0, l1: false },
+            Ahead::Rows => Prefetch { offset: BLOCK_ROWS * c, l1: true },
+            Ahead::Along => Prefetch { offset: ALONG, l1: false },
+        }
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::{BLOCK_ROWS, WIDE, WIDE_BLOCK_ROWS};
+    use super::{Prefetch, BLOCK_ROWS, WIDE, WIDE_BLOCK_ROWS};
     use std::arch::x86_64::*;
 
     /// The float64 vector operations of a strip, in 256-bit (AVX2) and 512-bit (AVX-512)
@@ -197,21 +266,36 @@ mod x86 {
         std::array::from_fn(|i| T::widen(p.add(T::N * i)))
     }
 
+    /// Asks for the `n` values `pf.offset` past `p` (a line per 16), as `pf` says.
+    #[inline(always)]
+    fn prefetch(p: *const f32, n: usize, pf: Prefetch) {
+        if pf.offset == 0 {
+            return;
+        }
+        for o in (0..n).step_by(16) {
+            let q = p.wrapping_add(pf.offset + o) as *const i8;
+            // SAFETY: a prefetch is a hint: it changes nothing the program sees, and no
+            // address makes it fault.
+            unsafe {
+                if pf.l1 {
+                    _mm_prefetch::<_MM_HINT_T0>(q)
+                } else {
+                    _mm_prefetch::<_MM_HINT_T1>(q)
+                }
+            }
+        }
+    }
+
     /// One strip of `V * T::N` channels from `j` over rows `r0..r1`: `a1 += x - k`,
     /// `a2 += (x - k)^2`.
     #[inline(always)]
     #[allow(clippy::too_many_arguments)]
-    unsafe fn strip_shifted<T: F64s, const V: usize>(x: *const f32, c: usize, rows: (usize, usize), j: usize, k: *const f64, a1: *mut f64, a2: *mut f64, pf: usize) {
+    unsafe fn strip_shifted<T: F64s, const V: usize>(x: *const f32, c: usize, rows: (usize, usize), j: usize, k: *const f64, a1: *mut f64, a2: *mut f64, pf: Prefetch) {
         let kv = load::<T, V>(k.add(j));
         let (mut s1, mut s2) = (load::<T, V>(a1.add(j)), load::<T, V>(a2.add(j)));
         let mut p = x.add(rows.0 * c + j);
         for _ in rows.0..rows.1 {
-            if pf > 0 {
-                // The same strip `pf` values on: a cache line per 16.
-                for o in (0..V * T::N).step_by(16) {
-                    _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(pf + o) as *const i8);
-                }
-            }
+            prefetch(p, V * T::N, pf);
             let v = widen::<T, V>(p);
             for i in 0..V {
                 let d = v[i].sub(kv[i]);
@@ -227,11 +311,13 @@ mod x86 {
     /// One strip of the backward sums: `a1 += dy`, `a2 += dy * (x - k)`.
     #[inline(always)]
     #[allow(clippy::too_many_arguments)]
-    unsafe fn strip_grad<T: F64s, const V: usize>(x: *const f32, dy: *const f32, c: usize, rows: (usize, usize), j: usize, k: *const f64, a1: *mut f64, a2: *mut f64) {
+    unsafe fn strip_grad<T: F64s, const V: usize>(x: *const f32, dy: *const f32, c: usize, rows: (usize, usize), j: usize, k: *const f64, a1: *mut f64, a2: *mut f64, pf: Prefetch) {
         let kv = load::<T, V>(k.add(j));
         let (mut s1, mut s2) = (load::<T, V>(a1.add(j)), load::<T, V>(a2.add(j)));
         let (mut p, mut q) = (x.add(rows.0 * c + j), dy.add(rows.0 * c + j));
         for _ in rows.0..rows.1 {
+            prefetch(p, V * T::N, pf);
+            prefetch(q, V * T::N, pf);
             let (v, g) = (widen::<T, V>(p), widen::<T, V>(q));
             for i in 0..V {
                 s1[i] = s1[i].add(g[i]);
@@ -267,7 +353,7 @@ mod x86 {
     /// The whole 8-channel strips of [`super::strips_acc_shifted`]; returns how many channels
     /// they covered.
     #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn acc_shifted(x: &[f32], c: usize, j0: usize, k: &[f64], a1: &mut [f64], a2: &mut [f64], pf: usize) -> usize {
+    pub(super) unsafe fn acc_shifted(x: &[f32], c: usize, j0: usize, k: &[f64], a1: &mut [f64], a2: &mut [f64], pf: Prefetch) -> usize {
         let (xp, kp, p1, p2) = (x.as_ptr().wrapping_add(j0), k.as_ptr(), a1.as_mut_ptr(), a2.as_mut_ptr());
         blocks(x.len() / c, k.len(), BLOCK_ROWS, 16, |r, j, s| {
             if s == 16 {
@@ -280,7 +366,7 @@ mod x86 {
 
     /// [`acc_shifted`] in strips of 32 channels (then 16, then 8) with 512-bit vectors.
     #[target_feature(enable = "avx512f,avx2,fma")]
-    pub(super) unsafe fn acc_shifted_512(x: &[f32], c: usize, j0: usize, k: &[f64], a1: &mut [f64], a2: &mut [f64], pf: usize) -> usize {
+    pub(super) unsafe fn acc_shifted_512(x: &[f32], c: usize, j0: usize, k: &[f64], a1: &mut [f64], a2: &mut [f64], pf: Prefetch) -> usize {
         let (xp, kp, p1, p2) = (x.as_ptr().wrapping_add(j0), k.as_ptr(), a1.as_mut_ptr(), a2.as_mut_ptr());
         blocks(x.len() / c, k.len(), BLOCK_ROWS, 32, |r, j, s| match s {
             32 => strip_shifted::<__m512d, 4>(xp, c, r, j, kp, p1, p2, pf),
@@ -291,27 +377,29 @@ mod x86 {
 
     /// The whole 8-channel strips of [`super::strips_acc_grad`].
     #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn acc_grad(x: &[f32], dy: &[f32], c: usize, j0: usize, k: &[f64], a1: &mut [f64], a2: &mut [f64]) -> usize {
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn acc_grad(x: &[f32], dy: &[f32], c: usize, j0: usize, k: &[f64], a1: &mut [f64], a2: &mut [f64], pf: Prefetch) -> usize {
         let (xp, gp, kp, p1, p2) = (x.as_ptr().wrapping_add(j0), dy.as_ptr().wrapping_add(j0), k.as_ptr(), a1.as_mut_ptr(), a2.as_mut_ptr());
         let block = if c > WIDE { WIDE_BLOCK_ROWS } else { BLOCK_ROWS };
         blocks(x.len() / c, k.len(), block, 16, |r, j, s| {
             if s == 16 {
-                strip_grad::<__m256d, 4>(xp, gp, c, r, j, kp, p1, p2)
+                strip_grad::<__m256d, 4>(xp, gp, c, r, j, kp, p1, p2, pf)
             } else {
-                strip_grad::<__m256d, 2>(xp, gp, c, r, j, kp, p1, p2)
+                strip_grad::<__m256d, 2>(xp, gp, c, r, j, kp, p1, p2, pf)
             }
         })
     }
 
     /// [`acc_grad`] in strips of 32 channels (then 16, then 8) with 512-bit vectors.
     #[target_feature(enable = "avx512f,avx2,fma")]
-    pub(super) unsafe fn acc_grad_512(x: &[f32], dy: &[f32], c: usize, j0: usize, k: &[f64], a1: &mut [f64], a2: &mut [f64]) -> usize {
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn acc_grad_512(x: &[f32], dy: &[f32], c: usize, j0: usize, k: &[f64], a1: &mut [f64], a2: &mut [f64], pf: Prefetch) -> usize {
         let (xp, gp, kp, p1, p2) = (x.as_ptr().wrapping_add(j0), dy.as_ptr().wrapping_add(j0), k.as_ptr(), a1.as_mut_ptr(), a2.as_mut_ptr());
         let block = if c > WIDE { WIDE_BLOCK_ROWS } else { BLOCK_ROWS };
         blocks(x.len() / c, k.len(), block, 32, |r, j, s| match s {
-            32 => strip_grad::<__m512d, 4>(xp, gp, c, r, j, kp, p1, p2),
-            16 => strip_grad::<__m512d, 2>(xp, gp, c, r, j, kp, p1, p2),
-            _ => strip_grad::<__m512d, 1>(xp, gp, c, r, j, kp, p1, p2),
+            32 => strip_grad::<__m512d, 4>(xp, gp, c, r, j, kp, p1, p2, pf),
+            16 => strip_grad::<__m512d, 2>(xp, gp, c, r, j, kp, p1, p2, pf),
+            _ => strip_grad::<__m512d, 1>(xp, gp, c, r, j, kp, p1, p2, pf),
         })
     }
 }
@@ -319,6 +407,22 @@ mod x86 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::layout::{Dims, Layout};
+
+    /// Prefetching follows the rule [`ahead`] documents: by row width, from 8 MB.
+    #[test]
+    fn prefetch_by_row_width_from_8_mb() {
+        let nc = |n, c| Dims::new(Layout::Nc, &[n, c]).unwrap();
+        assert_eq!(ahead(nc(4096, 4096)), Ahead::Along);
+        assert_eq!(ahead(nc(1024, 2048)), Ahead::Along);
+        assert_eq!(ahead(nc(1023, 2048)), Ahead::No, "under 8 MB");
+        assert_eq!(ahead(nc(16384, 1024)), Ahead::No, "sums fit in L1");
+        assert_eq!(ahead(nc(16384, 512)), Ahead::Rows);
+        assert_eq!(ahead(Dims::new(Layout::Nhwc, &[32, 56, 56, 64]).unwrap()), Ahead::No);
+        assert_eq!(ahead(Dims::new(Layout::Nchw, &[4, 4096, 32, 32]).unwrap()), Ahead::No, "channels-first");
+        assert_eq!(ahead_grad(nc(4096, 4096)), Ahead::Along);
+        assert_eq!(ahead_grad(nc(16384, 512)), Ahead::No, "summed a row at a time");
+    }
 
     /// Strips add each channel's rows in row order, so they must equal a row at a time bit
     /// for bit, for every mix of 16-wide, 8-wide and scalar strips and partial row blocks.
@@ -329,16 +433,16 @@ mod tests {
             let dy: Vec<f32> = (0..rows * c).map(|i| ((i * 104_729) % 997) as f32 * 0.01 - 5.0).collect();
             let k: Vec<f64> = (0..w).map(|j| j as f64 * 0.5 - 3.0).collect();
             let start: Vec<f64> = (0..w).map(|j| j as f64 * 1e-3).collect();
-            for ahead in [false, true] {
+            for ahead in [Ahead::No, Ahead::Rows, Ahead::Along] {
                 let (mut a1, mut a2, mut b1, mut b2) = (start.clone(), start.clone(), start.clone(), start.clone());
                 strips_acc_shifted(&x, c, j0, &k, &mut a1, &mut a2, ahead);
                 strip_acc_shifted_1(&x, c, j0, &k, &mut b1, &mut b2);
-                assert_eq!((&a1, &a2), (&b1, &b2), "shifted: {rows} rows of {c}, channels {j0}+{w}, ahead {ahead}");
+                assert_eq!((&a1, &a2), (&b1, &b2), "shifted: {rows} rows of {c}, channels {j0}+{w}, {ahead:?}");
+                let (mut a1, mut a2, mut b1, mut b2) = (start.clone(), start.clone(), start.clone(), start.clone());
+                strips_acc_grad(&x, &dy, c, j0, &k, &mut a1, &mut a2, ahead);
+                strip_acc_grad_1(&x, &dy, c, j0, &k, &mut b1, &mut b2);
+                assert_eq!((&a1, &a2), (&b1, &b2), "grad: {rows} rows of {c}, channels {j0}+{w}, {ahead:?}");
             }
-            let (mut a1, mut a2, mut b1, mut b2) = (start.clone(), start.clone(), start.clone(), start);
-            strips_acc_grad(&x, &dy, c, j0, &k, &mut a1, &mut a2);
-            strip_acc_grad_1(&x, &dy, c, j0, &k, &mut b1, &mut b2);
-            assert_eq!((&a1, &a2), (&b1, &b2), "grad: {rows} rows of {c}, channels {j0}+{w}");
         }
     }
 }

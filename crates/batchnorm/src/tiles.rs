@@ -26,7 +26,7 @@ use crate::layout::Dims;
 use crate::moments::Moments;
 use crate::parallel::{for_each_chunk, for_each_task, SharedMut};
 use crate::simd::{multiversion, row_affine_out, row_grad_combine_out, store_fence, streams};
-use crate::strips::{strips_acc_grad, strips_acc_shifted};
+use crate::strips::{strips_acc_grad, strips_acc_shifted, Ahead};
 
 /// Channels-last tensors with fewer rows than this are cut into tiles (with more, blocks
 /// of at least 64 rows give the threads work, see `parallel::Plan`).
@@ -55,7 +55,7 @@ multiversion! {
     fn tile_moments(x: &[f32], d: Dims, j0: usize, k: &[f64], m: &mut [Moments]) {
         let w = m.len();
         let (mut a1, mut a2) = ([0.0f64; MAX_TILE], [0.0f64; MAX_TILE]);
-        strips_acc_shifted(x, d.channels, j0, &k[j0..j0 + w], &mut a1, &mut a2, false);
+        strips_acc_shifted(x, d.channels, j0, &k[j0..j0 + w], &mut a1, &mut a2, Ahead::No);
         for (j, mj) in m.iter_mut().enumerate() {
             *mj = Moments::from_shifted_sums(d.outer as f64, k[j0 + j], a1[j], a2[j]);
         }
@@ -105,7 +105,7 @@ multiversion! {
     fn backward_tile(x: &[f32], dy: &[f32], dx: &SharedMut, d: Dims, j0: usize, mean: &[f64], invstd: &[f64], weight: Option<&[f32]>, part: &mut [f64]) {
         let (c, w) = (d.channels, part.len() / 2);
         let (s1, s2) = part.split_at_mut(w);
-        strips_acc_grad(x, dy, c, j0, &mean[j0..j0 + w], s1, s2);
+        strips_acc_grad(x, dy, c, j0, &mean[j0..j0 + w], s1, s2, Ahead::No);
         let mut q = [[0.0f32; MAX_TILE]; 4];
         let m = d.outer as f64;
         for j in 0..w {
