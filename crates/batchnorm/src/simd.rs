@@ -166,8 +166,8 @@ pub(crate) fn acc_grad(
     }
 }
 
-/// Rows per group of a streamed affine pass over wide rows (one input stream per row; see
-/// `x86::NT_WIDE`); the element-wise tasks over rows hold at least this many rows.
+/// Rows per group of a streamed pass over wide rows (see `x86::NT_WIDE`); the element-wise
+/// tasks over rows hold at least this many rows.
 pub(crate) const NT_GROUP: usize = 8;
 
 /// Hand-written AVX2 versions of the slice reductions, which the compiler does not vectorise
@@ -324,14 +324,10 @@ mod x86 {
     const NT_WIDE: usize = 2048;
     const NT_STRIP: usize = 128;
 
-    /// Rows per group of the streamed gradient pass, which reads `x` and `dy`: 4 rows (8
-    /// streams) took 16.2-16.6 ms for NC 4096x4096, 8 rows 17.7-18.7.
-    const NT_GROUP_GRAD: usize = 4;
-
-    /// How far ahead along a row the streamed passes over strips ask for their inputs, into
-    /// L2: 512 values (2 KB, four strips on). A group reads 8 streams (the gradient pass 4
-    /// rows of two inputs) 512 bytes at a time, which the hardware prefetchers alone do not
-    /// keep far enough ahead of (as the timings suggest; not counted). Measured
+    /// How far ahead along a row the streamed normalising pass over strips asks for its
+    /// input, into L2: 512 values (2 KB, four strips on). A group reads 8 streams 512 bytes at
+    /// a time, which the hardware prefetchers alone do not keep far enough ahead of (as the
+    /// timings suggest; not counted). Measured
     /// at 1 thread in one process, alternating, same output buffer, medians of 40 calls over
     /// 3-5 runs: NC 4096x4096 eval 4.59-4.84 -> 4.21-4.49 ms (256 values ahead 4.39-4.51,
     /// 1024 4.32-4.44), training forward (with the statistics' prefetch, see
@@ -342,13 +338,24 @@ mod x86 {
     /// 32768x512 4.79-4.96 -> 6.53-6.56): they are one stream at a time.
     const NT_AHEAD: usize = 512;
 
+    /// [`NT_AHEAD`] for the streamed gradient pass, which reads `x` and `dy`: 256 values (two
+    /// strips on), over groups of 8 rows as the normalising pass. Before it prefetched, groups
+    /// of 4 rows were the faster (NC 4096x4096 backward 16.2-16.6 ms against 17.7-18.7 with
+    /// 8); with the prefetch, 8 rows are. Measured at 1 thread as [`NT_AHEAD`], the dx pass
+    /// alone (4 rows, 512 ahead -> 8 rows, 256 ahead): NC 4096x4096 7.95-9.16 -> 6.96-8.30 ms
+    /// (8 rows with 128 ahead 10.2-11.1, 384 7.52-8.65, 512 7.34-9.71; 16 rows with 256
+    /// 7.61-8.68; 2 or 6 rows slower); the whole backward 14.2-17.2 -> 13.4-15.9 (5 runs), NC
+    /// 8192x2048 15.6-19.3 -> 14.8-18.3, NC 2048x8192 15.6-16.5 -> 14.2-15.2, 2 threads NC
+    /// 4096x4096 9.3-11.4 -> 8.9-10.9.
+    const NT_AHEAD_GRAD: usize = 256;
+
     /// Visits streamed rows of `c` channels in the order [`NT_WIDE`] describes, strip by strip
-    /// over groups of `group` rows (rows under `NT_WIDE` channels whole, in order):
+    /// over groups of [`NT_GROUP`] rows (rows under `NT_WIDE` channels whole, in order):
     /// `f(values, channels)`, the value range of one row's strip and its channel range.
-    /// Before each strip, asks for the values [`NT_AHEAD`] on in each of `inputs`.
+    /// Before each strip, asks for the values `ahead` on in each of `inputs`.
     #[inline(always)]
-    fn nt_visit<const I: usize>(c: usize, rows: usize, group: usize, inputs: [*const f32; I], mut f: impl FnMut(std::ops::Range<usize>, std::ops::Range<usize>)) {
-        let (strip, group) = if c >= NT_WIDE { (NT_STRIP, group) } else { (c, rows.max(1)) };
+    fn nt_visit<const I: usize>(c: usize, rows: usize, ahead: usize, inputs: [*const f32; I], mut f: impl FnMut(std::ops::Range<usize>, std::ops::Range<usize>)) {
+        let (strip, group) = if c >= NT_WIDE { (NT_STRIP, NT_GROUP) } else { (c, rows.max(1)) };
         for g0 in (0..rows).step_by(group) {
             for j0 in (0..c).step_by(strip) {
                 let j = j0..(j0 + strip).min(c);
@@ -359,7 +366,7 @@ mod x86 {
                             for o in v.clone().step_by(16) {
                                 // SAFETY: a prefetch is a hint: it changes nothing the
                                 // program sees, and no address makes it fault.
-                                unsafe { _mm_prefetch::<_MM_HINT_T1>(p.wrapping_add(o + NT_AHEAD) as *const i8) };
+                                unsafe { _mm_prefetch::<_MM_HINT_T1>(p.wrapping_add(o + ahead) as *const i8) };
                             }
                         }
                     }
@@ -374,7 +381,7 @@ mod x86 {
     pub(super) unsafe fn rows_affine_nt(x: &[f32], y: &mut [f32], ctr: &[f32], s: &[f32], t: &[f32]) {
         let c = ctr.len();
         let rows = x.len().min(y.len()) / c;
-        nt_visit(c, rows, NT_GROUP, [x.as_ptr()], |v, j| {
+        nt_visit(c, rows, NT_AHEAD, [x.as_ptr()], |v, j| {
             // SAFETY: the caller's CPU has AVX2 (this function's own requirement).
             unsafe { row_affine_nt(&x[v.clone()], &mut y[v], &ctr[j.clone()], &s[j.clone()], &t[j]) }
         });
@@ -403,7 +410,7 @@ mod x86 {
     pub(super) unsafe fn rows_grad_combine_nt(x: &[f32], dy: &[f32], dx: &mut [f32], ctr: &[f32], a: &[f32], b: &[f32], d: &[f32]) {
         let c = ctr.len();
         let rows = x.len().min(dy.len()).min(dx.len()) / c;
-        nt_visit(c, rows, NT_GROUP_GRAD, [x.as_ptr(), dy.as_ptr()], |v, j| {
+        nt_visit(c, rows, NT_AHEAD_GRAD, [x.as_ptr(), dy.as_ptr()], |v, j| {
             let q = (&ctr[j.clone()], &a[j.clone()], &b[j.clone()], &d[j]);
             // SAFETY: as in `rows_affine_nt`.
             unsafe { row_grad_combine_nt(&x[v.clone()], &dy[v.clone()], &mut dx[v], q) }
