@@ -226,6 +226,35 @@ mod x86 {
         _mm256_storeu_pd(a2.as_mut_ptr().add(4), s2b);
     }
 
+    /// How far above an input, modulo 4 KB, an output may start and still make the input's
+    /// loads wait on its stores: 64 bytes.
+    const TRAIL_BYTES: usize = 64;
+
+    /// Whether `y` starts 1 to [`TRAIL_BYTES`] bytes above one of `inputs` modulo 4 KB.
+    ///
+    /// A load whose address matches a still pending earlier store in its low 12 bits waits
+    /// for that store as if they were the same address. A pass that stores `y[i..i + 8]` and
+    /// then loads `x[i + 8..]` meets that on every load when `y` sits a few bytes above `x`
+    /// modulo 4 KB; the streamed passes then issue their loads three vectors ahead of their
+    /// stores ([`stream_out`]; rows in registers a row ahead, [`stream_rows_512`]), which
+    /// covers outputs up to 64 bytes above. The placement is the caller's: large allocations
+    /// from one allocator usually sit alike (0 apart), but buffers from two allocators need
+    /// not. Measured (one process, alternating, medians of 20-30 calls, 1 thread unless said;
+    /// `y` 16 / 48 bytes above `x`, plain loop -> loads ahead): NCHW 32x64x56x56 eval 1.52 /
+    /// 1.72 -> 1.20 / 1.20 ms, forward 2.38 / 2.54 -> 2.10 / 2.04, backward 3.72 / 3.81 ->
+    /// 3.08 / 3.07 (aligned alike: 1.07, 2.17, 3.14); NC 4096x4096 eval 5.53 / 6.02 -> 5.14 /
+    /// 3.84, forward 7.73 / 8.96 -> 6.71 / 6.77, backward 16.1 / 18.8 -> 14.5 / 16.2; NHWC
+    /// 32x56x56x64 (48 bytes) eval 1.51-1.84 -> 1.33-1.67, forward 2.53-2.88 -> 2.35-2.58,
+    /// backward 4.69 -> 4.39; 2 threads (48 bytes) NCHW eval 1.17 -> 1.07, backward 2.83 ->
+    /// 2.59, NC 4096x4096 eval 3.59 -> 3.09, backward 11.1 -> 10.0. At 64 bytes NCHW gains
+    /// 3-9% and NC 4096x4096 moves within 5% either way; from 96 bytes up, and below `x`,
+    /// nothing to gain. Running ahead everywhere costs 3-7% where the buffers sit alike (NCHW
+    /// eval 1.15-1.24 -> 1.20-1.28, NC 4096x4096 4.04 -> 4.32), hence the check.
+    #[inline(always)]
+    pub(super) fn trails<const I: usize>(y: *const f32, inputs: [*const f32; I]) -> bool {
+        inputs.iter().any(|&p| (1..=TRAIL_BYTES).contains(&((y as usize).wrapping_sub(p as usize) % 4096)))
+    }
+
     /// How many leading elements to write normally before `p` is 16-byte aligned.
     #[inline(always)]
     fn head(p: *const f32, n: usize) -> usize {
@@ -243,8 +272,11 @@ mod x86 {
     /// in the kernels (`examples/shapes`, medians of 5 interleaved runs, 1 thread, eval):
     /// NCHW 32x64x56x56 1.64 -> 1.40 ms, NHWC 32x56x56x64 2.72 -> 2.10 ms, NC 4096x4096
     /// 6.85 -> 6.24 ms; training forward and backward gained 5-27% on the same shapes.
+    ///
+    /// Where the output sits a little above an input modulo 4 KB ([`trails`]), the loads run
+    /// three vectors ahead of the stores.
     #[inline(always)]
-    unsafe fn stream_out(y: *mut f32, n: usize, mut one: impl FnMut(usize), eight: impl Fn(usize) -> __m256) {
+    unsafe fn stream_out<const I: usize>(y: *mut f32, n: usize, inputs: [*const f32; I], mut one: impl FnMut(usize), eight: impl Fn(usize) -> __m256) {
         let h = head(y, n);
         for i in 0..h {
             one(i);
@@ -253,6 +285,20 @@ mod x86 {
         if (y.add(i) as usize) % 32 == 16 && i + 8 <= n {
             _mm_stream_ps(y.add(i), _mm256_castps256_ps128(eight(i)));
             i += 4;
+        }
+        if trails(y, inputs) && i + 32 <= n {
+            // Each load is issued before the stores that share its low 12 address bits.
+            let (mut a, mut b, mut c) = (eight(i), eight(i + 8), eight(i + 16));
+            while i + 32 <= n {
+                let d = eight(i + 24);
+                _mm256_stream_ps(y.add(i), a);
+                (a, b, c) = (b, c, d);
+                i += 8;
+            }
+            for v in [a, b, c] {
+                _mm256_stream_ps(y.add(i), v);
+                i += 8;
+            }
         }
         while i + 8 <= n {
             _mm256_stream_ps(y.add(i), eight(i));
@@ -278,6 +324,7 @@ mod x86 {
         stream_out(
             yp,
             n,
+            [xp],
             |i| *yp.add(i) = affine1(*xp.add(i), ctr, s, t),
             |i| _mm256_add_ps(_mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(xp.add(i)), c), sv), tv),
         );
@@ -292,6 +339,7 @@ mod x86 {
         stream_out(
             op,
             n,
+            [xp, gp],
             |i| *op.add(i) = grad1(*xp.add(i), *gp.add(i), ctr, a, b, d),
             |i| {
                 let (xv, g) = (_mm256_loadu_ps(xp.add(i)), _mm256_loadu_ps(gp.add(i)));
@@ -397,6 +445,7 @@ mod x86 {
         stream_out(
             yp,
             c,
+            [xp],
             |j| *yp.add(j) = affine1(*xp.add(j), *cp.add(j), *sp.add(j), *tp.add(j)),
             |j| {
                 let v = _mm256_loadu_ps(xp.add(j));
@@ -430,6 +479,7 @@ mod x86 {
         stream_out(
             op,
             c,
+            [xp, gp],
             |j| *op.add(j) = grad1(*xp.add(j), *gp.add(j), *cp.add(j), *ap.add(j), *bp.add(j), *dp.add(j)),
             |j| {
                 let ld = |p: *const f32| _mm256_loadu_ps(p.add(j));
@@ -468,13 +518,30 @@ mod x86 {
     /// threads: 64 channels 1.11 -> 0.86, 1.62 -> 1.38, 2.51 -> 2.35. Rows of 128 channels
     /// (eight vectors of each constant) gained at most 15% and lost up to 4%, so they stay
     /// row by row.
+    /// Where `y` trails one of `inputs` ([`trails`]), each row is stored after the next
+    /// row's loads.
     #[inline(always)]
-    unsafe fn stream_rows_512<const K: usize>(y: *mut f32, n: usize, h: usize, mut one: impl FnMut(usize, usize), line: impl Fn(usize, usize) -> __m512) {
+    unsafe fn stream_rows_512<const K: usize, const I: usize>(y: *mut f32, n: usize, h: usize, inputs: [*const f32; I], mut one: impl FnMut(usize, usize), line: impl Fn(usize, usize) -> __m512) {
         let c = 16 * K;
         for i in 0..h {
             one(i, i % c);
         }
         let mut i = h;
+        if trails(y, inputs) && i + c <= n {
+            let mut prev: [__m512; K] = std::array::from_fn(|q| line(i + 16 * q, q));
+            i += c;
+            while i + c <= n {
+                for (q, p) in prev.iter_mut().enumerate() {
+                    let v = line(i + 16 * q, q);
+                    _mm512_stream_ps(y.add(i - c + 16 * q), *p);
+                    *p = v;
+                }
+                i += c;
+            }
+            for (q, v) in prev.into_iter().enumerate() {
+                _mm512_stream_ps(y.add(i - c + 16 * q), v);
+            }
+        }
         while i + c <= n {
             for q in 0..K {
                 _mm512_stream_ps(y.add(i + 16 * q), line(i + 16 * q, q));
@@ -503,10 +570,11 @@ mod x86 {
         let (xp, yp) = (x.as_ptr(), y.as_mut_ptr());
         let h = head64(yp, n);
         let (rc, rs, rt) = (rotated::<K>(ctr, h), rotated::<K>(s, h), rotated::<K>(t, h));
-        stream_rows_512::<K>(
+        stream_rows_512::<K, 1>(
             yp,
             n,
             h,
+            [xp],
             |i, k| *yp.add(i) = affine1(*xp.add(i), ctr[k], s[k], t[k]),
             |i, q| _mm512_add_ps(_mm512_mul_ps(_mm512_sub_ps(_mm512_loadu_ps(xp.add(i)), rc[q]), rs[q]), rt[q]),
         );
@@ -524,10 +592,11 @@ mod x86 {
         let (xp, gp, op) = (x.as_ptr(), dy.as_ptr(), dx.as_mut_ptr());
         let h = head64(op, n);
         let (rc, ra, rb, rd) = (rotated::<K>(ctr, h), rotated::<K>(a, h), rotated::<K>(b, h), rotated::<K>(d, h));
-        stream_rows_512::<K>(
+        stream_rows_512::<K, 2>(
             op,
             n,
             h,
+            [xp, gp],
             |i, k| *op.add(i) = grad1(*xp.add(i), *gp.add(i), ctr[k], a[k], b[k], d[k]),
             |i, v| {
                 let (xv, g) = (_mm512_loadu_ps(xp.add(i)), _mm512_loadu_ps(gp.add(i)));
@@ -932,6 +1001,54 @@ mod tests {
                         assert_eq!(y, &want[..], "rows_grad_combine, offset {off}, {len} values in rows of {c}");
                     }
                 }
+            }
+        }
+    }
+
+    /// The loads-ahead loops run when the output trails an input by 1-64 bytes modulo 4 KB:
+    /// `x` and `y` are cut from one buffer so that `y` starts 4-64 bytes (and, as controls, 0
+    /// and 68) above `x`, and every streamed pass must still equal its portable loop.
+    #[test]
+    fn streamed_passes_with_a_trailing_output_equal_the_portable_loops() {
+        #[cfg(target_arch = "x86_64")]
+        assert!(x86::trails(4100 as *const f32, [4096 as *const f32]) && !x86::trails(4096 as *const f32, [4096 as *const f32]));
+        let n: usize = 3 * 4104;
+        let x: Vec<f32> = (0..n).map(|i| ((i * 7919) % 1013) as f32 * 0.37 - 150.0).collect();
+        let dy: Vec<f32> = (0..n).map(|i| ((i * 104_729) % 997) as f32 * 0.01 - 5.0).collect();
+        let coef = |k: f32| -> Vec<f32> { (0..4104).map(|j| k + j as f32 * 1e-3).collect() };
+        let (ctr, s, t, d) = (coef(0.5), coef(1.5), coef(-0.25), coef(2.0));
+        let base = n.next_multiple_of(1024);
+        let mut buf = vec![0.0f32; 2 * base + 1024];
+        let (xb, rest) = buf.split_at_mut(base);
+        // `y - x` is `4 * (base + off)` bytes: `4 * off` modulo 4 KB.
+        let (xb, rest) = (&mut xb[..n], &mut rest[..base + 1024]);
+        xb.copy_from_slice(&x);
+        let xs: &[f32] = xb;
+        let mut want = vec![0.0f32; n];
+        for off in [0, 1, 4, 12, 16, 17] {
+            for len in [32, 40, 100, 4096, n] {
+                let (xs, gs) = (&xs[..len], &dy[..len]);
+                let y = &mut rest[off..off + len];
+                affine(xs, &mut want[..len], 0.5, 1.5, -0.25);
+                affine_out(xs, y, 0.5, 1.5, -0.25, true);
+                store_fence();
+                assert_eq!(y, &want[..len], "affine, y {} bytes above x, length {len}", 4 * off);
+                grad_combine(xs, gs, &mut want[..len], 0.5, 1.5, -0.25, 2.0);
+                grad_combine_out(xs, gs, y, (0.5, 1.5, -0.25, 2.0), true);
+                store_fence();
+                assert_eq!(y, &want[..len], "grad_combine, y {} bytes above x, length {len}", 4 * off);
+            }
+            for c in [16, 32, 48, 64, 40, 2048, 4104] {
+                let len = n / c * c;
+                let (xs, gs, w) = (&xs[..len], &dy[..len], &mut want[..len]);
+                let q = (&ctr[..c], &s[..c], &t[..c], &d[..c]);
+                let y = &mut rest[off..off + len];
+                rows_affine(xs, w, q.0, q.1, q.2);
+                rows_affine_out(xs, y, q.0, q.1, q.2, true);
+                assert_eq!(y, &w[..], "rows_affine, rows of {c}, y {} bytes above x", 4 * off);
+                rows_grad_combine(xs, gs, w, q.0, q.1, q.2, q.3);
+                rows_grad_combine_out(xs, gs, y, q.0, q.1, q.2, q.3, true);
+                assert_eq!(y, &w[..], "rows_grad_combine, rows of {c}, y {} bytes above x", 4 * off);
             }
         }
     }
