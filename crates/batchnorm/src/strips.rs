@@ -57,6 +57,7 @@ pub(crate) enum Ahead {
 }
 
 /// How far ahead along a row [`Ahead::Along`] asks for data: 512 values, 2 KB.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 pub(crate) const ALONG: usize = 512;
 
 /// How the statistics of a tensor prefetch (tensors of 8 MB and more; the gradient sums:
@@ -119,6 +120,7 @@ pub(crate) fn strips_acc_shifted(x: &[f32], c: usize, j0: usize, k: &[f64], a1: 
     let w = k.len();
     assert!(j0 + w <= c && a1.len() >= w && a2.len() >= w, "strip out of its rows");
     let mut done = 0;
+    #[cfg(target_arch = "x86_64")]
     let pf = Prefetch::new(ahead, c);
     #[cfg(target_arch = "x86_64")]
     if has_avx512() {
@@ -141,6 +143,7 @@ pub(crate) fn strips_acc_grad(x: &[f32], dy: &[f32], c: usize, j0: usize, k: &[f
     let w = k.len();
     assert!(j0 + w <= c && a1.len() >= w && a2.len() >= w && dy.len() >= x.len(), "strip out of its rows");
     let mut done = 0;
+    #[cfg(target_arch = "x86_64")]
     let pf = Prefetch::new(ahead, c);
     #[cfg(target_arch = "x86_64")]
     if has_avx512() {
@@ -155,12 +158,14 @@ pub(crate) fn strips_acc_grad(x: &[f32], dy: &[f32], c: usize, j0: usize, k: &[f
 
 /// [`Ahead`] resolved for rows `c` wide: prefetch `offset` values past each load (none when
 /// 0), into L1 when `l1`, else into L2.
+#[cfg(target_arch = "x86_64")]
 #[derive(Debug, Clone, Copy)]
 struct Prefetch {
     offset: usize,
     l1: bool,
 }
 
+#[cfg(target_arch = "x86_64")]
 impl Prefetch {
     fn new(ahead: Ahead, c: usize) -> Prefetch {
         match ahead {
