@@ -273,10 +273,10 @@ mod x86 {
     /// NCHW 32x64x56x56 1.64 -> 1.40 ms, NHWC 32x56x56x64 2.72 -> 2.10 ms, NC 4096x4096
     /// 6.85 -> 6.24 ms; training forward and backward gained 5-27% on the same shapes.
     ///
-    /// Where the output sits a little above an input modulo 4 KB ([`trails`]), the loads run
-    /// three vectors ahead of the stores.
+    /// With `lag` (the output sits a little above an input modulo 4 KB, [`trails`]), the loads
+    /// run three vectors ahead of the stores.
     #[inline(always)]
-    unsafe fn stream_out<const I: usize>(y: *mut f32, n: usize, inputs: [*const f32; I], mut one: impl FnMut(usize), eight: impl Fn(usize) -> __m256) {
+    unsafe fn stream_out(y: *mut f32, n: usize, lag: bool, mut one: impl FnMut(usize), eight: impl Fn(usize) -> __m256) {
         let h = head(y, n);
         for i in 0..h {
             one(i);
@@ -286,7 +286,7 @@ mod x86 {
             _mm_stream_ps(y.add(i), _mm256_castps256_ps128(eight(i)));
             i += 4;
         }
-        if trails(y, inputs) && i + 32 <= n {
+        if lag && i + 32 <= n {
             // Each load is issued before the stores that share its low 12 address bits.
             let (mut a, mut b, mut c) = (eight(i), eight(i + 8), eight(i + 16));
             while i + 32 <= n {
@@ -324,7 +324,7 @@ mod x86 {
         stream_out(
             yp,
             n,
-            [xp],
+            trails(yp, [xp]),
             |i| *yp.add(i) = affine1(*xp.add(i), ctr, s, t),
             |i| _mm256_add_ps(_mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(xp.add(i)), c), sv), tv),
         );
@@ -339,7 +339,7 @@ mod x86 {
         stream_out(
             op,
             n,
-            [xp, gp],
+            trails(op, [xp, gp]),
             |i| *op.add(i) = grad1(*xp.add(i), *gp.add(i), ctr, a, b, d),
             |i| {
                 let (xv, g) = (_mm256_loadu_ps(xp.add(i)), _mm256_loadu_ps(gp.add(i)));
@@ -429,23 +429,26 @@ mod x86 {
     pub(super) unsafe fn rows_affine_nt(x: &[f32], y: &mut [f32], ctr: &[f32], s: &[f32], t: &[f32]) {
         let c = ctr.len();
         let rows = x.len().min(y.len()) / c;
+        // Every strip sits at the same distance from its input as the whole tensors do.
+        let lag = trails(y.as_ptr(), [x.as_ptr()]);
         nt_visit(c, rows, NT_AHEAD, [x.as_ptr()], |v, j| {
             // SAFETY: the caller's CPU has AVX2 (this function's own requirement).
-            unsafe { row_affine_nt(&x[v.clone()], &mut y[v], &ctr[j.clone()], &s[j.clone()], &t[j]) }
+            unsafe { row_affine_nt(&x[v.clone()], &mut y[v], &ctr[j.clone()], &s[j.clone()], &t[j], lag) }
         });
         _mm_sfence();
     }
 
-    /// One row (or strip of a row) of [`rows_affine_nt`], without the closing fence.
+    /// One row (or strip of a row) of [`rows_affine_nt`], without the closing fence; `lag`:
+    /// loads ahead of stores (see [`trails`]).
     #[target_feature(enable = "avx2")]
-    pub(super) unsafe fn row_affine_nt(xr: &[f32], yr: &mut [f32], ctr: &[f32], s: &[f32], t: &[f32]) {
+    pub(super) unsafe fn row_affine_nt(xr: &[f32], yr: &mut [f32], ctr: &[f32], s: &[f32], t: &[f32], lag: bool) {
         let c = ctr.len();
         assert!(xr.len() >= c && yr.len() >= c && s.len() >= c && t.len() >= c);
         let (xp, yp, cp, sp, tp) = (xr.as_ptr(), yr.as_mut_ptr(), ctr.as_ptr(), s.as_ptr(), t.as_ptr());
         stream_out(
             yp,
             c,
-            [xp],
+            lag,
             |j| *yp.add(j) = affine1(*xp.add(j), *cp.add(j), *sp.add(j), *tp.add(j)),
             |j| {
                 let v = _mm256_loadu_ps(xp.add(j));
@@ -459,18 +462,19 @@ mod x86 {
     pub(super) unsafe fn rows_grad_combine_nt(x: &[f32], dy: &[f32], dx: &mut [f32], ctr: &[f32], a: &[f32], b: &[f32], d: &[f32]) {
         let c = ctr.len();
         let rows = x.len().min(dy.len()).min(dx.len()) / c;
+        let lag = trails(dx.as_ptr(), [x.as_ptr(), dy.as_ptr()]);
         nt_visit(c, rows, NT_AHEAD_GRAD, [x.as_ptr(), dy.as_ptr()], |v, j| {
             let q = (&ctr[j.clone()], &a[j.clone()], &b[j.clone()], &d[j]);
             // SAFETY: as in `rows_affine_nt`.
-            unsafe { row_grad_combine_nt(&x[v.clone()], &dy[v.clone()], &mut dx[v], q) }
+            unsafe { row_grad_combine_nt(&x[v.clone()], &dy[v.clone()], &mut dx[v], q, lag) }
         });
         _mm_sfence();
     }
 
     /// One row (or strip of a row) of [`rows_grad_combine_nt`], without the closing fence;
-    /// `q = (ctr, a, b, d)`.
+    /// `q = (ctr, a, b, d)`, `lag` as in [`row_affine_nt`].
     #[target_feature(enable = "avx2")]
-    pub(super) unsafe fn row_grad_combine_nt(xr: &[f32], gr: &[f32], o: &mut [f32], q: (&[f32], &[f32], &[f32], &[f32])) {
+    pub(super) unsafe fn row_grad_combine_nt(xr: &[f32], gr: &[f32], o: &mut [f32], q: (&[f32], &[f32], &[f32], &[f32]), lag: bool) {
         let (ctr, a, b, d) = q;
         let c = ctr.len();
         assert!(xr.len() >= c && gr.len() >= c && o.len() >= c && a.len() >= c && b.len() >= c && d.len() >= c);
@@ -479,7 +483,7 @@ mod x86 {
         stream_out(
             op,
             c,
-            [xp, gp],
+            lag,
             |j| *op.add(j) = grad1(*xp.add(j), *gp.add(j), *cp.add(j), *ap.add(j), *bp.add(j), *dp.add(j)),
             |j| {
                 let ld = |p: *const f32| _mm256_loadu_ps(p.add(j));
@@ -518,16 +522,15 @@ mod x86 {
     /// threads: 64 channels 1.11 -> 0.86, 1.62 -> 1.38, 2.51 -> 2.35. Rows of 128 channels
     /// (eight vectors of each constant) gained at most 15% and lost up to 4%, so they stay
     /// row by row.
-    /// Where `y` trails one of `inputs` ([`trails`]), each row is stored after the next
-    /// row's loads.
+    /// With `lag` ([`trails`]), each row is stored after the next row's loads.
     #[inline(always)]
-    unsafe fn stream_rows_512<const K: usize, const I: usize>(y: *mut f32, n: usize, h: usize, inputs: [*const f32; I], mut one: impl FnMut(usize, usize), line: impl Fn(usize, usize) -> __m512) {
+    unsafe fn stream_rows_512<const K: usize>(y: *mut f32, n: usize, h: usize, lag: bool, mut one: impl FnMut(usize, usize), line: impl Fn(usize, usize) -> __m512) {
         let c = 16 * K;
         for i in 0..h {
             one(i, i % c);
         }
         let mut i = h;
-        if trails(y, inputs) && i + c <= n {
+        if lag && i + c <= n {
             let mut prev: [__m512; K] = std::array::from_fn(|q| line(i + 16 * q, q));
             i += c;
             while i + c <= n {
@@ -570,11 +573,11 @@ mod x86 {
         let (xp, yp) = (x.as_ptr(), y.as_mut_ptr());
         let h = head64(yp, n);
         let (rc, rs, rt) = (rotated::<K>(ctr, h), rotated::<K>(s, h), rotated::<K>(t, h));
-        stream_rows_512::<K, 1>(
+        stream_rows_512::<K>(
             yp,
             n,
             h,
-            [xp],
+            trails(yp, [xp]),
             |i, k| *yp.add(i) = affine1(*xp.add(i), ctr[k], s[k], t[k]),
             |i, q| _mm512_add_ps(_mm512_mul_ps(_mm512_sub_ps(_mm512_loadu_ps(xp.add(i)), rc[q]), rs[q]), rt[q]),
         );
@@ -592,11 +595,11 @@ mod x86 {
         let (xp, gp, op) = (x.as_ptr(), dy.as_ptr(), dx.as_mut_ptr());
         let h = head64(op, n);
         let (rc, ra, rb, rd) = (rotated::<K>(ctr, h), rotated::<K>(a, h), rotated::<K>(b, h), rotated::<K>(d, h));
-        stream_rows_512::<K, 2>(
+        stream_rows_512::<K>(
             op,
             n,
             h,
-            [xp, gp],
+            trails(op, [xp, gp]),
             |i, k| *op.add(i) = grad1(*xp.add(i), *gp.add(i), ctr[k], a[k], b[k], d[k]),
             |i, v| {
                 let (xv, g) = (_mm512_loadu_ps(xp.add(i)), _mm512_loadu_ps(gp.add(i)));
@@ -851,7 +854,7 @@ pub(crate) fn row_affine_out(xr: &[f32], yr: &mut [f32], ctr: &[f32], s: &[f32],
     #[cfg(target_arch = "x86_64")]
     if nt && rows_stream(yr.as_ptr(), ctr.len()) && has_avx2() {
         // SAFETY: the CPU has AVX2.
-        return unsafe { x86::row_affine_nt(xr, yr, ctr, s, t) };
+        return unsafe { x86::row_affine_nt(xr, yr, ctr, s, t, x86::trails(yr.as_ptr(), [xr.as_ptr()])) };
     }
     let _ = nt;
     let c = ctr.len();
@@ -916,7 +919,7 @@ pub(crate) fn row_grad_combine_out(xr: &[f32], gr: &[f32], o: &mut [f32], ctr: &
     #[cfg(target_arch = "x86_64")]
     if nt && rows_stream(o.as_ptr(), ctr.len()) && has_avx2() {
         // SAFETY: the CPU has AVX2.
-        return unsafe { x86::row_grad_combine_nt(xr, gr, o, (ctr, a, b, d)) };
+        return unsafe { x86::row_grad_combine_nt(xr, gr, o, (ctr, a, b, d), x86::trails(o.as_ptr(), [xr.as_ptr(), gr.as_ptr()])) };
     }
     let _ = nt;
     let c = ctr.len();
