@@ -166,6 +166,26 @@ pub(crate) fn acc_grad(
     }
 }
 
+/// Asks for the `n` values from `p`, a cache line per 16, into L1 when `l1`, else into L2.
+/// A prefetch is a hint: it changes nothing the program sees and no address makes it fault,
+/// so `p` may point past the data.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+pub(crate) fn prefetch_values(p: *const f32, n: usize, l1: bool) {
+    use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0, _MM_HINT_T1};
+    for o in (0..n).step_by(16) {
+        let q = p.wrapping_add(o) as *const i8;
+        // SAFETY: a prefetch reads nothing the program sees and cannot fault, whatever `q` is.
+        unsafe {
+            if l1 {
+                _mm_prefetch::<_MM_HINT_T0>(q)
+            } else {
+                _mm_prefetch::<_MM_HINT_T1>(q)
+            }
+        }
+    }
+}
+
 /// Rows per group of a streamed pass over wide rows (see `x86::NT_WIDE`); the element-wise
 /// tasks over rows hold at least this many rows.
 pub(crate) const NT_GROUP: usize = 8;
@@ -176,7 +196,7 @@ pub(crate) const NT_GROUP: usize = 8;
 /// the whole chunks of 8 and leaves the tail to the caller.
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::{affine1, grad1, LANES, NT_GROUP};
+    use super::{affine1, grad1, prefetch_values, LANES, NT_GROUP};
     use std::arch::x86_64::*;
 
     #[target_feature(enable = "avx2,fma")]
@@ -411,11 +431,7 @@ mod x86 {
                     let v = r * c + j.start..r * c + j.end;
                     if strip < c {
                         for p in inputs {
-                            for o in v.clone().step_by(16) {
-                                // SAFETY: a prefetch is a hint: it changes nothing the
-                                // program sees, and no address makes it fault.
-                                unsafe { _mm_prefetch::<_MM_HINT_T1>(p.wrapping_add(o + ahead) as *const i8) };
-                            }
+                            prefetch_values(p.wrapping_add(v.start + ahead), v.len(), false);
                         }
                     }
                     f(v, j.clone());

@@ -271,23 +271,11 @@ mod x86 {
         std::array::from_fn(|i| T::widen(p.add(T::N * i)))
     }
 
-    /// Asks for the `n` values `pf.offset` past `p` (a line per 16), as `pf` says.
+    /// Asks for the `n` values `pf.offset` past `p`, as `pf` says.
     #[inline(always)]
     fn prefetch(p: *const f32, n: usize, pf: Prefetch) {
-        if pf.offset == 0 {
-            return;
-        }
-        for o in (0..n).step_by(16) {
-            let q = p.wrapping_add(pf.offset + o) as *const i8;
-            // SAFETY: a prefetch is a hint: it changes nothing the program sees, and no
-            // address makes it fault.
-            unsafe {
-                if pf.l1 {
-                    _mm_prefetch::<_MM_HINT_T0>(q)
-                } else {
-                    _mm_prefetch::<_MM_HINT_T1>(q)
-                }
-            }
+        if pf.offset > 0 {
+            crate::simd::prefetch_values(p.wrapping_add(pf.offset), n, pf.l1);
         }
     }
 
