@@ -5,7 +5,7 @@ use crate::error::{check_len, Result};
 use crate::forward_eval::check_params;
 use crate::layout::Dims;
 use crate::narrow::{period, repeat_parts, split, MAX_PERIOD};
-use crate::parallel::{for_each_chunk, Plan, SharedMut};
+use crate::parallel::{for_each_chunk, for_each_pass_chunk, from_end, Plan, SharedMut};
 use crate::saved::{SavedStats, StatsSource};
 use crate::simd::{
     acc_grad, grad_combine_out, lane_sum, multiversion, rows_acc_grad, rows_grad_combine_out,
@@ -13,9 +13,6 @@ use crate::simd::{
 };
 use crate::tiles::{backward_tiled, tile_width};
 use crate::workspace::{placed, sized, Workspace};
-
-/// Elements per task of an element-wise pass.
-const ELEMENTWISE_TASK: usize = 1 << 14;
 
 multiversion! {
     /// `(sum(dy), sum(dy * (x - k)))` of channel c of a channels-first tensor.
@@ -175,21 +172,21 @@ fn grad_sums<'a>(
     out
 }
 
-fn combine_unchecked(x: &[f32], dy: &[f32], d: Dims, coef: &[f32], dx: &mut [f32]) {
+/// The dx pass; `back`: from the end (it follows the gradient sums, see
+/// `parallel::from_end`).
+fn combine_unchecked(x: &[f32], dy: &[f32], d: Dims, coef: &[f32], dx: &mut [f32], back: bool) {
     if d.is_empty() {
         return;
     }
     let c = d.channels;
     if d.is_rows() {
-        let rows = (ELEMENTWISE_TASK / c).max(NT_GROUP);
-        for_each_chunk(dx, rows * c, d.len(), |i, o| {
-            let r = i * rows * c..i * rows * c + o.len();
+        for_each_pass_chunk(dx, c, NT_GROUP, back, |lo, o| {
+            let r = lo..lo + o.len();
             combine_rows(&x[r.clone()], &dy[r], o, coef, c, streams_backward(d));
         });
     } else {
-        let per = (ELEMENTWISE_TASK / d.inner).max(1);
-        for_each_chunk(dx, per * d.inner, d.len(), |i, o| {
-            combine_slices(x, dy, o, i * per, d, coef);
+        for_each_pass_chunk(dx, d.inner, 1, back, |lo, o| {
+            combine_slices(x, dy, o, lo / d.inner, d, coef);
         });
     }
 }
@@ -308,7 +305,7 @@ pub fn backward_into(
                 q
             }
         };
-        combine_unchecked(x, dy, d, coef, dx);
+        combine_unchecked(x, dy, d, coef, dx, need_sums && from_end(d));
         sums
     };
     if let Some(g) = dweight {
@@ -322,4 +319,36 @@ pub fn backward_into(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layout::Layout;
+
+    /// Run from the end, the dx pass writes what it writes front to back, bit for bit, for
+    /// batch and running statistics, on rows and on channels-first slices, at 1 and 2 threads.
+    #[test]
+    fn pass_from_the_end_writes_the_same() {
+        for (layout, shape) in [(Layout::Nc, &[600usize, 1000][..]), (Layout::Nhwc, &[3, 70, 70, 48]), (Layout::Nchw, &[8, 16, 60, 60])] {
+            let d = Dims::new(layout, shape).unwrap();
+            let c = d.channels;
+            let x: Vec<f32> = (0..d.len()).map(|i| ((i * 7919) % 1013) as f32 * 0.37 - 150.0).collect();
+            let dy: Vec<f32> = (0..d.len()).map(|i| ((i * 104_729) % 997) as f32 * 0.01 - 5.0).collect();
+            for parts in [4, 1] {
+                let coef: Vec<f32> = (0..parts * c).map(|i| ((i * 31) % 17) as f32 * 0.25 - 2.0).collect();
+                for threads in [1, 2] {
+                    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+                    let (mut front, mut back) = (vec![f32::NAN; d.len()], vec![f32::NAN; d.len()]);
+                    pool.install(|| {
+                        combine_unchecked(&x, &dy, d, &coef, &mut front, false);
+                        combine_unchecked(&x, &dy, d, &coef, &mut back, true);
+                    });
+                    assert!(front.iter().all(|v| !v.is_nan()), "{layout} {shape:?}: unwritten");
+                    let same = front.iter().zip(&back).all(|(a, b)| a.to_bits() == b.to_bits());
+                    assert!(same, "{layout} {shape:?}, {parts} coefficient parts, {threads} threads");
+                }
+            }
+        }
+    }
 }

@@ -5,13 +5,10 @@ use crate::error::{check_len, Result};
 use crate::layout::Dims;
 use crate::saved::{running_into, SavedStats};
 use crate::narrow::{period, repeat_parts, split, MAX_PERIOD};
-use crate::parallel::{channels_in_parallel, for_each_chunk, CHANNEL_TASK};
+use crate::parallel::{channels_in_parallel, for_each_pass_chunk, CHANNEL_TASK};
 use crate::simd::{affine_out, multiversion, rows_affine_out, store_fence, streams, NT_GROUP};
 use crate::tiles::{normalize_tiled, tile_width};
 use crate::workspace::{placed, sized, Workspace};
-
-/// Elements per task of an element-wise pass.
-const ELEMENTWISE_TASK: usize = 1 << 14;
 
 multiversion! {
     /// Channels-first slices `first..` (slice i is channel `i % C`) of `y` from `x`.
@@ -49,8 +46,9 @@ fn affine_rows_plain(x: &[f32], y: &mut [f32], coef: &[f32], c: usize, nt: bool)
     rows_affine_out(x, y, ctr, s, t, nt);
 }
 
-/// `y = (x - ctr[c]) * s[c] + t[c]` over the whole tensor; `coef = [ctr | s | t]`.
-pub(crate) fn normalize_unchecked(x: &[f32], d: Dims, coef: &[f32], y: &mut [f32]) {
+/// `y = (x - ctr[c]) * s[c] + t[c]` over the whole tensor; `coef = [ctr | s | t]`. `back`:
+/// run from the end (the pass follows a reduction of `x`, see `parallel::from_end`).
+pub(crate) fn normalize_unchecked(x: &[f32], d: Dims, coef: &[f32], y: &mut [f32], back: bool) {
     let c = d.channels;
     let (ctr, rest) = coef.split_at(c);
     let (s, t) = rest.split_at(c);
@@ -61,15 +59,12 @@ pub(crate) fn normalize_unchecked(x: &[f32], d: Dims, coef: &[f32], y: &mut [f32
     if let Some(w) = tile_width(d) {
         normalize_tiled(x, d, w, coef, y);
     } else if d.is_rows() {
-        let rows = (ELEMENTWISE_TASK / c).max(NT_GROUP);
-        for_each_chunk(y, rows * c, d.len(), |i, yc| {
-            let lo = i * rows * c;
+        for_each_pass_chunk(y, c, NT_GROUP, back, |lo, yc| {
             affine_rows(&x[lo..lo + yc.len()], yc, coef, c, nt);
         });
     } else {
-        let per = (ELEMENTWISE_TASK / d.inner).max(1);
-        for_each_chunk(y, per * d.inner, d.len(), |i, yc| {
-            affine_slices(x, yc, i * per, d, ctr, s, t, nt);
+        for_each_pass_chunk(y, d.inner, 1, back, |lo, yc| {
+            affine_slices(x, yc, lo / d.inner, d, ctr, s, t, nt);
         });
     }
 }
@@ -124,8 +119,10 @@ multiversion! {
 }
 
 /// `y` from `x` normalised with the (mean, inverse std) in `saved`, lengths already checked:
-/// the second pass of the training forward, and the layer's eval, which keeps the running
-/// statistics in `saved` for its backward pass anyway (one square root per channel, not two).
+/// the second pass of the training forward (`back`: from the end where
+/// `parallel::from_end` says), and the layer's eval, which keeps the running statistics in
+/// `saved` for its backward pass anyway (one square root per channel, not two).
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn normalize_with_saved(
     x: &[f32],
     d: Dims,
@@ -134,9 +131,10 @@ pub(crate) fn normalize_with_saved(
     saved: &SavedStats,
     y: &mut [f32],
     ws: &mut Workspace,
+    back: bool,
 ) {
     let coef = fill_coef(&mut ws.coef, &saved.mean, &saved.invstd, weight, bias, d.len(), &[x.as_ptr(), y.as_ptr()]);
-    normalize_unchecked(x, d, coef, y);
+    normalize_unchecked(x, d, coef, y, back);
 }
 
 pub(crate) fn check_params(c: usize, weight: Option<&[f32]>, bias: Option<&[f32]>) -> Result<()> {
@@ -183,6 +181,34 @@ pub fn forward_eval_into(
     let (m, is) = stats.split_at_mut(c);
     running_into(mean, var, eps, m, is);
     let coef = fill_coef(&mut ws.coef, m, is, weight, bias, d.len(), &[x.as_ptr(), y.as_ptr()]);
-    normalize_unchecked(x, d, coef, y);
+    normalize_unchecked(x, d, coef, y, false);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layout::Layout;
+
+    /// Run from the end, the normalising pass writes what it writes front to back, bit for
+    /// bit, on rows and on channels-first slices, at 1 and 2 threads.
+    #[test]
+    fn pass_from_the_end_writes_the_same() {
+        for (layout, shape) in [(Layout::Nc, &[600usize, 1000][..]), (Layout::Nhwc, &[3, 70, 70, 48]), (Layout::Nchw, &[8, 16, 60, 60])] {
+            let d = Dims::new(layout, shape).unwrap();
+            let c = d.channels;
+            let x: Vec<f32> = (0..d.len()).map(|i| ((i * 7919) % 1013) as f32 * 0.37 - 150.0).collect();
+            let coef: Vec<f32> = (0..3 * c).map(|i| ((i * 31) % 17) as f32 * 0.25 - 2.0).collect();
+            for threads in [1, 2] {
+                let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+                let (mut front, mut back) = (vec![f32::NAN; d.len()], vec![f32::NAN; d.len()]);
+                pool.install(|| {
+                    normalize_unchecked(&x, d, &coef, &mut front, false);
+                    normalize_unchecked(&x, d, &coef, &mut back, true);
+                });
+                assert!(front.iter().all(|v| !v.is_nan()), "{layout} {shape:?}: unwritten");
+                assert!(front.iter().zip(&back).all(|(a, b)| a.to_bits() == b.to_bits()), "{layout} {shape:?}, {threads} threads");
+            }
+        }
+    }
 }

@@ -5,7 +5,7 @@ use crate::error::{check_len, BnError, Result};
 use crate::forward_eval::{check_params, normalize_with_saved};
 use crate::layout::Dims;
 use crate::moments::Moments;
-use crate::parallel::{for_each_chunk, Plan, SharedMut};
+use crate::parallel::{for_each_chunk, from_end, Plan, SharedMut};
 use crate::saved::{SavedStats, StatsSource};
 use crate::simd::{acc_shifted, affine_out, lane_sum, multiversion, store_fence, streams, LANES};
 use crate::stats::{channel_moments, moments_unchecked, shifts};
@@ -136,7 +136,7 @@ pub fn forward_train_into(
         // see `workspace::placed`.)
         moments_unchecked(x, d, moments, ws);
         save_stats(moments, eps, saved);
-        normalize_with_saved(x, d, weight, bias, saved, y, ws);
+        normalize_with_saved(x, d, weight, bias, saved, y, ws, from_end(d));
         return Ok(());
     }
     save_stats(moments, eps, saved);

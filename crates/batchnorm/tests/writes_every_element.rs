@@ -15,7 +15,7 @@ fn no_nan(v: &[f32], what: &str, layout: Layout, shape: &[usize]) {
 
 #[test]
 fn outputs_are_written_in_full() {
-    let shapes: [(Layout, &[usize]); 12] = [
+    let shapes: [(Layout, &[usize]); 13] = [
         (Layout::Nc, &[60, 100]),
         (Layout::Nc, &[256, 1024]),
         (Layout::Nc, &[16, 3000]),         // column tiles
@@ -23,6 +23,7 @@ fn outputs_are_written_in_full() {
         (Layout::Nhwc, &[4, 7, 7, 200]),   // one row at a time (backward)
         (Layout::Nchw, &[2, 16, 96, 96]),  // channel tasks
         (Layout::Nchw, &[8, 32, 7, 7]),    // memory-order slices
+        (Layout::Nchw, &[90, 16, 55, 55]), // memory-order slices, second passes from the end (17.4 MB)
         (Layout::Nc, &[1030, 4100]),       // streamed rows (16.9 MB)
         (Layout::Nchw, &[2, 70, 175, 175]), // streamed channel runs (17.2 MB, odd run length)
         (Layout::Nhwc, &[2, 97, 97, 256]), // backward streamed from 11 MB, rows of 256
