@@ -135,10 +135,13 @@ const FROM_END_TASK: usize = 1 << 18;
 /// lost more than the cache gave (every backward step between tasks restarts the hardware
 /// prefetchers). Measured at 1 thread in one process, each variant called 4 times in a row
 /// as a training loop calls it (the first call dropped), variants alternating, medians of
-/// 11, 4 runs: NHWC 32x56x56x64 forward 2.30-2.57 -> 2.03-2.26 ms, forward + backward
-/// 6.51-6.65 -> 6.20-6.50 (one noisy run 9.1 -> 7.2); NC 4096x4096 forward 6.92-7.76 ->
-/// 6.86-7.71, forward + backward 20.1-23.3 -> 20.0-22.8; NCHW 32x64x56x56 within 1-4%.
-/// Element-wise passes compute each value on its own, so the order changes no result.
+/// 11-15. How much the caches keep depends on the neighbours: in one set of 4 runs NHWC
+/// 32x56x56x64 forward 2.30-2.57 -> 2.03-2.26 ms, forward + backward 6.51-6.65 -> 6.20-6.50,
+/// NC 4096x4096 forward and forward + backward 1-2% faster; in a later set of 6 runs (time
+/// ratios new / old) NC 4096x4096 forward 0.96-0.99, forward + backward 0.96-0.98, NCHW
+/// 32x64x56x56 forward 0.97-0.99, forward + backward 0.98-1.01, NHWC 32x56x56x64 forward
+/// 0.98-1.04 (median 1.03), forward + backward 0.96-1.01. Element-wise passes compute each
+/// value on its own, so the order changes no result.
 pub(crate) fn from_end(d: Dims) -> bool {
     d.len() >= FROM_END_MIN
 }
