@@ -174,7 +174,7 @@ fn grad_sums<'a>(
 
 /// The dx pass; `back`: from the end (it follows the gradient sums, see
 /// `parallel::from_end`).
-fn combine_unchecked(x: &[f32], dy: &[f32], d: Dims, coef: &[f32], dx: &mut [f32], back: bool) {
+pub(crate) fn combine_unchecked(x: &[f32], dy: &[f32], d: Dims, coef: &[f32], dx: &mut [f32], back: bool) {
     if d.is_empty() {
         return;
     }
@@ -319,36 +319,4 @@ pub fn backward_into(
         }
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::layout::Layout;
-
-    /// Run from the end, the dx pass writes what it writes front to back, bit for bit, for
-    /// batch and running statistics, on rows and on channels-first slices, at 1 and 2 threads.
-    #[test]
-    fn pass_from_the_end_writes_the_same() {
-        for (layout, shape) in [(Layout::Nc, &[600usize, 1000][..]), (Layout::Nhwc, &[3, 70, 70, 48]), (Layout::Nchw, &[8, 16, 60, 60])] {
-            let d = Dims::new(layout, shape).unwrap();
-            let c = d.channels;
-            let x: Vec<f32> = (0..d.len()).map(|i| ((i * 7919) % 1013) as f32 * 0.37 - 150.0).collect();
-            let dy: Vec<f32> = (0..d.len()).map(|i| ((i * 104_729) % 997) as f32 * 0.01 - 5.0).collect();
-            for parts in [4, 1] {
-                let coef: Vec<f32> = (0..parts * c).map(|i| ((i * 31) % 17) as f32 * 0.25 - 2.0).collect();
-                for threads in [1, 2] {
-                    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
-                    let (mut front, mut back) = (vec![f32::NAN; d.len()], vec![f32::NAN; d.len()]);
-                    pool.install(|| {
-                        combine_unchecked(&x, &dy, d, &coef, &mut front, false);
-                        combine_unchecked(&x, &dy, d, &coef, &mut back, true);
-                    });
-                    assert!(front.iter().all(|v| !v.is_nan()), "{layout} {shape:?}: unwritten");
-                    let same = front.iter().zip(&back).all(|(a, b)| a.to_bits() == b.to_bits());
-                    assert!(same, "{layout} {shape:?}, {parts} coefficient parts, {threads} threads");
-                }
-            }
-        }
-    }
 }

@@ -184,31 +184,3 @@ pub fn forward_eval_into(
     normalize_unchecked(x, d, coef, y, false);
     Ok(())
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::layout::Layout;
-
-    /// Run from the end, the normalising pass writes what it writes front to back, bit for
-    /// bit, on rows and on channels-first slices, at 1 and 2 threads.
-    #[test]
-    fn pass_from_the_end_writes_the_same() {
-        for (layout, shape) in [(Layout::Nc, &[600usize, 1000][..]), (Layout::Nhwc, &[3, 70, 70, 48]), (Layout::Nchw, &[8, 16, 60, 60])] {
-            let d = Dims::new(layout, shape).unwrap();
-            let c = d.channels;
-            let x: Vec<f32> = (0..d.len()).map(|i| ((i * 7919) % 1013) as f32 * 0.37 - 150.0).collect();
-            let coef: Vec<f32> = (0..3 * c).map(|i| ((i * 31) % 17) as f32 * 0.25 - 2.0).collect();
-            for threads in [1, 2] {
-                let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
-                let (mut front, mut back) = (vec![f32::NAN; d.len()], vec![f32::NAN; d.len()]);
-                pool.install(|| {
-                    normalize_unchecked(&x, d, &coef, &mut front, false);
-                    normalize_unchecked(&x, d, &coef, &mut back, true);
-                });
-                assert!(front.iter().all(|v| !v.is_nan()), "{layout} {shape:?}: unwritten");
-                assert!(front.iter().zip(&back).all(|(a, b)| a.to_bits() == b.to_bits()), "{layout} {shape:?}, {threads} threads");
-            }
-        }
-    }
-}

@@ -279,6 +279,41 @@ mod tests {
         }
     }
 
+    /// Run from the end, the normalising pass and the dx pass (batch and running
+    /// statistics) write what they write front to back, bit for bit, on rows and on
+    /// channels-first slices, at 1 and 2 threads.
+    #[test]
+    fn passes_from_the_end_write_the_same() {
+        use crate::backward::combine_unchecked;
+        use crate::forward_eval::normalize_unchecked;
+        use crate::layout::Layout;
+        for (layout, shape) in [(Layout::Nc, &[600usize, 1000][..]), (Layout::Nhwc, &[3, 70, 70, 48]), (Layout::Nchw, &[8, 16, 60, 60])] {
+            let d = Dims::new(layout, shape).unwrap();
+            let c = d.channels;
+            let x: Vec<f32> = (0..d.len()).map(|i| ((i * 7919) % 1013) as f32 * 0.37 - 150.0).collect();
+            let dy: Vec<f32> = (0..d.len()).map(|i| ((i * 104_729) % 997) as f32 * 0.01 - 5.0).collect();
+            let coef = |parts: usize| -> Vec<f32> { (0..parts * c).map(|i| ((i * 31) % 17) as f32 * 0.25 - 2.0).collect() };
+            let passes: [(&str, Box<dyn Fn(&mut [f32], bool) + Sync>); 3] = [
+                ("normalising", Box::new(|y, back| normalize_unchecked(&x, d, &coef(3), y, back))),
+                ("dx, batch statistics", Box::new(|o, back| combine_unchecked(&x, &dy, d, &coef(4), o, back))),
+                ("dx, running statistics", Box::new(|o, back| combine_unchecked(&x, &dy, d, &coef(1), o, back))),
+            ];
+            for (name, pass) in &passes {
+                for threads in [1, 2] {
+                    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+                    let (mut front, mut back) = (vec![f32::NAN; d.len()], vec![f32::NAN; d.len()]);
+                    pool.install(|| {
+                        pass(&mut front, false);
+                        pass(&mut back, true);
+                    });
+                    let what = format!("{name} pass, {layout} {shape:?}, {threads} threads");
+                    assert!(front.iter().all(|v| !v.is_nan()), "{what}: unwritten");
+                    assert!(front.iter().zip(&back).all(|(a, b)| a.to_bits() == b.to_bits()), "{what}");
+                }
+            }
+        }
+    }
+
     /// From 16 MB (4 Mi values) on, and only there.
     #[test]
     fn passes_run_from_the_end_from_16_mb() {
