@@ -293,7 +293,8 @@ mod tests {
             let x: Vec<f32> = (0..d.len()).map(|i| ((i * 7919) % 1013) as f32 * 0.37 - 150.0).collect();
             let dy: Vec<f32> = (0..d.len()).map(|i| ((i * 104_729) % 997) as f32 * 0.01 - 5.0).collect();
             let coef = |parts: usize| -> Vec<f32> { (0..parts * c).map(|i| ((i * 31) % 17) as f32 * 0.25 - 2.0).collect() };
-            let passes: [(&str, Box<dyn Fn(&mut [f32], bool) + Sync>); 3] = [
+            type Pass<'a> = Box<dyn Fn(&mut [f32], bool) + Sync + 'a>;
+            let passes: [(&str, Pass); 3] = [
                 ("normalising", Box::new(|y, back| normalize_unchecked(&x, d, &coef(3), y, back))),
                 ("dx, batch statistics", Box::new(|o, back| combine_unchecked(&x, &dy, d, &coef(4), o, back))),
                 ("dx, running statistics", Box::new(|o, back| combine_unchecked(&x, &dy, d, &coef(1), o, back))),
