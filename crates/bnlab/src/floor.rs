@@ -5,7 +5,8 @@
 //! its order, over tensors of its size, with no arithmetic beyond a float32 add, at the
 //! pool's thread count; so every pass finds the caches as the real one does. The passes
 //! are a sum of `x` (S1, each thread reading its part as four streams side by side), `y =
-//! x` (W1), a sum of `x` and `dy` (S2, the two side by side) and `dx = x + dy` (W2), each
+//! x` (W1), a sum of `x` and `dy` (S2, the two side by side) and `dx = x + dy` (W2, into a
+//! buffer of its own, as the step writes `y` and `dx` apart), each
 //! with ordinary and with streaming stores (the faster skeleton counts). Separately,
 //! the float64 arithmetic of the statistics (`d = x - k`, `s1 += d`, `s2 += d * d` per
 //! value, on data in the L2 cache, all threads at once) gives the time `A` exact
@@ -48,7 +49,11 @@ const ARITH_BLOCK: usize = 1 << 16;
 struct Tensors {
     x: Vec<f32>,
     dy: Vec<f32>,
+    /// `y`, written by W1.
     out: Vec<f32>,
+    /// `dx`, written by W2: a buffer of its own, as the training step's (with the forward's
+    /// `y` and both inputs, four tensors compete for the cache, not three).
+    grad: Vec<f32>,
     chunk: usize,
 }
 
@@ -63,7 +68,7 @@ impl Tensors {
                 std::hint::black_box(x.par_chunks(c).zip(dy.par_chunks(c)).map(|(a, b)| sum_streams(&[a, b])).sum::<f32>());
             }
             Pass::W1 => self.out.par_chunks_mut(c).zip(x.par_chunks(c)).for_each(|(o, a)| add(a, None, o, stream)),
-            Pass::W2 => self.out.par_chunks_mut(c).zip(x.par_chunks(c)).zip(dy.par_chunks(c)).for_each(|((o, a), b)| add(a, Some(b), o, stream)),
+            Pass::W2 => self.grad.par_chunks_mut(c).zip(x.par_chunks(c)).zip(dy.par_chunks(c)).for_each(|((o, a), b)| add(a, Some(b), o, stream)),
         }
     }
 
@@ -116,6 +121,7 @@ pub fn floor_ms(d: Dims, reps: usize) -> [f64; 3] {
         x: (0..n).map(|i| (i % 1000) as f32).collect(),
         dy: (0..n).map(|i| (i % 997) as f32).collect(),
         out: vec![0.0; n],
+        grad: vec![0.0; n],
         chunk,
     };
     let a = arithmetic(n, reps);
@@ -275,10 +281,10 @@ mod tests {
         let d = Dims::new(Layout::Nhwc, &[8, 16, 16, 64]).unwrap();
         let [fwd, fwd_bwd, eval] = floor_ms(d, 3);
         assert!(eval > 0.0 && fwd > 0.0 && fwd_bwd > fwd, "{fwd} {fwd_bwd} {eval}");
-        let mut t = Tensors { x: vec![1.0; 1000], dy: vec![2.0; 1000], out: vec![0.0; 1000], chunk: 300 };
+        let mut t = Tensors { x: vec![1.0; 1000], dy: vec![2.0; 1000], out: vec![0.0; 1000], grad: vec![0.0; 1000], chunk: 300 };
         for stream in [false, true] {
             assert_eq!(t.skeleton(&[Pass::S1, Pass::W2, Pass::S2], stream, 2).len(), 3);
-            assert!(t.out.iter().all(|&v| v == 3.0), "dx = x + dy everywhere");
+            assert!(t.grad.iter().all(|&v| v == 3.0), "dx = x + dy everywhere");
             t.run(Pass::W1, stream);
             assert!(t.out.iter().all(|&v| v == 1.0), "y = x everywhere");
         }
