@@ -110,6 +110,19 @@ pub fn copy_bandwidth() -> f64 {
     2.0 * (n * 4) as f64 / t / 1e9
 }
 
+/// The range of the rounds' copy bandwidths, when there are several, and a warning when it is
+/// wide: on a shared machine the memory bandwidth moves with the neighbours (this project's
+/// machine has shown 24-36 GB/s at 2 threads from one run to the next within an hour), and
+/// every entry moves with it.
+fn copy_spread(copies: &[f64]) -> String {
+    let (lo, hi) = copies.iter().fold((f64::INFINITY, 0.0f64), |(lo, hi), &c| (lo.min(c), hi.max(c)));
+    if copies.len() < 2 {
+        return String::new();
+    }
+    let warn = if hi > 1.15 * lo { ", more than 15% apart: the machine was noisy, single entries may be off as much" } else { "" };
+    format!("; {lo:.1}-{hi:.1} over the rounds{warn}")
+}
+
 /// Entry-wise median over rounds of (per-shape times, copy bandwidth).
 fn median_rounds<const K: usize>(rounds: &[(Vec<[f64; K]>, f64)]) -> (Vec<[f64; K]>, f64) {
     let n = rounds[0].0.len();
@@ -220,8 +233,9 @@ pub fn run(a: &BenchArgs) -> Result<PathBuf> {
         let (ours, copy) = median_rounds(&our_rounds);
         let torch = (!torch_rounds.is_empty()).then(|| median_rounds(&torch_rounds));
         md.push_str(&format!(
-            "\n### {t} thread(s), median of {} round(s): copy {copy:.1} GB/s (read + write){}\n\n",
+            "\n### {t} thread(s), median of {} round(s): copy {copy:.1} GB/s (read + write{}){}\n\n",
             a.rounds.max(1),
+            copy_spread(&our_rounds.iter().map(|r| r.1).collect::<Vec<_>>()),
             torch.as_ref().map_or(String::new(), |(_, c)| format!("; PyTorch's copy {c:.1} GB/s"))
         ));
         let headers = ["shape", "layout", "op", "ours ms", "PyTorch ms", "speedup", "floor ms", "speedup at floor", "ours GB/s", "% of copy", "% of floor"];
@@ -277,4 +291,17 @@ pub fn run(a: &BenchArgs) -> Result<PathBuf> {
     batchnorm::write_atomic(&dir.join("bench.md"), md.as_bytes()).map_err(|e| anyhow::anyhow!("{e}"))?;
     batchnorm::write_atomic(&dir.join("bench.csv"), csv.as_bytes()).map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copy_spread_gives_the_range_and_warns_when_wide() {
+        assert_eq!(copy_spread(&[25.0]), "");
+        assert_eq!(copy_spread(&[25.0, 24.0, 26.0]), "; 24.0-26.0 over the rounds");
+        let wide = copy_spread(&[21.0, 25.0, 36.0]);
+        assert!(wide.starts_with("; 21.0-36.0 over the rounds, more than 15% apart"), "{wide}");
+    }
 }
