@@ -33,7 +33,7 @@ fn run(layout: Layout, shape: &[usize]) -> Outputs {
 
 #[test]
 fn identical_results_for_1_2_3_and_4_threads() {
-    let shapes: [(Layout, &[usize]); 10] = [
+    let shapes: [(Layout, &[usize]); 12] = [
         (Layout::Nchw, &[8, 2, 64, 64]),
         (Layout::Nchw, &[2, 16, 96, 96]), // long runs, many channels: channel-by-channel tasks
         (Layout::Nchw, &[4, 64, 16, 16]),
@@ -44,6 +44,9 @@ fn identical_results_for_1_2_3_and_4_threads() {
         (Layout::Nc, &[8, 9000]),  // per-channel work in parallel tasks
         (Layout::Nhwc, &[8, 32, 33, 3]), // rows of 3 regrouped into rows of 24
         (Layout::Ncl, &[3, 1, 40000]),
+        // 16 MB and more: on one thread the second passes run from the end (`from_end`)
+        (Layout::Nhwc, &[2, 190, 230, 48]),
+        (Layout::Nchw, &[90, 16, 55, 55]),
     ];
     for (layout, shape) in shapes {
         let results: Vec<Outputs> = [1, 2, 3, 4]
