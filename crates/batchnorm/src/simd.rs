@@ -676,12 +676,6 @@ pub(crate) fn rows_acc_shifted(x: &[f32], k: &[f64], a1: &mut [f64], a2: &mut [f
     }
 }
 
-/// Whether rows of `c` channels are summed with `dy` one row at a time (see [`rows_acc_grad`]).
-#[inline(always)]
-fn one_row_at_a_time(c: usize) -> bool {
-    (128..=512).contains(&c)
-}
-
 /// Channels `j0..j0 + k.len()` of rows `c` wide: `a1[j] += x - k[j]`, `a2[j] += (x - k[j])^2`,
 /// one row at a time: a single stream through memory.
 #[inline(always)]
@@ -716,11 +710,10 @@ pub(crate) fn strip_acc_grad_1(x: &[f32], dy: &[f32], c: usize, j0: usize, k: &[
 
 /// Rows of `C` values: `a1[c] += dy`, `a2[c] += dy * (x - k[c])` over every row.
 ///
-/// Rows of 128 to 512 channels go one row at a time (two streams, accumulators in L1),
-/// narrower and wider ones in strips held in registers (see `strips`). Measured (1 thread,
-/// min of 5): NHWC 64x14x14x256 one row at a time 3.9 -> 2.5 ms against four rows at a
-/// time, strips 2.1 -> 3.2 ms against one row (a block of rows of both inputs is too many
-/// lines in flight); strips against four rows at a time (`examples/shapes`, medians of 5
+/// Rows of a few channels are regrouped (see `narrow`), all others summed in strips held in
+/// registers (see `strips`; rows of 128 to 512 channels with their rows asked for ahead, see
+/// `strips::ahead_grad`). Measured (1 thread, min of 5): NHWC 64x14x14x256 one row at a time
+/// 3.9 -> 2.5 ms against four rows at a time; strips against four rows at a time (`examples/shapes`, medians of 5
 /// interleaved runs, backward ms): NHWC 32x56x56x64 4.6-5.1 -> 4.5-4.8 at 1 thread and
 /// 2.8-3.0 -> 2.5-2.6 at 2, NC 4096x4096 21.7 -> 19.4 and 11.0 -> 10.4, NC 2048x2048 1.75
 /// -> 1.64 at 2 threads (3.91 -> 4.00 at 1), NC 64x100000 (column tiles) 3.62 -> 3.19 at 2.
@@ -731,8 +724,6 @@ pub(crate) fn rows_acc_grad(x: &[f32], dy: &[f32], k: &[f64], a1: &mut [f64], a2
     let c = k.len();
     if let Some(l) = crate::narrow::period(c) {
         crate::narrow::acc_grad(x, dy, k, l, a1, a2)
-    } else if one_row_at_a_time(c) {
-        strip_acc_grad_1(x, dy, c, 0, k, a1, a2)
     } else {
         crate::strips::strips_acc_grad(x, dy, c, 0, k, a1, a2, ahead)
     }

@@ -29,11 +29,9 @@
 //! 0.032 ms, NHWC 64x14x14x256 0.49 -> 0.38, NHWC 32x56x56x64 1.11 -> 0.86, NC 4096x4096
 //! 3.50 -> 3.23; 2 threads: NHWC 32x56x56x64 0.59 -> 0.43.
 //!
-//! With `dy` beside `x` (the backward sums) strips pay off for rows of fewer than 128
-//! channels and of more than 512 (in blocks of 4 rows there), not between, where a row at a
-//! time stays faster (see `simd::rows_acc_grad`; re-measured with the 512-bit strips: NHWC
-//! 64x14x14x256 backward 2.23 -> 3.54 ms with strips, and an explicit 512-bit row-at-a-time
-//! loop was no faster than the compiler's 256-bit one).
+//! With `dy` beside `x` (the backward sums) strips of rows of more than 512 channels go in
+//! blocks of 4 rows; rows of 128 to 512 channels need their rows asked for ahead to beat a
+//! row at a time once the tensor leaves the cache (see `ahead_grad`).
 
 use crate::simd::{has_avx2_fma, has_avx512, strip_acc_grad_1, strip_acc_shifted_1};
 
@@ -54,7 +52,14 @@ pub(crate) enum Ahead {
     Rows,
     /// [`ALONG`] values further along the same row, into L2 (rows of 2048 channels and more).
     Along,
+    /// Each strip's rows [`DOWN`] rows further down, into L2 (the gradient sums of rows of 128
+    /// to 512 channels, see [`ahead_grad`]).
+    Down,
 }
+
+/// How far down [`Ahead::Down`] asks for data: 16 rows (2-8 KB a row, so 32-128 KB ahead).
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+const DOWN: usize = 16;
 
 /// How far ahead along a row [`Ahead::Along`] asks for data: 512 values, 2 KB.
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
@@ -98,9 +103,34 @@ pub(crate) fn ahead(d: crate::layout::Dims) -> Ahead {
 /// How the gradient sums of a tensor (which read `x` and `dy`) prefetch: along wide rows as
 /// [`ahead`] does, both inputs (NC 4096x4096 backward, with the streamed pass's prefetch
 /// (`simd::NT_AHEAD`), 15.3-16.8 -> 14.5-16.3 ms at 1 thread, 5 runs); rows of 128 to 512
-/// channels are summed one row at a time (see `simd::rows_acc_grad`), which the prefetchers
-/// follow.
+/// channels, at any size, each strip's rows 16 rows further down into L2 ([`Ahead::Down`]).
+///
+/// Those rows were summed one row at a time, two streams the hardware prefetchers follow:
+/// strips of 8 rows of both inputs (16 streams) lost to it once the tensor left the cache
+/// (NHWC 64x14x14x256 gradient sums 1.27-2.75 ms against 0.93-1.56 at 1 thread, with no
+/// prefetch, the next block into L1, or 2 KB along the row), although in cache they win (the
+/// one-row loop is bound by widening 4 values at a time and by loading and storing its sums:
+/// 400 KB 0.019 against 0.030 ms, 1.6 MB 0.073 against 0.113). With the rows 16 further down
+/// asked into L2 they win at every size, in the machine's quiet state and in its busy one
+/// (where L2-resident loops ran 1.5x slower: 400 KB a row at a time 0.043-0.044 ms against
+/// 0.028-0.030). Measured in one process, alternating, medians of 31, 1 / 2 threads; quiet:
+/// gradient sums
+/// alone NHWC 64x14x14x256 0.99-1.03 -> 0.63-0.71 ms / 0.51-0.53 -> 0.34-0.36, 128x7x7x512
+/// 1.16-1.17 -> 0.81-0.86 / 0.56-0.69 -> 0.40-0.53, 16x56x56x128 2.58-2.59 -> 1.95-2.03 /
+/// 1.44-1.58 -> 1.15-1.33; the whole backward 1.92-2.31 -> 1.55-1.89 / 0.93-1.12 -> 0.75-0.90,
+/// 2.22-2.26 -> 1.88-1.94 / 0.98-1.35 -> 0.81-1.16, 5.01-5.07 -> 4.19-4.33 / 2.93-3.40 ->
+/// 2.58-3.10; NC 8192x384 backward 1.97 -> 1.66; forward + backward as a training loop calls
+/// it, NHWC 64x14x14x256 3.09-3.38 -> 2.77-3.14 / 1.81-1.86 -> 1.70-1.76. Between states
+/// (three runs): the whole backward NHWC 64x14x14x256 1.80-1.94 -> 1.46-1.64 / 0.74-0.97 ->
+/// 0.70-0.97, 128x7x7x512 2.22-2.38 -> 1.79-1.92 / 0.97-1.15 -> 0.89-1.02, 16x56x56x128
+/// 4.54-4.65 -> 4.12-4.49 / 2.52-2.66 -> 2.28-2.52. 8, 32 and 64 rows down did as well as
+/// 16; 16 rows down into L1 took 0.3-0.5 ms more than into L2. At 4 MB (NHWC 20x14x14x256) the
+/// strips gain as much with or without it (0.35 against 0.46 ms), at 8 MB only with it (0.95
+/// against 1.14-1.18; 1.24-1.28 without).
 pub(crate) fn ahead_grad(d: crate::layout::Dims) -> Ahead {
+    if d.is_rows() && (128..=512).contains(&d.channels) {
+        return Ahead::Down;
+    }
     match ahead(d) {
         Ahead::Along => Ahead::Along,
         _ => Ahead::No,
@@ -172,6 +202,7 @@ impl Prefetch {
             Ahead::No => Prefetch { offset: 0, l1: false },
             Ahead::Rows => Prefetch { offset: BLOCK_ROWS * c, l1: true },
             Ahead::Along => Prefetch { offset: ALONG, l1: false },
+            Ahead::Down => Prefetch { offset: DOWN * c, l1: false },
         }
     }
 }
@@ -414,7 +445,11 @@ mod tests {
         assert_eq!(ahead(Dims::new(Layout::Nhwc, &[32, 56, 56, 64]).unwrap()), Ahead::No);
         assert_eq!(ahead(Dims::new(Layout::Nchw, &[4, 4096, 32, 32]).unwrap()), Ahead::No, "channels-first");
         assert_eq!(ahead_grad(nc(4096, 4096)), Ahead::Along);
-        assert_eq!(ahead_grad(nc(16384, 512)), Ahead::No, "summed a row at a time");
+        assert_eq!(ahead_grad(nc(16384, 512)), Ahead::Down);
+        assert_eq!(ahead_grad(nc(64, 128)), Ahead::Down, "at any size");
+        assert_eq!(ahead_grad(nc(16384, 1024)), Ahead::No);
+        assert_eq!(ahead_grad(Dims::new(Layout::Nhwc, &[32, 56, 56, 64]).unwrap()), Ahead::No);
+        assert_eq!(ahead_grad(Dims::new(Layout::Nchw, &[64, 256, 14, 14]).unwrap()), Ahead::No, "channels-first");
     }
 
     /// Strips add each channel's rows in row order, so they must equal a row at a time bit
@@ -426,7 +461,7 @@ mod tests {
             let dy: Vec<f32> = (0..rows * c).map(|i| ((i * 104_729) % 997) as f32 * 0.01 - 5.0).collect();
             let k: Vec<f64> = (0..w).map(|j| j as f64 * 0.5 - 3.0).collect();
             let start: Vec<f64> = (0..w).map(|j| j as f64 * 1e-3).collect();
-            for ahead in [Ahead::No, Ahead::Rows, Ahead::Along] {
+            for ahead in [Ahead::No, Ahead::Rows, Ahead::Along, Ahead::Down] {
                 let (mut a1, mut a2, mut b1, mut b2) = (start.clone(), start.clone(), start.clone(), start.clone());
                 strips_acc_shifted(&x, c, j0, &k, &mut a1, &mut a2, ahead);
                 strip_acc_shifted_1(&x, c, j0, &k, &mut b1, &mut b2);

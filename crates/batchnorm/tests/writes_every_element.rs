@@ -20,7 +20,7 @@ fn outputs_are_written_in_full() {
         (Layout::Nc, &[256, 1024]),
         (Layout::Nc, &[16, 3000]),         // column tiles
         (Layout::Nhwc, &[4, 9, 9, 3]),     // narrow rows
-        (Layout::Nhwc, &[4, 7, 7, 200]),   // one row at a time (backward)
+        (Layout::Nhwc, &[4, 7, 7, 200]),   // backward strips asking for rows further down
         (Layout::Nchw, &[2, 16, 96, 96]),  // channel tasks
         (Layout::Nchw, &[8, 32, 7, 7]),    // memory-order slices
         (Layout::Nchw, &[90, 16, 55, 55]), // memory-order slices, second passes from the end (17.4 MB)
