@@ -115,10 +115,10 @@ pub fn copy_bandwidth() -> f64 {
 /// machine has shown 24-36 GB/s at 2 threads from one run to the next within an hour), and
 /// every entry moves with it.
 fn copy_spread(copies: &[f64]) -> String {
-    let (lo, hi) = copies.iter().fold((f64::INFINITY, 0.0f64), |(lo, hi), &c| (lo.min(c), hi.max(c)));
     if copies.len() < 2 {
         return String::new();
     }
+    let (lo, hi) = copies.iter().fold((f64::INFINITY, 0.0f64), |(lo, hi), &c| (lo.min(c), hi.max(c)));
     let warn = if hi > 1.15 * lo { ", more than 15% apart: the machine was noisy, single entries may be off as much" } else { "" };
     format!("; {lo:.1}-{hi:.1} over the rounds{warn}")
 }

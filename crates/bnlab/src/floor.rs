@@ -234,6 +234,7 @@ avx2_or_not! {
     /// read several streams (rows of a strip, `x` beside `dy`), so the skeleton does too.
     fn sum_streams(parts: &[&[f32]]) -> f32 {
         let n = parts.iter().map(|p| p.len()).min().unwrap_or(0) / 32 * 32;
+        // Independent lanes, so the compiler vectorises it without reassociating.
         let mut acc = [0.0f32; 32];
         for i in (0..n).step_by(32) {
             for p in parts {
@@ -242,22 +243,8 @@ avx2_or_not! {
                 }
             }
         }
-        acc.iter().sum::<f32>() + parts.iter().map(|p| sum(&p[n..])).sum::<f32>()
+        acc.iter().sum::<f32>() + parts.iter().flat_map(|p| &p[n..]).sum::<f32>()
     }
-}
-
-avx2_or_not! {
-fn sum(x: &[f32]) -> f32 {
-    // Independent lanes, so the compiler vectorises it without reassociating.
-    let mut acc = [0.0f32; 32];
-    let mut it = x.chunks_exact(32);
-    for c in &mut it {
-        for (a, v) in acc.iter_mut().zip(c) {
-            *a += v;
-        }
-    }
-    acc.iter().sum::<f32>() + it.remainder().iter().sum::<f32>()
-}
 }
 
 #[cfg(test)]
