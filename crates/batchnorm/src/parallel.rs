@@ -158,10 +158,10 @@ where
     T: Send,
     F: Fn(usize, &mut [T]) + Sync + Send,
 {
-    let work = out.len();
+    let (work, unit) = (out.len(), unit.max(1));
     let back = back && !parallel_worth(work);
     let task = if back { FROM_END_TASK } else { ELEMENTWISE_TASK };
-    let chunk = (task / unit.max(1)).max(min_units).max(1) * unit.max(1);
+    let chunk = (task / unit).max(min_units).max(1) * unit;
     if back {
         out.chunks_mut(chunk).enumerate().rev().for_each(|(i, c)| f(i * chunk, c));
     } else {

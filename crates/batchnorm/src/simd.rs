@@ -712,9 +712,8 @@ pub(crate) fn strip_acc_grad_1(x: &[f32], dy: &[f32], c: usize, j0: usize, k: &[
 ///
 /// Rows of a few channels are regrouped (see `narrow`), all others summed in strips held in
 /// registers (see `strips`; rows of 128 to 512 channels with their rows asked for ahead, see
-/// `strips::ahead_grad`). Measured (1 thread, min of 5): NHWC 64x14x14x256 one row at a time
-/// 3.9 -> 2.5 ms against four rows at a time; strips against four rows at a time (`examples/shapes`, medians of 5
-/// interleaved runs, backward ms): NHWC 32x56x56x64 4.6-5.1 -> 4.5-4.8 at 1 thread and
+/// `strips::ahead_grad`). Strips against four rows at a time (`examples/shapes`, medians of
+/// 5 interleaved runs, backward ms): NHWC 32x56x56x64 4.6-5.1 -> 4.5-4.8 at 1 thread and
 /// 2.8-3.0 -> 2.5-2.6 at 2, NC 4096x4096 21.7 -> 19.4 and 11.0 -> 10.4, NC 2048x2048 1.75
 /// -> 1.64 at 2 threads (3.91 -> 4.00 at 1), NC 64x100000 (column tiles) 3.62 -> 3.19 at 2.
 /// The order of each channel's additions depends on the shape alone; strips prefetch as

@@ -91,7 +91,7 @@ pub(crate) const ALONG: usize = 512;
 pub(crate) fn ahead(d: crate::layout::Dims) -> Ahead {
     if !d.is_rows() || d.len() * 4 < PREFETCH_MIN_BYTES {
         Ahead::No
-    } else if (128..=512).contains(&d.channels) {
+    } else if ROWS_AHEAD_CHANNELS.contains(&d.channels) {
         Ahead::Rows
     } else if d.channels >= ALONG_MIN_CHANNELS {
         Ahead::Along
@@ -114,10 +114,9 @@ pub(crate) fn ahead(d: crate::layout::Dims) -> Ahead {
 /// asked into L2 they win at every size, in the machine's quiet state and in its busy one
 /// (where L2-resident loops ran 1.5x slower: 400 KB a row at a time 0.043-0.044 ms against
 /// 0.028-0.030). Measured in one process, alternating, medians of 31, 1 / 2 threads; quiet:
-/// gradient sums
-/// alone NHWC 64x14x14x256 0.99-1.03 -> 0.63-0.71 ms / 0.51-0.53 -> 0.34-0.36, 128x7x7x512
-/// 1.16-1.17 -> 0.81-0.86 / 0.56-0.69 -> 0.40-0.53, 16x56x56x128 2.58-2.59 -> 1.95-2.03 /
-/// 1.44-1.58 -> 1.15-1.33; the whole backward 1.92-2.31 -> 1.55-1.89 / 0.93-1.12 -> 0.75-0.90,
+/// gradient sums alone NHWC 64x14x14x256 0.99-1.03 -> 0.63-0.71 ms / 0.51-0.53 -> 0.34-0.36,
+/// 128x7x7x512 1.16-1.17 -> 0.81-0.86 / 0.56-0.69 -> 0.40-0.53, 16x56x56x128 2.58-2.59 ->
+/// 1.95-2.03 / 1.44-1.58 -> 1.15-1.33; the whole backward 1.92-2.31 -> 1.55-1.89 / 0.93-1.12 -> 0.75-0.90,
 /// 2.22-2.26 -> 1.88-1.94 / 0.98-1.35 -> 0.81-1.16, 5.01-5.07 -> 4.19-4.33 / 2.93-3.40 ->
 /// 2.58-3.10; NC 8192x384 backward 1.97 -> 1.66; forward + backward as a training loop calls
 /// it, NHWC 64x14x14x256 3.09-3.38 -> 2.77-3.14 / 1.81-1.86 -> 1.70-1.76. Between states
@@ -128,7 +127,7 @@ pub(crate) fn ahead(d: crate::layout::Dims) -> Ahead {
 /// strips gain as much with or without it (0.35 against 0.46 ms), at 8 MB only with it (0.95
 /// against 1.14-1.18; 1.24-1.28 without).
 pub(crate) fn ahead_grad(d: crate::layout::Dims) -> Ahead {
-    if d.is_rows() && (128..=512).contains(&d.channels) {
+    if d.is_rows() && ROWS_AHEAD_CHANNELS.contains(&d.channels) {
         return Ahead::Down;
     }
     match ahead(d) {
@@ -139,6 +138,10 @@ pub(crate) fn ahead_grad(d: crate::layout::Dims) -> Ahead {
 
 /// Tensors from this size prefetch ahead (see [`ahead`]).
 const PREFETCH_MIN_BYTES: usize = 8 << 20;
+
+/// Rows of these many channels ask for rows ahead: the statistics the next block into L1
+/// ([`Ahead::Rows`], from 8 MB), the gradient sums further down into L2 ([`Ahead::Down`]).
+const ROWS_AHEAD_CHANNELS: std::ops::RangeInclusive<usize> = 128..=512;
 
 /// Rows from this many channels prefetch along the row (see [`ahead`]).
 const ALONG_MIN_CHANNELS: usize = 2048;
