@@ -80,7 +80,7 @@ pub fn compare(name: &str, got: &[f32], want: &[f32], tol: f64) -> std::result::
             continue;
         }
         let diff = (a as f64 - e as f64).abs();
-        if !(diff <= worst.0) {
+        if diff.is_nan() || diff > worst.0 {
             worst = (diff, i);
         }
     }

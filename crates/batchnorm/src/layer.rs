@@ -272,6 +272,7 @@ impl BatchNorm {
 
     /// Backward pass into caller buffers for the forward pass that produced `saved` from `x`
     /// (see [`crate::backward_into`] for the formulas). Gradients are written, not accumulated.
+    #[allow(clippy::too_many_arguments)]
     pub fn backward_into(
         &mut self,
         x: &[f32],
