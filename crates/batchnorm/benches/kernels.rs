@@ -1,7 +1,7 @@
 //! Criterion benchmarks of the kernels on the shared benchmark suite, with effective
 //! throughput over the memory-traffic floor (train forward and eval: 2 x bytes; forward +
-//! backward: 5 x bytes; the statistics pass alone: 1 x bytes) and a plain 256 MB copy as the
-//! bandwidth reference.
+//! backward: 5 x bytes; the statistics pass alone: 1 x bytes) and a plain 256 MB copy, with
+//! memcpy and with streaming stores, as the bandwidth reference.
 //!
 //! BN_THREADS=1 cargo bench -p batchnorm --bench kernels   (threads: BN_THREADS, default 2)
 
@@ -74,8 +74,36 @@ fn kernels(c: &mut Criterion) {
             let chunk = n.div_ceil(threads);
             b.iter(|| dst.par_chunks_mut(chunk).zip(src.par_chunks(chunk)).for_each(|(d, s)| d.copy_from_slice(s)))
         });
+        // memcpy reads each destination line before writing it; the kernels stream large
+        // outputs, so the copy they are measured against streams too (`bnlab bench` takes
+        // the faster of the two, see `copy_bandwidth` there).
+        g.bench_function("copy_256MB_streaming", |b| {
+            use rayon::prelude::*;
+            let chunk = n.div_ceil(threads);
+            b.iter(|| dst.par_chunks_mut(chunk).zip(src.par_chunks(chunk)).for_each(|(d, s)| stream_copy(s, d)))
+        });
         g.finish();
     }
+}
+
+/// `d = s` with 16-byte streaming stores (SSE, part of every x86-64); elsewhere a memcpy.
+fn stream_copy(s: &[f32], d: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_mm_loadu_ps, _mm_sfence, _mm_stream_ps};
+        let head = d.as_ptr().align_offset(16).min(d.len());
+        d[..head].copy_from_slice(&s[..head]);
+        let whole = head + (d.len() - head) / 4 * 4;
+        for i in (head..whole).step_by(4) {
+            // SAFETY: i + 4 <= len for both; d + i is 16-byte aligned.
+            unsafe { _mm_stream_ps(d.as_mut_ptr().add(i), _mm_loadu_ps(s.as_ptr().add(i))) };
+        }
+        d[whole..].copy_from_slice(&s[whole..]);
+        // SAFETY: SSE is part of x86-64.
+        unsafe { _mm_sfence() };
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    d.copy_from_slice(s);
 }
 
 criterion_group!(benches, kernels);
