@@ -6,18 +6,15 @@ use crate::layout::Dims;
 use crate::saved::{running_into, SavedStats};
 use crate::narrow::{period, repeat_parts, split, MAX_PERIOD};
 use crate::parallel::{channels_in_parallel, for_each_pass_chunk, CHANNEL_TASK};
-use crate::simd::{affine_out, multiversion, rows_affine_out, store_fence, streams, NT_GROUP};
+use crate::simd::{multiversion, rows_affine_out, runs_affine_out, store_fence, streams, NT_GROUP};
 use crate::tiles::{normalize_tiled, tile_width};
 use crate::workspace::{placed, sized, Workspace};
 
 multiversion! {
     /// Channels-first slices `first..` (slice i is channel `i % C`) of `y` from `x`.
     fn affine_slices(x: &[f32], y: &mut [f32], first: usize, d: Dims, ctr: &[f32], s: &[f32], t: &[f32], nt: bool) {
-        for (j, ys) in y.chunks_exact_mut(d.inner).enumerate() {
-            let i = first + j;
-            let c = i % d.channels;
-            affine_out(&x[i * d.inner..(i + 1) * d.inner], ys, ctr[c], s[c], t[c], nt);
-        }
+        let lo = first * d.inner;
+        runs_affine_out(&x[lo..lo + y.len()], y, first, d.inner, ctr, s, t, nt);
         if nt {
             store_fence();
         }
