@@ -8,7 +8,7 @@ use crate::narrow::{period, repeat_parts, split, MAX_PERIOD};
 use crate::parallel::{for_each_chunk, for_each_pass_chunk, from_end, Plan, SharedMut};
 use crate::saved::{SavedStats, StatsSource};
 use crate::simd::{
-    acc_grad, grad_combine_out, lane_sum, multiversion, rows_acc_grad, rows_grad_combine_out, runs_grad_combine_out,
+    acc_grad, grad_combine_out, lane_sum, multiversion, rows_acc_grad, rows_grad_combine_out,
     rows_scale, scale, store_fence, streams_backward, LANES, NT_GROUP,
 };
 use crate::tiles::{backward_tiled, tile_width};
@@ -82,16 +82,15 @@ multiversion! {
         let ch = d.channels;
         let nt = streams_backward(d);
         let eval = coef.len() == ch;
-        let lo = first * d.inner;
-        if eval {
-            for (j, o) in dx.chunks_exact_mut(d.inner).enumerate() {
-                let r = lo + j * d.inner..lo + (j + 1) * d.inner;
-                scale(&dy[r], o, coef[(first + j) % ch]);
+        for (j, o) in dx.chunks_exact_mut(d.inner).enumerate() {
+            let i = first + j;
+            let c = i % ch;
+            let r = i * d.inner..(i + 1) * d.inner;
+            if eval {
+                scale(&dy[r], o, coef[c]);
+            } else {
+                grad_combine_out(&x[r.clone()], &dy[r], o, (coef[c], coef[ch + c], coef[2 * ch + c], coef[3 * ch + c]), nt);
             }
-        } else {
-            let r = lo..lo + dx.len();
-            let part = |p: usize| &coef[p * ch..(p + 1) * ch];
-            runs_grad_combine_out(&x[r.clone()], &dy[r], dx, first, d.inner, (part(0), part(1), part(2), part(3)), nt);
         }
         if nt && !eval {
             store_fence();

@@ -702,30 +702,6 @@ mod x86 {
         _mm_sfence();
     }
 
-    /// Channels-first runs: `dx = dy * a[ch] + ((x - ctr[ch]) * b[ch] + d[ch])`, as
-    /// [`runs_affine_512`].
-    #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn runs_grad_combine_512(x: &[f32], dy: &[f32], dx: &mut [f32], inner: usize, ch0: usize, q: (&[f32], &[f32], &[f32], &[f32])) {
-        let (ctr, a, b, d) = q;
-        let c = ctr.len();
-        assert!(a.len() == c && b.len() == c && d.len() == c && x.len() >= dx.len() && dy.len() >= dx.len() && inner >= 16 && ch0 < c);
-        let (xp, gp, op, n) = (x.as_ptr(), dy.as_ptr(), dx.as_mut_ptr(), dx.len());
-        stream_runs_512::<4>(
-            op,
-            n,
-            inner,
-            ch0,
-            c,
-            [ctr, a, b, d],
-            |i, k| *op.add(i) = grad1(*xp.add(i), *gp.add(i), ctr[k], a[k], b[k], d[k]),
-            |i, [rc, ra, rb, rd]| {
-                let (xv, g) = (_mm512_loadu_ps(xp.add(i)), _mm512_loadu_ps(gp.add(i)));
-                _mm512_add_ps(_mm512_mul_ps(g, ra), _mm512_add_ps(_mm512_mul_ps(_mm512_sub_ps(xv, rc), rb), rd))
-            },
-        );
-        _mm_sfence();
-    }
-
     /// Orders earlier streaming stores before everything after it.
     #[inline(always)]
     pub(super) fn store_fence() {
@@ -911,8 +887,9 @@ pub(crate) fn streams_backward(d: crate::layout::Dims) -> bool {
 /// Shortest contiguous run written with streaming stores. A streamed run's unaligned head
 /// and tail are written with ordinary stores and it ends with a fence; on short runs those
 /// partial lines flush the write-combining buffers early: NCHW 128x512x7x7 (runs of 49)
-/// took 26 ms instead of 0.6 ms when streamed. Shorter runs stream as one flat stream
-/// across run boundaries instead, where the CPU has AVX-512 ([`runs_stream`]).
+/// took 26 ms instead of 0.6 ms when streamed. The normalising passes stream shorter runs
+/// as one flat stream across run boundaries instead, where the CPU has AVX-512
+/// ([`runs_stream`]).
 const STREAM_MIN_RUN: usize = 1024;
 
 /// Whether rows of `c` values starting at `p` stream: every row must start 16-byte aligned
@@ -1026,14 +1003,17 @@ pub(crate) fn rows_grad_combine_out(x: &[f32], dy: &[f32], dx: &mut [f32], ctr: 
 /// each other in memory and only their constants change, so the whole task's range is
 /// written in whole cache lines, a vector that straddles two runs blending the two
 /// channels' constants. Such runs were written with ordinary stores, each line read before
-/// it was written. Measured in one process, alternating with the run-by-run loop, medians
-/// of 15-31 calls, 2 runs each, ms: backward (whose dx streams from 11 MB) NCHW
-/// 64x256x14x14 1.76-1.85 -> 1.51-1.58 at 1 thread, 0.83-1.01 -> 0.71-0.95 at 2;
-/// 128x512x7x7 1.90-2.13 -> 1.72-1.78, 1.09-1.36 -> 1.02-1.17; forward + backward as a
-/// training loop calls them, 1 thread, 3.11-3.13 -> 2.91-2.97 and 3.41-3.57 -> 3.15-3.25; 25.7
-/// MB tensors (every pass streamed), 1 thread, forward / eval / backward: NCHW
-/// 128x256x14x14 2.96-3.71 / 1.45-1.50 / 4.81-4.88 -> 2.60-3.29 / 1.36 / 4.05-4.10, NCHW
-/// 256x512x7x7 2.86-2.94 / 1.64-1.93 / 4.40-4.92 -> 2.70-2.71 / 1.48-1.66 / 3.81-4.27.
+/// it was written. Measured as `bnlab bench` times (fresh `Vec`s per shape, medians of 15
+/// calls; medians of 6 alternating rounds, ms, 1 thread): NCHW 128x256x14x14 forward 2.55
+/// -> 2.33, eval 1.47 -> 1.42; NCHW 256x512x7x7 2.90 -> 2.62, 1.61 -> 1.50; 2 threads 1.68
+/// -> 1.69, 1.02 -> 1.05 and 1.84 -> 1.68, 1.10 -> 1.04.
+///
+/// Not for the dx pass, which streams from 11 MB: there it lost in the same harness
+/// (forward + backward, 1 thread, NCHW 64x256x14x14 3.47-3.62 -> 3.65-3.85 ms, 128x512x7x7
+/// 3.56-3.79 -> 3.98-4.06; 25.7 MB shapes even) although it won by 8-12% where the tensors
+/// were allocated once and kept (3.75-3.85 -> 3.34-3.48), or never freed (2.95-3.01 ->
+/// 2.68-2.71): with its four tensors the backward depends on where the pages land, and a
+/// training step allocates afresh.
 #[inline(always)]
 fn runs_stream(inner: usize, nt: bool) -> bool {
     nt && (16..STREAM_MIN_RUN).contains(&inner) && has_avx512()
@@ -1055,23 +1035,6 @@ pub(crate) fn runs_affine_out(x: &[f32], y: &mut [f32], first: usize, inner: usi
     for (j, ys) in y.chunks_exact_mut(inner).enumerate() {
         let ch = (first + j) % c;
         affine_out(&x[j * inner..(j + 1) * inner], ys, ctr[ch], s[ch], t[ch], nt);
-    }
-}
-
-/// [`runs_affine_out`] for the dx pass: `dx = dy * a + ((x - ctr) * b + d)`, `q = (ctr, a, b,
-/// d)`.
-#[inline(always)]
-pub(crate) fn runs_grad_combine_out(x: &[f32], dy: &[f32], dx: &mut [f32], first: usize, inner: usize, q: (&[f32], &[f32], &[f32], &[f32]), nt: bool) {
-    let c = q.0.len();
-    #[cfg(target_arch = "x86_64")]
-    if runs_stream(inner, nt) {
-        // SAFETY: the CPU has AVX-512F; the runs stay within `x`, `dy` and `dx`.
-        return unsafe { x86::runs_grad_combine_512(x, dy, dx, inner, first % c, q) };
-    }
-    for (j, o) in dx.chunks_exact_mut(inner).enumerate() {
-        let ch = (first + j) % c;
-        let r = j * inner..(j + 1) * inner;
-        grad_combine_out(&x[r.clone()], &dy[r], o, (q.0[ch], q.1[ch], q.2[ch], q.3[ch]), nt);
     }
 }
 
@@ -1171,40 +1134,33 @@ mod tests {
         }
     }
 
-    /// Channels-first runs written as one stream across run boundaries equal the portable
-    /// loops run by run, for runs of 16 values up (a vector meets a boundary at every lane
+    /// Channels-first runs normalised as one stream across run boundaries equal the portable
+    /// loop run by run, for runs of 16 values up (a vector meets a boundary at every lane
     /// position), first channels that wrap around, every 64-byte head, and chunks of one run
     /// to many.
     #[test]
     fn streamed_runs_equal_the_portable_loops() {
         let n = 6000;
         let x: Vec<f32> = (0..n).map(|i| ((i * 7919) % 1013) as f32 * 0.37 - 150.0).collect();
-        let dy: Vec<f32> = (0..n).map(|i| ((i * 104_729) % 997) as f32 * 0.01 - 5.0).collect();
         let c = 7;
         let coef = |k: f32| -> Vec<f32> { (0..c).map(|j| k + j as f32 * 0.125).collect() };
-        let (ctr, s, t, d) = (coef(0.5), coef(1.5), coef(-0.25), coef(2.0));
+        let (ctr, s, t) = (coef(0.5), coef(1.5), coef(-0.25));
         let mut buf = vec![0.0f32; n + 16];
         for inner in [16, 17, 23, 31, 49, 196, 1000] {
             for first in [0, 3, 6, 13] {
                 for runs in [1, 2, 5, 5999 / inner] {
                     let len = runs * inner;
-                    let (xs, gs) = (&x[..len], &dy[..len]);
-                    let (mut want, mut want_g) = (vec![0.0f32; len], vec![0.0f32; len]);
+                    let xs = &x[..len];
+                    let mut want = vec![0.0f32; len];
                     for j in 0..runs {
                         let (ch, r) = ((first + j) % c, j * inner..(j + 1) * inner);
-                        affine(&xs[r.clone()], &mut want[r.clone()], ctr[ch], s[ch], t[ch]);
-                        grad_combine(&xs[r.clone()], &gs[r.clone()], &mut want_g[r], ctr[ch], s[ch], t[ch], d[ch]);
+                        affine(&xs[r.clone()], &mut want[r], ctr[ch], s[ch], t[ch]);
                     }
                     for off in [0, 1, 4, 15] {
-                        let what = format!("{runs} runs of {inner} from channel {first}, offset {off}");
                         let y = &mut buf[off..off + len];
                         runs_affine_out(xs, y, first, inner, &ctr, &s, &t, true);
                         store_fence();
-                        assert_eq!(y, &want[..], "affine, {what}");
-                        let y = &mut buf[off..off + len];
-                        runs_grad_combine_out(xs, gs, y, first, inner, (&ctr, &s, &t, &d), true);
-                        store_fence();
-                        assert_eq!(y, &want_g[..], "grad_combine, {what}");
+                        assert_eq!(y, &want[..], "{runs} runs of {inner} from channel {first}, offset {off}");
                     }
                 }
             }

@@ -15,7 +15,7 @@ fn no_nan(v: &[f32], what: &str, layout: Layout, shape: &[usize]) {
 
 #[test]
 fn outputs_are_written_in_full() {
-    let shapes: [(Layout, &[usize]); 15] = [
+    let shapes: [(Layout, &[usize]); 14] = [
         (Layout::Nc, &[60, 100]),
         (Layout::Nc, &[256, 1024]),
         (Layout::Nc, &[16, 3000]),         // column tiles
@@ -27,7 +27,6 @@ fn outputs_are_written_in_full() {
         (Layout::Nc, &[1030, 4100]),       // streamed rows (16.9 MB)
         (Layout::Nchw, &[2, 70, 175, 175]), // streamed channel runs (17.2 MB, odd run length)
         (Layout::Nchw, &[96, 129, 19, 19]), // short runs streamed across run boundaries (17.9 MB, runs of 361)
-        (Layout::Nchw, &[160, 256, 9, 9]), // the backward alone streams its short runs (13.3 MB, runs of 81)
         (Layout::Nhwc, &[2, 97, 97, 256]), // backward streamed from 11 MB, rows of 256
         (Layout::Nhwc, &[2, 190, 230, 48]), // streamed rows, constants in registers (16.8 MB)
         (Layout::Nhwc, &[2, 181, 183, 64]), // streamed rows, constants in registers (17 MB)
