@@ -1009,11 +1009,12 @@ pub(crate) fn rows_grad_combine_out(x: &[f32], dy: &[f32], dx: &mut [f32], ctr: 
 /// -> 1.69, 1.02 -> 1.05 and 1.84 -> 1.68, 1.10 -> 1.04.
 ///
 /// Not for the dx pass, which streams from 11 MB: there it lost in the same harness
-/// (forward + backward, 1 thread, NCHW 64x256x14x14 3.47-3.62 -> 3.65-3.85 ms, 128x512x7x7
-/// 3.56-3.79 -> 3.98-4.06; 25.7 MB shapes even) although it won by 8-12% where the tensors
-/// were allocated once and kept (3.75-3.85 -> 3.34-3.48), or never freed (2.95-3.01 ->
-/// 2.68-2.71): with its four tensors the backward depends on where the pages land, and a
-/// training step allocates afresh.
+/// (forward + backward, 1 thread, six sets with `dx` at four offsets: NCHW 64x256x14x14
+/// 3.47-3.70 -> 3.62-3.89 ms, slower in five; 128x512x7x7 3.56-3.79 -> 3.82-4.13, slower in
+/// all; the 25.7 MB shapes even) although it won by 8-12% where the tensors were allocated
+/// once and kept (3.75-3.85 -> 3.33-3.48), or never freed (2.95-3.01 -> 2.68-2.71): with its
+/// four tensors the backward depends on where the pages land, and a training step allocates
+/// afresh.
 #[inline(always)]
 fn runs_stream(inner: usize, nt: bool) -> bool {
     nt && (16..STREAM_MIN_RUN).contains(&inner) && has_avx512()
