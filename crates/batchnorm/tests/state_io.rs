@@ -18,7 +18,10 @@ fn trained(c: usize) -> BatchNorm {
     bn
 }
 
-fn serialize(tensors: Vec<(String, OwnedTensor)>) -> Vec<u8> {
+/// Named tensors as a safetensors file holds them.
+type Tensors = Vec<(String, OwnedTensor)>;
+
+fn serialize(tensors: Tensors) -> Vec<u8> {
     safetensors::serialize(tensors, None).unwrap()
 }
 
@@ -96,7 +99,7 @@ fn corrupt_truncated_and_mismatched_files_are_refused_without_change() {
         ("garbage", b"\x10\x00\x00\x00\x00\x00\x00\x00{not json at all}".to_vec()),
     ];
     let base = state_tensors(&a, "");
-    let edit = |f: &dyn Fn(&mut Vec<(String, OwnedTensor)>)| {
+    let edit = |f: &dyn Fn(&mut Tensors)| {
         let mut t = base.clone();
         f(&mut t);
         serialize(t)

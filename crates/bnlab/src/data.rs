@@ -25,8 +25,13 @@ pub struct Split {
 }
 
 impl Split {
+    /// Examples in the split.
     pub fn len(&self) -> usize {
         self.labels.len()
+    }
+    /// Whether the split holds no examples.
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
     }
     pub fn pixels(&self) -> usize {
         self.rows * self.cols

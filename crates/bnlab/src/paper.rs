@@ -75,7 +75,7 @@ impl Curves {
         self.outcome.rows.iter().map(|r| (r.step as f64, r.test_acc)).collect()
     }
     fn at(&self, step: u64, name: &str) -> f64 {
-        let r = self.outcome.rows.iter().filter(|r| r.step <= step).next_back();
+        let r = self.outcome.rows.iter().rfind(|r| r.step <= step);
         match name {
             "acc" => r.map_or(f64::NAN, |r| r.test_acc),
             _ => r.and_then(|r| r.extra.iter().find(|(k, _)| k == name)).map_or(f64::NAN, |e| e.1),

@@ -145,6 +145,9 @@ impl Outcome {
 /// Hook called at every evaluation; returns extra named metrics for the row.
 pub type Hook<'a> = dyn FnMut(&Eval, &Model) -> Result<Vec<(String, f64)>> + 'a;
 
+/// What [`Run::on_step`] calls after every step's backward pass: `(step, gradients, model)`.
+pub type StepHook = Box<dyn FnMut(u64, &candle_core::backprop::GradStore, &Model) -> Result<()>>;
+
 /// A training run in progress.
 pub struct Run {
     pub cfg: TrainConfig,
@@ -160,7 +163,7 @@ pub struct Run {
     pub progress: bool,
     /// Called after every step's backward pass, before the update (e.g. to record gradient
     /// norms): `(step, gradients, model)`.
-    pub on_step: Option<Box<dyn FnMut(u64, &candle_core::backprop::GradStore, &Model) -> Result<()>>>,
+    pub on_step: Option<StepHook>,
     rows: Vec<Row>,
     /// The current epoch's permutation of the training set.
     perm: Option<(u64, Vec<usize>)>,
@@ -316,7 +319,7 @@ impl Run {
             if let Some(b) = &bar {
                 b.set_position(self.step);
             }
-            if self.step % self.cfg.eval_every == 0 || self.step == self.cfg.steps {
+            if self.step.is_multiple_of(self.cfg.eval_every) || self.step == self.cfg.steps {
                 let r = self.record(loss_sum / loss_n as f64, hook)?;
                 (loss_sum, loss_n) = (0.0, 0);
                 report(&bar, line, &r, self.cfg.steps);

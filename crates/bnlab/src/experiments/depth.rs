@@ -11,6 +11,9 @@ use anyhow::Result;
 use std::cell::RefCell;
 use std::rc::Rc;
 
+/// A probed step and the gradient norms recorded there.
+type StepNorms = (u64, Vec<f64>);
+
 const INITS: [(&str, WeightInit); 2] = [("careful", WeightInit::Lecun), ("careless", WeightInit::Gaussian(1.0))];
 
 struct Res {
@@ -44,7 +47,7 @@ pub fn run(ctx: &Ctx) -> Result<Section> {
                     cfg.eval_every = (steps / 4).max(1);
                     let mut run = Run::new(cfg, ctx.data.clone(), None)?;
                     run.want_taps = true;
-                    let grads: Rc<RefCell<Vec<(u64, Vec<f64>)>>> = Rc::default();
+                    let grads: Rc<RefCell<Vec<StepNorms>>> = Rc::default();
                     let g2 = grads.clone();
                     run.on_step = Some(Box::new(move |step, gs, m| {
                         if probes.contains(&step) {

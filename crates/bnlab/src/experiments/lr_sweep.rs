@@ -41,8 +41,8 @@ pub fn run(ctx: &Ctx) -> Result<Section> {
         let range = if ok.is_empty() { f64::NAN } else { ok[ok.len() - 1] / ok[0] };
         ranges.push((ok.first().copied(), ok.last().copied(), range));
         let mut r = vec![format!("{} {}", name(act), if bn { "with BN" } else { "without BN" })];
-        for li in 0..lrs.len() {
-            let m = mean(&acc[fi][li]);
+        for (li, runs) in acc[fi].iter().enumerate() {
+            let m = mean(runs);
             r.push(if m.is_nan() { "diverged".into() } else { format!("{m:.3}{}", if trains(fi, li) { "" } else { "*" }) });
         }
         r.push(match (ok.first(), ok.last()) {

@@ -86,10 +86,13 @@ fn error_layers(s: &Stats, exact: &Stats, layers: std::ops::Range<usize>) -> (f6
     (em / n, ev / n)
 }
 
+/// `(estimate, test accuracy, (mean error, variance error))`.
+type EstimateRow = (String, f64, Option<(f64, f64)>);
+
 /// What one training run (one seed, one batch size) measured.
 struct BatchRun {
     /// `(estimate, test accuracy, (mean error, variance error))`; no errors for batch statistics.
-    rows: Vec<(String, f64, Option<(f64, f64)>)>,
+    rows: Vec<EstimateRow>,
     acc_exact: f64,
     alg2: Vec<(f64, f64)>,
     batch_stats: Vec<(f64, f64)>,
