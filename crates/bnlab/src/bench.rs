@@ -4,7 +4,7 @@
 //! end (training steps per second, with and without BN).
 
 use crate::data::Source;
-use crate::floor::floor_ms;
+use crate::floor::{floor_ms, stream_copy};
 use crate::paper::{self, PaperArgs};
 use crate::report;
 use crate::train::Run;
@@ -119,32 +119,6 @@ pub fn copy_bandwidth() -> [f64; 2] {
     let memcpy = median(|| dst.par_chunks_mut(chunk).zip(src.par_chunks(chunk)).for_each(|(d, s)| d.copy_from_slice(s)), 20);
     let stream = median(|| dst.par_chunks_mut(chunk).zip(src.par_chunks(chunk)).for_each(|(d, s)| stream_copy(s, d)), 20);
     [memcpy, stream].map(|t| 2.0 * (n * 4) as f64 / t / 1e9)
-}
-
-/// `d = s` with streaming (non-temporal) stores past `d`'s unaligned head, where the target
-/// has them (SSE, part of every x86-64); elsewhere `copy_from_slice`. Wider streaming stores
-/// (32 and 64 bytes) copied no faster (29-33 GB/s at 1 thread, 38-43 at 2).
-pub fn stream_copy(s: &[f32], d: &mut [f32]) {
-    assert_eq!(s.len(), d.len(), "stream_copy: lengths differ");
-    #[cfg(target_arch = "x86_64")]
-    {
-        use std::arch::x86_64::{_mm_loadu_ps, _mm_sfence, _mm_stream_ps};
-        let n = d.len();
-        let head = d.as_ptr().align_offset(16).min(n);
-        d[..head].copy_from_slice(&s[..head]);
-        let mut i = head;
-        while i + 4 <= n {
-            // SAFETY: i + 4 <= n for both slices; d + i is 16-byte aligned; SSE is part of
-            // x86-64.
-            unsafe { _mm_stream_ps(d.as_mut_ptr().add(i), _mm_loadu_ps(s.as_ptr().add(i))) };
-            i += 4;
-        }
-        d[i..].copy_from_slice(&s[i..]);
-        // SAFETY: as above; orders the streaming stores before anything after the copy.
-        unsafe { _mm_sfence() };
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    d.copy_from_slice(s);
 }
 
 /// The range of the rounds' copy bandwidths, when there are several, and a warning when it is
@@ -342,19 +316,6 @@ pub fn run(a: &BenchArgs) -> Result<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// The streaming copy writes every value, whatever the alignment of either buffer and
-    /// whatever is left past the last whole vector.
-    #[test]
-    fn stream_copy_copies_every_value() {
-        let src: Vec<f32> = (0..300).map(|i| i as f32 * 0.5 - 7.0).collect();
-        for (so, doff, n) in [(0, 0, 0), (1, 0, 3), (0, 1, 17), (3, 2, 250), (2, 3, 297), (1, 1, 64)] {
-            let mut dst = vec![f32::NAN; 300];
-            stream_copy(&src[so..so + n], &mut dst[doff..doff + n]);
-            assert_eq!(&dst[doff..doff + n], &src[so..so + n], "source +{so}, destination +{doff}, {n} values");
-            assert!(dst[..doff].iter().chain(&dst[doff + n..]).all(|v| v.is_nan()), "wrote outside, {n} values");
-        }
-    }
 
     #[test]
     fn copy_spread_gives_the_range_and_warns_when_wide() {
