@@ -647,11 +647,12 @@ mod x86 {
         debug_assert!(inner >= 16 && ch0 < c);
         // Channel and offset within its run of the next value, stepped without a division.
         let (mut ch, mut off) = (ch0, 0);
+        let next = |ch: usize| if ch + 1 == c { 0 } else { ch + 1 };
         let step = |ch: &mut usize, off: &mut usize, by: usize| {
             *off += by;
             if *off >= inner {
                 *off -= inner;
-                *ch = if *ch + 1 == c { 0 } else { *ch + 1 };
+                *ch = next(*ch);
             }
         };
         let h = head64(y, n);
@@ -666,9 +667,8 @@ mod x86 {
             let v = if left >= 16 {
                 line(i, here)
             } else {
-                let next = if ch + 1 == c { 0 } else { ch + 1 };
                 let later = (0xFFFF_u32 << left) as __mmask16;
-                line(i, std::array::from_fn(|q| _mm512_mask_blend_ps(later, here[q], _mm512_set1_ps(consts[q][next]))))
+                line(i, std::array::from_fn(|q| _mm512_mask_blend_ps(later, here[q], _mm512_set1_ps(consts[q][next(ch)]))))
             };
             _mm512_stream_ps(y.add(i), v);
             step(&mut ch, &mut off, 16);
