@@ -80,9 +80,7 @@ fn layer(c: &mut Criterion) {
                     y.apply_op1(InjectGrad(dy.clone())).unwrap().backward().unwrap()
                 })
             });
-            g.bench_function(BenchmarkId::new(format!("eval/{name}"), &id), |b| {
-                b.iter(|| m.forward_t(x.as_tensor(), false).unwrap())
-            });
+            g.bench_function(BenchmarkId::new(format!("eval/{name}"), &id), |b| b.iter(|| m.forward_t(x.as_tensor(), false).unwrap()));
         }
     }
     g.finish();

@@ -26,10 +26,7 @@ pub(crate) fn dims_of(shape: &[usize], channels_last: bool, num_features: usize)
     let layout = layout_of(shape.len(), channels_last)?;
     let d = Dims::new(layout, shape).map_err(crate::to_candle)?;
     if d.channels != num_features {
-        bail!(
-            "batch norm over {num_features} channels got input of shape {shape:?} ({layout}) with {} channels",
-            d.channels
-        );
+        bail!("batch norm over {num_features} channels got input of shape {shape:?} ({layout}) with {} channels", d.channels);
     }
     Ok((layout, d))
 }

@@ -33,13 +33,7 @@ fn bshape(x: &Tensor) -> Vec<usize> {
 /// Normalises channels-first `x` with its own batch statistics; returns `y`, and the batch
 /// mean and biased variance per channel (detached, float64 on the host) for the running
 /// statistics.
-pub(crate) fn train(
-    x: &Tensor,
-    gamma: Option<&Tensor>,
-    beta: Option<&Tensor>,
-    eps: f64,
-    detach: bool,
-) -> Result<(Tensor, Vec<f64>, Vec<f64>)> {
+pub(crate) fn train(x: &Tensor, gamma: Option<&Tensor>, beta: Option<&Tensor>, eps: f64, detach: bool) -> Result<(Tensor, Vec<f64>, Vec<f64>)> {
     let dtype = x.dtype();
     let internal = match dtype {
         DType::F16 | DType::BF16 => DType::F32,
@@ -68,14 +62,7 @@ pub(crate) fn train(
 
 /// Normalises channels-first `x` with given per-channel mean and variance (constants for
 /// the gradient).
-pub(crate) fn eval(
-    x: &Tensor,
-    gamma: Option<&Tensor>,
-    beta: Option<&Tensor>,
-    mean: &Tensor,
-    var: &Tensor,
-    eps: f64,
-) -> Result<Tensor> {
+pub(crate) fn eval(x: &Tensor, gamma: Option<&Tensor>, beta: Option<&Tensor>, mean: &Tensor, var: &Tensor, eps: f64) -> Result<Tensor> {
     let s = bshape(x);
     let dt = x.dtype();
     let m = mean.detach().to_dtype(dt)?.reshape(s.as_slice())?;

@@ -56,10 +56,7 @@ pub fn batch_norm(num_features: usize, config: BatchNormConfig, vb: VarBuilder) 
     let config = BatchNormConfig { num_features, ..config };
     config.validate().map_err(crate::to_candle)?;
     let (weight, bias) = if config.affine {
-        (
-            Some(vb.get_with_hints(num_features, "weight", Init::Const(1.))?),
-            Some(vb.get_with_hints(num_features, "bias", Init::Const(0.))?),
-        )
+        (Some(vb.get_with_hints(num_features, "weight", Init::Const(1.))?), Some(vb.get_with_hints(num_features, "bias", Init::Const(0.))?))
     } else {
         (None, None)
     };
@@ -181,14 +178,7 @@ impl BatchNorm {
             Some((rm.to_dtype(DType::F32)?.to_vec1()?, rv.to_dtype(DType::F32)?.to_vec1()?))
         };
         let shared = Arc::new(Mutex::new(Shared::default()));
-        let op = BnOp {
-            dims: d,
-            eps: self.config.eps,
-            affine: self.weight.is_some(),
-            stats,
-            detach: self.detach_statistics,
-            shared: shared.clone(),
-        };
+        let op = BnOp { dims: d, eps: self.config.eps, affine: self.weight.is_some(), stats, detach: self.detach_statistics, shared: shared.clone() };
         let (g, b) = self.params(x.device())?;
         let y = x.contiguous()?.apply_op3_arc(&g, &b, Arc::new(Box::new(op)))?;
         if train && !d.is_empty() {
@@ -211,8 +201,7 @@ impl BatchNorm {
                 let (y, mean, var) = fallback::train(&xc, w, b, self.config.eps, self.detach_statistics)?;
                 if train && !d.is_empty() {
                     let m = d.per_channel() as f64;
-                    let moments: Vec<Moments> =
-                        mean.iter().zip(&var).map(|(&mean, &v)| Moments { count: m, mean, m2: v * m }).collect();
+                    let moments: Vec<Moments> = mean.iter().zip(&var).map(|(&mean, &v)| Moments { count: m, mean, m2: v * m }).collect();
                     self.update_running(&moments)?;
                 }
                 y

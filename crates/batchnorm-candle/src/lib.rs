@@ -14,9 +14,9 @@ mod fallback;
 mod layer;
 mod ops;
 
+pub use batchnorm::Moments;
 pub use batchnorm::{BatchNormConfig, Momentum, RunningVar};
 pub use layer::{batch_norm, BatchNorm, Observer};
-pub use batchnorm::Moments;
 
 /// The core crate's errors as candle errors (the message is kept whole).
 pub(crate) fn to_candle(e: batchnorm::BnError) -> candle_core::Error {

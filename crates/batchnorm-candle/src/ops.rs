@@ -62,15 +62,7 @@ impl CustomOp3 for BnOp {
         "batchnorm"
     }
 
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout, s3: &CpuStorage, l3: &Layout) -> Result<(CpuStorage, Shape)> {
         let x = slice(s1, l1)?;
         let (g, b) = (slice(s2, l2)?, slice(s3, l3)?);
         let (g, b) = if self.affine { (Some(g), Some(b)) } else { (None, None) };
@@ -82,8 +74,7 @@ impl CustomOp3 for BnOp {
         match &self.stats {
             None => {
                 sh.moments.resize(d.channels, Moments::EMPTY);
-                forward_train_into(x, d, g, b, self.eps, &mut y, &mut sh.moments, &mut sh.saved, &mut ws)
-                    .map_err(to_candle)?;
+                forward_train_into(x, d, g, b, self.eps, &mut y, &mut sh.moments, &mut sh.saved, &mut ws).map_err(to_candle)?;
                 if self.detach {
                     sh.saved.source = StatsSource::Running;
                 }
@@ -100,24 +91,15 @@ impl CustomOp3 for BnOp {
         Ok((CpuStorage::F32(y), l1.shape().clone()))
     }
 
-    fn bwd(
-        &self,
-        x: &Tensor,
-        gamma: &Tensor,
-        beta: &Tensor,
-        _y: &Tensor,
-        dy: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+    fn bwd(&self, x: &Tensor, gamma: &Tensor, beta: &Tensor, _y: &Tensor, dy: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let d = self.dims;
         let saved = &self.shared.lock().expect("batch norm state poisoned").saved;
         let mut dx = output_buffer(d.len())?;
         let (mut dg, mut db) = (vec![0.0f32; d.channels], vec![0.0f32; d.channels]);
         with_cpu_f32(x, |xs| {
             with_cpu_f32(dy, |gs| {
-                let mut run = |w: Option<&[f32]>| {
-                    backward_into(xs, gs, d, w, saved, &mut dx, Some(&mut dg), Some(&mut db), &mut Workspace::new())
-                        .map_err(to_candle)
-                };
+                let mut run =
+                    |w: Option<&[f32]>| backward_into(xs, gs, d, w, saved, &mut dx, Some(&mut dg), Some(&mut db), &mut Workspace::new()).map_err(to_candle);
                 if self.affine {
                     with_cpu_f32(gamma, |w| run(Some(w)))
                 } else {
@@ -126,10 +108,6 @@ impl CustomOp3 for BnOp {
             })
         })?;
         let dev = x.device();
-        Ok((
-            Some(Tensor::from_vec(dx, x.shape(), dev)?),
-            Some(Tensor::from_vec(dg, gamma.shape(), dev)?),
-            Some(Tensor::from_vec(db, beta.shape(), dev)?),
-        ))
+        Ok((Some(Tensor::from_vec(dx, x.shape(), dev)?), Some(Tensor::from_vec(dg, gamma.shape(), dev)?), Some(Tensor::from_vec(db, beta.shape(), dev)?)))
     }
 }

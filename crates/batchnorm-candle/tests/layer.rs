@@ -74,10 +74,7 @@ fn training_and_eval_match_candle_nn_including_gradients() {
 #[test]
 fn running_statistics_match_the_core_layer() {
     let shape = [6usize, 4, 3, 3];
-    for (momentum, var) in [
-        (Momentum::Exponential(0.3), RunningVar::Unbiased),
-        (Momentum::CumulativeAverage, RunningVar::Biased),
-    ] {
+    for (momentum, var) in [(Momentum::Exponential(0.3), RunningVar::Unbiased), (Momentum::CumulativeAverage, RunningVar::Biased)] {
         let cfg = BatchNormConfig::new(4).momentum(momentum).running_var(var);
         let vm = VarMap::new();
         let a = ours(&vm, 4, cfg, DType::F32);
@@ -209,10 +206,7 @@ fn checkpoints_round_trip_and_candle_nn_states_load() {
     let mut vm2 = VarMap::new();
     let bn2 = ours(&vm2, 4, BatchNormConfig::new(4), DType::F32);
     vm2.load(&ours_path).unwrap();
-    assert_eq!(
-        bn2.running_var().unwrap().to_vec1::<f32>().unwrap(),
-        bn.running_var().unwrap().to_vec1::<f32>().unwrap()
-    );
+    assert_eq!(bn2.running_var().unwrap().to_vec1::<f32>().unwrap(), bn.running_var().unwrap().to_vec1::<f32>().unwrap());
     assert_eq!(bn2.forward_t(&x, false).unwrap().to_vec2::<f32>().unwrap(), bn.forward_t(&x, false).unwrap().to_vec2::<f32>().unwrap());
     std::fs::remove_dir_all(dir).unwrap();
 }

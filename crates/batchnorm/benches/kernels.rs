@@ -43,9 +43,7 @@ fn kernels(c: &mut Criterion) {
             let id = format!("{}-{}", layout, shape.iter().map(|s| s.to_string()).collect::<Vec<_>>().join("x"));
             let bytes = (n * 4) as u64;
             g.throughput(Throughput::Bytes(2 * bytes));
-            g.bench_function(BenchmarkId::new("train_fwd", &id), |b| {
-                b.iter(|| bn.forward_train_into(&x, d, &mut y, &mut saved).unwrap())
-            });
+            g.bench_function(BenchmarkId::new("train_fwd", &id), |b| b.iter(|| bn.forward_train_into(&x, d, &mut y, &mut saved).unwrap()));
             g.throughput(Throughput::Bytes(5 * bytes));
             g.bench_function(BenchmarkId::new("train_fwd_bwd", &id), |b| {
                 b.iter(|| {
@@ -54,16 +52,12 @@ fn kernels(c: &mut Criterion) {
                 })
             });
             g.throughput(Throughput::Bytes(2 * bytes));
-            g.bench_function(BenchmarkId::new("eval", &id), |b| {
-                b.iter(|| bn.forward_eval_into(&x, d, &mut y, &mut saved).unwrap())
-            });
+            g.bench_function(BenchmarkId::new("eval", &id), |b| b.iter(|| bn.forward_eval_into(&x, d, &mut y, &mut saved).unwrap()));
             // The statistics pass alone (one read): with `eval` (the normalising pass alone),
             // it shows what a training forward costs beyond its two passes.
             let (mut m, mut ws) = (vec![Moments::EMPTY; d.channels], Workspace::new());
             g.throughput(Throughput::Bytes(bytes));
-            g.bench_function(BenchmarkId::new("moments", &id), |b| {
-                b.iter(|| batch_moments_into(&x, d, &mut m, &mut ws).unwrap())
-            });
+            g.bench_function(BenchmarkId::new("moments", &id), |b| b.iter(|| batch_moments_into(&x, d, &mut m, &mut ws).unwrap()));
         }
         let n = 64 << 20;
         let src = vec![1.0f32; n];

@@ -31,7 +31,11 @@ fn main() -> ExitCode {
                 println!("FAIL {name}: {}", why.join("; "));
             }
             println!("{} passed, {} failed", sum.passed, sum.failed.len());
-            if sum.failed.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+            if sum.failed.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
         }
         Err(e) => {
             eprintln!("error: {e}");

@@ -8,8 +8,7 @@ use crate::narrow::{period, repeat_parts, split, MAX_PERIOD};
 use crate::parallel::{for_each_chunk, for_each_pass_chunk, from_end, Plan, SharedMut};
 use crate::saved::{SavedStats, StatsSource};
 use crate::simd::{
-    acc_grad, grad_combine_out, lane_sum, multiversion, rows_acc_grad, rows_grad_combine_out,
-    rows_scale, scale, store_fence, streams_backward, LANES, NT_GROUP,
+    acc_grad, grad_combine_out, lane_sum, multiversion, rows_acc_grad, rows_grad_combine_out, rows_scale, scale, store_fence, streams_backward, LANES, NT_GROUP,
 };
 use crate::tiles::{backward_tiled, tile_width};
 use crate::workspace::{placed, sized, Workspace};
@@ -135,14 +134,7 @@ fn unpair(part: &[f64], out: &mut [f64]) {
 }
 
 /// Per-channel `[sum(dy) (C) | sum(dy * (x - mean)) (C)]`, in float64, in a fixed order.
-fn grad_sums<'a>(
-    x: &[f32],
-    dy: &[f32],
-    d: Dims,
-    mean: &[f64],
-    sums: &mut Vec<f64>,
-    totals: &'a mut Vec<f64>,
-) -> &'a [f64] {
+fn grad_sums<'a>(x: &[f32], dy: &[f32], d: Dims, mean: &[f64], sums: &mut Vec<f64>, totals: &'a mut Vec<f64>) -> &'a [f64] {
     let c = d.channels;
     let out = sized(totals, 2 * c, 0.0);
     if d.is_empty() {
@@ -275,23 +267,12 @@ pub fn backward_into(
         out
     } else {
         let need_sums = saved.source == StatsSource::Batch || dweight.is_some() || dbias.is_some();
-        let sums = if need_sums {
-            grad_sums(x, dy, d, &saved.mean, &mut ws.sums, &mut ws.totals)
-        } else {
-            sized(&mut ws.totals, 2 * c, 0.0)
-        };
+        let sums = if need_sums { grad_sums(x, dy, d, &saved.mean, &mut ws.sums, &mut ws.totals) } else { sized(&mut ws.totals, 2 * c, 0.0) };
         let coef: &[f32] = match saved.source {
             StatsSource::Batch => {
                 let q = placed(&mut ws.coef, 4 * c, 4, d.len(), &[x.as_ptr(), dy.as_ptr(), dx.as_ptr()]);
                 for ch in 0..c {
-                    let (ctr, a, b, dd) = fold_backward(
-                        saved.mean[ch],
-                        saved.invstd[ch],
-                        gamma(ch),
-                        m,
-                        sums[ch],
-                        sums[c + ch],
-                    );
+                    let (ctr, a, b, dd) = fold_backward(saved.mean[ch], saved.invstd[ch], gamma(ch), m, sums[ch], sums[c + ch]);
                     (q[ch], q[c + ch], q[2 * c + ch], q[3 * c + ch]) = (ctr, a, b, dd);
                 }
                 q

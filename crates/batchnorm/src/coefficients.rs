@@ -25,14 +25,7 @@ pub fn fold_affine(mean: f64, invstd: f64, gamma: f64, beta: f64) -> (f32, f32, 
 /// `sum_dy = sum(dy)` and `sum_dyxc = sum(dy * (x - mean))` over the channel's `m` values.
 /// Returns `(ctr, a, b, d)`.
 #[inline]
-pub fn fold_backward(
-    mean: f64,
-    invstd: f64,
-    gamma: f64,
-    m: f64,
-    sum_dy: f64,
-    sum_dyxc: f64,
-) -> (f32, f32, f32, f32) {
+pub fn fold_backward(mean: f64, invstd: f64, gamma: f64, m: f64, sum_dy: f64, sum_dyxc: f64) -> (f32, f32, f32, f32) {
     let ctr = mean as f32;
     let a = gamma * invstd;
     let b = -a * invstd * invstd * sum_dyxc / m;

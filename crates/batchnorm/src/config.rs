@@ -99,16 +99,11 @@ impl BatchNormConfig {
             return Err(BnError::InvalidConfig("num_features must be at least 1".into()));
         }
         if !(self.eps.is_finite() && self.eps > 0.0) {
-            return Err(BnError::InvalidConfig(format!(
-                "eps must be finite and > 0, got {}",
-                self.eps
-            )));
+            return Err(BnError::InvalidConfig(format!("eps must be finite and > 0, got {}", self.eps)));
         }
         if let Momentum::Exponential(m) = self.momentum {
             if !(0.0..=1.0).contains(&m) {
-                return Err(BnError::InvalidConfig(format!(
-                    "momentum must be in [0, 1] (PyTorch convention; Keras/ONNX's m' is 1 - m), got {m}"
-                )));
+                return Err(BnError::InvalidConfig(format!("momentum must be in [0, 1] (PyTorch convention; Keras/ONNX's m' is 1 - m), got {m}")));
             }
         }
         Ok(())

@@ -86,10 +86,7 @@ pub fn compare(name: &str, got: &[f32], want: &[f32], tol: f64) -> std::result::
     }
     if worst.0 > tol * scale {
         let i = worst.1;
-        return Err(format!(
-            "{name}: max abs error {:.3e} at [{i}] (got {}, expected {}) exceeds {:.1e}",
-            worst.0, got[i], want[i], tol * scale
-        ));
+        return Err(format!("{name}: max abs error {:.3e} at [{i}] (got {}, expected {}) exceeds {:.1e}", worst.0, got[i], want[i], tol * scale));
     }
     Ok(())
 }
@@ -119,12 +116,7 @@ pub fn run_case(name: &str, bytes: &[u8]) -> Result<CaseOutcome> {
     let suffix = |i: usize| if steps > 1 { format!(".{i}") } else { String::new() };
     let (xshape, _) = case.need(&format!("x{}", suffix(0)))?;
     let c = *xshape.get(layout.channel_axis()).ok_or_else(|| BnError::State("x has too few axes".into()))?;
-    let cfg = BatchNormConfig::new(c)
-        .eps(case.num("eps")?)
-        .momentum(momentum)
-        .running_var(running_var)
-        .affine(affine)
-        .track_running_stats(track);
+    let cfg = BatchNormConfig::new(c).eps(case.num("eps")?).momentum(momentum).running_var(running_var).affine(affine).track_running_stats(track);
     let mut bn = BatchNorm::new(cfg)?;
     if affine {
         bn.set_affine(&case.need("weight")?.1, &case.need("bias")?.1)?;
@@ -135,13 +127,7 @@ pub fn run_case(name: &str, bytes: &[u8]) -> Result<CaseOutcome> {
     bn.set_num_batches_tracked(case.num("num_batches_tracked")?);
     let before = bn.clone();
 
-    let mut out = CaseOutcome {
-        name: name.to_string(),
-        failures: vec![],
-        outputs: vec![],
-        num_batches_tracked: 0,
-        error: None,
-    };
+    let mut out = CaseOutcome { name: name.to_string(), failures: vec![], outputs: vec![], num_batches_tracked: 0, error: None };
     let check = |out: &mut CaseOutcome, key: String, shape: Vec<usize>, got: &[f32]| -> Result<()> {
         if let Some((_, want)) = case.tensor(&key)? {
             if let Err(e) = compare(&key, got, &want, tol) {
@@ -210,8 +196,7 @@ pub fn write_outcome(o: &CaseOutcome, out_dir: &Path) -> Result<PathBuf> {
     if let Some(e) = &o.error {
         md.insert("error".to_string(), e.clone());
     }
-    let bytes = safetensors::serialize(o.outputs.iter().map(|(k, t)| (k.as_str(), t)), Some(md))
-        .map_err(|e| BnError::State(e.to_string()))?;
+    let bytes = safetensors::serialize(o.outputs.iter().map(|(k, t)| (k.as_str(), t)), Some(md)).map_err(|e| BnError::State(e.to_string()))?;
     let path = out_dir.join(format!("{}.safetensors", o.name));
     write_atomic(&path, &bytes)?;
     Ok(path)
@@ -230,10 +215,7 @@ pub struct Summary {
 /// when given. A case that cannot be read or run counts as failed with the reason.
 pub fn run_dir(dir: &Path, out_dir: Option<&Path>) -> Result<Summary> {
     let rd = std::fs::read_dir(dir).map_err(|e| BnError::Io(format!("cannot read case directory {}: {e}", dir.display())))?;
-    let mut files: Vec<PathBuf> = rd
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|e| e == "safetensors"))
-        .collect();
+    let mut files: Vec<PathBuf> = rd.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.extension().is_some_and(|e| e == "safetensors")).collect();
     files.sort();
     if files.is_empty() {
         return Err(BnError::Io(format!("no *.safetensors case in {}", dir.display())));
@@ -244,9 +226,7 @@ pub fn run_dir(dir: &Path, out_dir: Option<&Path>) -> Result<Summary> {
     let mut sum = Summary::default();
     for f in files {
         let name = f.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-        let res = std::fs::read(&f)
-            .map_err(|e| BnError::Io(format!("cannot read {}: {e}", f.display())))
-            .and_then(|b| run_case(&name, &b));
+        let res = std::fs::read(&f).map_err(|e| BnError::Io(format!("cannot read {}: {e}", f.display()))).and_then(|b| run_case(&name, &b));
         match res {
             Ok(o) => {
                 if let Some(dir) = out_dir {

@@ -51,21 +51,12 @@ pub enum BnError {
 impl fmt::Display for BnError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            BnError::RankMismatch { layout, expected, got } => write!(
-                f,
-                "layout {layout} needs a tensor of rank {expected}, got rank {got}"
-            ),
-            BnError::ChannelMismatch { expected, got } => write!(
-                f,
-                "the layer has {expected} channels (features) but the input's channel axis has {got}"
-            ),
+            BnError::RankMismatch { layout, expected, got } => write!(f, "layout {layout} needs a tensor of rank {expected}, got rank {got}"),
+            BnError::ChannelMismatch { expected, got } => write!(f, "the layer has {expected} channels (features) but the input's channel axis has {got}"),
             BnError::LengthMismatch { what, expected, got } => {
                 write!(f, "`{what}` has {got} elements, expected {expected}")
             }
-            BnError::Degenerate { shape } => write!(
-                f,
-                "expected more than 1 value per channel when training, got input of shape {shape:?}"
-            ),
+            BnError::Degenerate { shape } => write!(f, "expected more than 1 value per channel when training, got input of shape {shape:?}"),
             BnError::InvalidConfig(msg) => write!(f, "invalid configuration: {msg}"),
             BnError::Unsupported(msg) => write!(f, "unsupported: {msg}"),
             BnError::State(msg) => write!(f, "invalid batch-norm state: {msg}"),

@@ -16,43 +16,24 @@ use crate::layer::BatchNorm;
 /// assert_eq!(w, vec![1.0, 2.0]);   // / sqrt(4)
 /// assert_eq!(b, vec![1.0]);        // (3 - 1) / 2
 /// ```
-pub fn fold_into_linear(
-    bn: &BatchNorm,
-    weight: &[f32],
-    bias: Option<&[f32]>,
-    out_features: usize,
-    in_features: usize,
-) -> Result<(Vec<f32>, Vec<f32>)> {
+pub fn fold_into_linear(bn: &BatchNorm, weight: &[f32], bias: Option<&[f32]>, out_features: usize, in_features: usize) -> Result<(Vec<f32>, Vec<f32>)> {
     fold_per_output(bn, weight, bias, out_features, in_features)
 }
 
 /// Folds `bn` into the convolution before it, weight `[O, I, kh, kw]` (`shape`), optional
 /// bias `[O]`: each output channel's filter is scaled by `s[o]` and its bias becomes
 /// `(b[o] - running_mean[o]) * s[o] + beta[o]` (PyTorch's `fuse_conv_bn_eval`).
-pub fn fold_into_conv(
-    bn: &BatchNorm,
-    weight: &[f32],
-    bias: Option<&[f32]>,
-    shape: [usize; 4],
-) -> Result<(Vec<f32>, Vec<f32>)> {
+pub fn fold_into_conv(bn: &BatchNorm, weight: &[f32], bias: Option<&[f32]>, shape: [usize; 4]) -> Result<(Vec<f32>, Vec<f32>)> {
     let [o, i, kh, kw] = shape;
     fold_per_output(bn, weight, bias, o, i * kh * kw)
 }
 
-fn fold_per_output(
-    bn: &BatchNorm,
-    weight: &[f32],
-    bias: Option<&[f32]>,
-    outs: usize,
-    per_out: usize,
-) -> Result<(Vec<f32>, Vec<f32>)> {
+fn fold_per_output(bn: &BatchNorm, weight: &[f32], bias: Option<&[f32]>, outs: usize, per_out: usize) -> Result<(Vec<f32>, Vec<f32>)> {
     if bn.num_features() != outs {
         return Err(BnError::ChannelMismatch { expected: bn.num_features(), got: outs });
     }
     let (Some(rm), Some(rv)) = (bn.running_mean(), bn.running_var()) else {
-        return Err(BnError::Unsupported(
-            "folding needs running statistics (track_running_stats = true)".into(),
-        ));
+        return Err(BnError::Unsupported("folding needs running statistics (track_running_stats = true)".into()));
     };
     check_len("weight", outs * per_out, weight.len())?;
     if let Some(b) = bias {

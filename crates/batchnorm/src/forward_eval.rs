@@ -3,9 +3,9 @@
 use crate::coefficients::fold_affine;
 use crate::error::{check_len, Result};
 use crate::layout::Dims;
-use crate::saved::{running_into, SavedStats};
 use crate::narrow::{period, repeat_parts, split, MAX_PERIOD};
 use crate::parallel::{channels_in_parallel, for_each_pass_chunk, CHANNEL_TASK};
+use crate::saved::{running_into, SavedStats};
 use crate::simd::{multiversion, rows_affine_out, runs_affine_out, store_fence, streams, NT_GROUP};
 use crate::tiles::{normalize_tiled, tile_width};
 use crate::workspace::{placed, sized, Workspace};

@@ -141,11 +141,7 @@ fn read_counter(st: &SafeTensors, name: &str) -> Result<Option<i64>> {
 pub fn load_state_from(bn: &mut BatchNorm, st: &SafeTensors, prefix: &str) -> Result<()> {
     let c = bn.num_features();
     let cfg = *bn.config();
-    let affine = if cfg.affine {
-        Some((read_f32(st, &format!("{prefix}weight"), c)?, read_f32(st, &format!("{prefix}bias"), c)?))
-    } else {
-        None
-    };
+    let affine = if cfg.affine { Some((read_f32(st, &format!("{prefix}weight"), c)?, read_f32(st, &format!("{prefix}bias"), c)?)) } else { None };
     let running = if cfg.track_running_stats {
         Some((
             read_f32(st, &format!("{prefix}running_mean"), c)?,

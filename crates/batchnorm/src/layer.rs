@@ -188,30 +188,14 @@ impl BatchNorm {
 
     /// Normalises with the batch statistics, leaving them in `self.moments`; no state change.
     fn batch_forward(&mut self, x: &[f32], d: Dims, y: &mut [f32], saved: &mut SavedStats) -> Result<()> {
-        forward_train_into(
-            x,
-            d,
-            self.weight.as_deref(),
-            self.bias.as_deref(),
-            self.config.eps,
-            y,
-            &mut self.moments,
-            saved,
-            &mut self.ws,
-        )
+        forward_train_into(x, d, self.weight.as_deref(), self.bias.as_deref(), self.config.eps, y, &mut self.moments, saved, &mut self.ws)
     }
 
     /// Training forward into `y`: batch statistics (biased variance) normalise `x`; when
     /// tracking, `num_batches_tracked += 1` and the running statistics move toward the batch's
     /// (see [`crate::update_running`]). An empty batch (N = 0) writes nothing and leaves the
     /// state unchanged; one value per channel is refused ([`BnError::Degenerate`]).
-    pub fn forward_train_into(
-        &mut self,
-        x: &[f32],
-        d: Dims,
-        y: &mut [f32],
-        saved: &mut SavedStats,
-    ) -> Result<()> {
+    pub fn forward_train_into(&mut self, x: &[f32], d: Dims, y: &mut [f32], saved: &mut SavedStats) -> Result<()> {
         self.check_dims(d)?;
         self.batch_forward(x, d, y, saved)?;
         if d.is_empty() {
@@ -235,13 +219,7 @@ impl BatchNorm {
     /// Eval forward into `y`: normalise with the running statistics; without them
     /// (`track_running_stats = false`) with the batch statistics, as PyTorch does. Never
     /// changes the state.
-    pub fn forward_eval_into(
-        &mut self,
-        x: &[f32],
-        d: Dims,
-        y: &mut [f32],
-        saved: &mut SavedStats,
-    ) -> Result<()> {
+    pub fn forward_eval_into(&mut self, x: &[f32], d: Dims, y: &mut [f32], saved: &mut SavedStats) -> Result<()> {
         self.check_dims(d)?;
         match (self.running_mean.as_deref(), self.running_var.as_deref()) {
             (Some(rm), Some(rv)) => {
@@ -261,11 +239,7 @@ impl BatchNorm {
     pub fn backward(&mut self, x: &[f32], dy: &[f32], d: Dims, saved: &SavedStats) -> Result<Gradients> {
         let c = self.num_features();
         let mut dx = vec![0.0; x.len()];
-        let (mut dw, mut db) = if self.config.affine {
-            (Some(vec![0.0; c]), Some(vec![0.0; c]))
-        } else {
-            (None, None)
-        };
+        let (mut dw, mut db) = if self.config.affine { (Some(vec![0.0; c]), Some(vec![0.0; c])) } else { (None, None) };
         self.backward_into(x, dy, d, saved, &mut dx, dw.as_deref_mut(), db.as_deref_mut())?;
         Ok(Gradients { dx, dweight: dw, dbias: db })
     }

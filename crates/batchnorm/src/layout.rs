@@ -33,8 +33,7 @@ pub enum Layout {
 
 impl Layout {
     /// Every layout, in a fixed order.
-    pub const ALL: [Layout; 6] =
-        [Layout::Nc, Layout::Ncl, Layout::Nchw, Layout::Ncdhw, Layout::Nlc, Layout::Nhwc];
+    pub const ALL: [Layout; 6] = [Layout::Nc, Layout::Ncl, Layout::Nchw, Layout::Ncdhw, Layout::Nlc, Layout::Nhwc];
 
     /// The layout's name as written in shapes and case files (`"NCHW"`).
     pub fn name(self) -> &'static str {
@@ -75,11 +74,7 @@ impl FromStr for Layout {
         Layout::ALL
             .into_iter()
             .find(|l| l.name().eq_ignore_ascii_case(s))
-            .ok_or_else(|| {
-                BnError::InvalidConfig(format!(
-                    "unknown layout {s:?} (expected one of NC, NCL, NCHW, NCDHW, NLC, NHWC)"
-                ))
-            })
+            .ok_or_else(|| BnError::InvalidConfig(format!("unknown layout {s:?} (expected one of NC, NCL, NCHW, NCDHW, NLC, NHWC)")))
     }
 }
 
@@ -113,17 +108,11 @@ impl Dims {
     /// element count overflows.
     pub fn new(layout: Layout, shape: &[usize]) -> Result<Dims> {
         if shape.len() != layout.rank() {
-            return Err(BnError::RankMismatch {
-                layout: layout.name(),
-                expected: layout.rank(),
-                got: shape.len(),
-            });
+            return Err(BnError::RankMismatch { layout: layout.name(), expected: layout.rank(), got: shape.len() });
         }
         let ca = layout.channel_axis();
         let prod = |s: &[usize]| -> Result<usize> {
-            s.iter().try_fold(1usize, |a, &b| a.checked_mul(b)).ok_or_else(|| {
-                BnError::InvalidConfig(format!("shape {shape:?} overflows usize"))
-            })
+            s.iter().try_fold(1usize, |a, &b| a.checked_mul(b)).ok_or_else(|| BnError::InvalidConfig(format!("shape {shape:?} overflows usize")))
         };
         let channels = shape[ca];
         let (outer, inner) = match layout {

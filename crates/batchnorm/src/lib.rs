@@ -68,8 +68,8 @@ pub use moments::{merge_channels, Moments};
 pub use parallel::reads_once;
 pub use population::{PopulationEstimator, PopulationStats};
 pub use running::{momentum_factor, running_var_sample, update_running};
+/// Re-exported so callers can parse multi-layer files for [`load_state_from`].
+pub use safetensors;
 pub use saved::{SavedStats, StatsSource};
 pub use stats::{batch_moments, batch_moments_into};
 pub use workspace::Workspace;
-/// Re-exported so callers can parse multi-layer files for [`load_state_from`].
-pub use safetensors;

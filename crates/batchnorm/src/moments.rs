@@ -70,11 +70,7 @@ impl Moments {
         }
         let n = self.count + other.count;
         let delta = other.mean - self.mean;
-        Moments {
-            count: n,
-            mean: self.mean + delta * (other.count / n),
-            m2: self.m2 + other.m2 + delta * delta * (self.count * other.count / n),
-        }
+        Moments { count: n, mean: self.mean + delta * (other.count / n), m2: self.m2 + other.m2 + delta * delta * (self.count * other.count / n) }
     }
 
     /// Biased variance `m2 / count`, what normalisation uses.

@@ -98,10 +98,7 @@ impl PopulationStats {
                     RunningVar::Unbiased => &self.sum_var_unbiased,
                     RunningVar::Biased => &self.sum_var_biased,
                 };
-                (
-                    self.sum_mean.iter().map(|s| (s / k) as f32).collect(),
-                    sv.iter().map(|s| (s / k) as f32).collect(),
-                )
+                (self.sum_mean.iter().map(|s| (s / k) as f32).collect(), sv.iter().map(|s| (s / k) as f32).collect())
             }
             PopulationEstimator::Pooled => (
                 self.pooled.iter().map(|m| m.mean as f32).collect(),

@@ -25,13 +25,7 @@ pub fn running_var_sample(m: &Moments, rule: RunningVar) -> f64 {
 /// Applies one training batch's moments to the running statistics, in float64:
 /// `running_mean = (1 - f) * running_mean + f * mean_B`,
 /// `running_var = (1 - f) * running_var + f * var_B` with `f` from [`momentum_factor`].
-pub fn update_running(
-    cfg: &BatchNormConfig,
-    moments: &[Moments],
-    num_batches_tracked: i64,
-    running_mean: &mut [f32],
-    running_var: &mut [f32],
-) {
+pub fn update_running(cfg: &BatchNormConfig, moments: &[Moments], num_batches_tracked: i64, running_mean: &mut [f32], running_var: &mut [f32]) {
     let f = momentum_factor(cfg.momentum, num_batches_tracked);
     let sample = |m: &Moments| running_var_sample(m, cfg.running_var);
     update_run(f, moments, running_mean, running_var, &sample);

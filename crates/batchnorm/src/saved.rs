@@ -31,11 +31,7 @@ pub struct SavedStats {
 impl SavedStats {
     /// Empty saved statistics for `channels` channels (what the `_into` kernels fill).
     pub fn with_channels(channels: usize) -> Self {
-        SavedStats {
-            mean: vec![0.0; channels],
-            invstd: vec![0.0; channels],
-            source: StatsSource::Batch,
-        }
+        SavedStats { mean: vec![0.0; channels], invstd: vec![0.0; channels], source: StatsSource::Batch }
     }
 
     pub(crate) fn resize(&mut self, channels: usize) {
@@ -65,10 +61,7 @@ fn fill_pairs(m: &mut [f64], s: &mut [f64], f: impl Fn(usize) -> (f64, f64) + Sy
         fill(0, m, s);
     } else {
         use rayon::prelude::*;
-        m.par_chunks_mut(CHANNEL_TASK)
-            .zip(s.par_chunks_mut(CHANNEL_TASK))
-            .enumerate()
-            .for_each(|(i, (m, s))| fill(i * CHANNEL_TASK, m, s));
+        m.par_chunks_mut(CHANNEL_TASK).zip(s.par_chunks_mut(CHANNEL_TASK)).enumerate().for_each(|(i, (m, s))| fill(i * CHANNEL_TASK, m, s));
     }
 }
 

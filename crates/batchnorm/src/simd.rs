@@ -132,13 +132,7 @@ pub(crate) fn acc_shifted(x: &[f32], k: f64, a1: &mut [f64; LANES], a2: &mut [f6
 
 /// `a1 += dy`, `a2 += dy * (x - k)`, lane by lane.
 #[inline(always)]
-pub(crate) fn acc_grad(
-    x: &[f32],
-    dy: &[f32],
-    k: f64,
-    a1: &mut [f64; LANES],
-    a2: &mut [f64; LANES],
-) {
+pub(crate) fn acc_grad(x: &[f32], dy: &[f32], k: f64, a1: &mut [f64; LANES], a2: &mut [f64; LANES]) {
     let n = x.len().min(dy.len());
     let (mut x, mut dy) = (&x[..n], &dy[..n]);
     if has_avx2_fma() {
@@ -422,7 +416,13 @@ mod x86 {
     /// `f(values, channels)`, the value range of one row's strip and its channel range.
     /// Before each strip, asks for the values `ahead` on in each of `inputs`.
     #[inline(always)]
-    fn nt_visit<const I: usize>(c: usize, rows: usize, ahead: usize, inputs: [*const f32; I], mut f: impl FnMut(std::ops::Range<usize>, std::ops::Range<usize>)) {
+    fn nt_visit<const I: usize>(
+        c: usize,
+        rows: usize,
+        ahead: usize,
+        inputs: [*const f32; I],
+        mut f: impl FnMut(std::ops::Range<usize>, std::ops::Range<usize>),
+    ) {
         let (strip, group) = if c >= NT_WIDE { (NT_STRIP, NT_GROUP) } else { (c, rows.max(1)) };
         for g0 in (0..rows).step_by(group) {
             for j0 in (0..c).step_by(strip) {
@@ -540,7 +540,14 @@ mod x86 {
     /// row by row.
     /// With `lag` ([`trails`]), each row is stored after the next row's loads.
     #[inline(always)]
-    unsafe fn stream_rows_512<const K: usize>(y: *mut f32, n: usize, h: usize, lag: bool, mut one: impl FnMut(usize, usize), line: impl Fn(usize, usize) -> __m512) {
+    unsafe fn stream_rows_512<const K: usize>(
+        y: *mut f32,
+        n: usize,
+        h: usize,
+        lag: bool,
+        mut one: impl FnMut(usize, usize),
+        line: impl Fn(usize, usize) -> __m512,
+    ) {
         let c = 16 * K;
         for i in 0..h {
             one(i, i % c);
@@ -819,15 +826,7 @@ pub(crate) fn rows_affine(x: &[f32], y: &mut [f32], ctr: &[f32], s: &[f32], t: &
 
 /// Rows of `C` values: `dx[c] = dy[c] * a[c] + ((x[c] - ctr[c]) * b[c] + d[c])`.
 #[inline(always)]
-pub(crate) fn rows_grad_combine(
-    x: &[f32],
-    dy: &[f32],
-    dx: &mut [f32],
-    ctr: &[f32],
-    a: &[f32],
-    b: &[f32],
-    d: &[f32],
-) {
+pub(crate) fn rows_grad_combine(x: &[f32], dy: &[f32], dx: &mut [f32], ctr: &[f32], a: &[f32], b: &[f32], d: &[f32]) {
     let c = ctr.len();
     let (a, b, d) = (&a[..c], &b[..c], &d[..c]);
     for ((o, xr), gr) in dx.chunks_exact_mut(c).zip(x.chunks_exact(c)).zip(dy.chunks_exact(c)) {

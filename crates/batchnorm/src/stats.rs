@@ -65,12 +65,7 @@ pub(crate) fn shifts<'a>(x: &[f32], d: Dims, ws: &'a mut Vec<f64>) -> &'a [f64] 
 /// assert_eq!(out[0].mean, 2.0);
 /// assert_eq!(out[1].var_biased(), 100.0);
 /// ```
-pub fn batch_moments_into(
-    x: &[f32],
-    d: Dims,
-    out: &mut [Moments],
-    ws: &mut Workspace,
-) -> Result<()> {
+pub fn batch_moments_into(x: &[f32], d: Dims, out: &mut [Moments], ws: &mut Workspace) -> Result<()> {
     check_len("x", d.len(), x.len())?;
     check_len("moments", d.channels, out.len())?;
     moments_unchecked(x, d, out, ws);

@@ -317,7 +317,16 @@ mod x86 {
     /// `a2 += (x - k)^2`.
     #[inline(always)]
     #[allow(clippy::too_many_arguments)]
-    unsafe fn strip_shifted<T: F64s, const V: usize>(x: *const f32, c: usize, rows: (usize, usize), j: usize, k: *const f64, a1: *mut f64, a2: *mut f64, pf: Prefetch) {
+    unsafe fn strip_shifted<T: F64s, const V: usize>(
+        x: *const f32,
+        c: usize,
+        rows: (usize, usize),
+        j: usize,
+        k: *const f64,
+        a1: *mut f64,
+        a2: *mut f64,
+        pf: Prefetch,
+    ) {
         let kv = load::<T, V>(k.add(j));
         let (mut s1, mut s2) = (load::<T, V>(a1.add(j)), load::<T, V>(a2.add(j)));
         let mut p = x.add(rows.0 * c + j);
@@ -338,7 +347,17 @@ mod x86 {
     /// One strip of the backward sums: `a1 += dy`, `a2 += dy * (x - k)`.
     #[inline(always)]
     #[allow(clippy::too_many_arguments)]
-    unsafe fn strip_grad<T: F64s, const V: usize>(x: *const f32, dy: *const f32, c: usize, rows: (usize, usize), j: usize, k: *const f64, a1: *mut f64, a2: *mut f64, pf: Prefetch) {
+    unsafe fn strip_grad<T: F64s, const V: usize>(
+        x: *const f32,
+        dy: *const f32,
+        c: usize,
+        rows: (usize, usize),
+        j: usize,
+        k: *const f64,
+        a1: *mut f64,
+        a2: *mut f64,
+        pf: Prefetch,
+    ) {
         let kv = load::<T, V>(k.add(j));
         let (mut s1, mut s2) = (load::<T, V>(a1.add(j)), load::<T, V>(a2.add(j)));
         let (mut p, mut q) = (x.add(rows.0 * c + j), dy.add(rows.0 * c + j));

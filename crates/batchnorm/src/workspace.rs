@@ -18,10 +18,7 @@ impl Workspace {
 
     /// Bytes currently held.
     pub fn capacity_bytes(&self) -> usize {
-        self.sums.capacity() * 8
-            + self.totals.capacity() * 8
-            + self.shift.capacity() * 8
-            + self.coef.capacity() * 4
+        self.sums.capacity() * 8 + self.totals.capacity() * 8 + self.shift.capacity() * 8 + self.coef.capacity() * 4
     }
 }
 
@@ -77,12 +74,7 @@ fn farthest_line(stride: usize, parts: usize, streams: &[*const f32]) -> usize {
         let d = (a % 4096).abs_diff(b % 4096);
         d.min(4096 - d)
     };
-    let score = |t: usize| {
-        (0..parts)
-            .flat_map(|k| streams.iter().map(move |&p| dist(t + k * stride, p as usize)))
-            .min()
-            .unwrap_or(0)
-    };
+    let score = |t: usize| (0..parts).flat_map(|k| streams.iter().map(move |&p| dist(t + k * stride, p as usize))).min().unwrap_or(0);
     (0..64).map(|l| l * 64).max_by_key(|&t| score(t)).unwrap_or(0)
 }
 
@@ -109,21 +101,10 @@ mod tests {
                 assert!(got.iter().all(|&g| g == 0.0), "not zeroed");
                 let base = got.as_ptr() as usize;
                 assert_eq!(base % 64, 0, "c {c} skew {skew}: not on a cache line");
-                let worst = (0..parts)
-                    .flat_map(|k| [s0, s1].map(|s| dist(base + 4 * c * k, s as usize)))
-                    .min()
-                    .unwrap();
+                let worst = (0..parts).flat_map(|k| [s0, s1].map(|s| dist(base + 4 * c * k, s as usize))).min().unwrap();
                 // Some line of the page is at least this far from every array start and
                 // stream pair; the chosen one must do as well.
-                let best = (0..64)
-                    .map(|l| {
-                        (0..parts)
-                            .flat_map(|k| [s0, s1].map(|s| dist(64 * l + 4 * c * k, s as usize)))
-                            .min()
-                            .unwrap()
-                    })
-                    .max()
-                    .unwrap();
+                let best = (0..64).map(|l| (0..parts).flat_map(|k| [s0, s1].map(|s| dist(64 * l + 4 * c * k, s as usize))).min().unwrap()).max().unwrap();
                 assert_eq!(worst, best, "c {c} skew {skew}");
                 got.fill(1.0);
             }

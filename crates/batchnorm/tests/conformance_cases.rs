@@ -22,10 +22,7 @@ fn runner_writes_outputs_under_expectation_names() {
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
     let mut names = st.names();
     names.sort();
-    assert_eq!(
-        names,
-        ["expect.dbias", "expect.dweight", "expect.dx", "expect.running_mean", "expect.running_var", "expect.y"]
-    );
+    assert_eq!(names, ["expect.dbias", "expect.dweight", "expect.dx", "expect.running_mean", "expect.running_var", "expect.y"]);
     assert_eq!(st.tensor("expect.y").unwrap().shape(), [2, 3, 4, 5]);
     let (_, md) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
     assert_eq!(md.metadata().as_ref().unwrap()["num_batches_tracked"], "1");
@@ -41,11 +38,8 @@ fn runner_flags_a_wrong_expectation() {
     let src = std::fs::read(Path::new(CASES).join("train_nc_2x3.safetensors")).unwrap();
     let st = safetensors::SafeTensors::deserialize(&src).unwrap();
     let (_, md) = safetensors::SafeTensors::read_metadata(&src).unwrap();
-    let mut tensors: Vec<(String, batchnorm::OwnedTensor)> = st
-        .tensors()
-        .into_iter()
-        .map(|(n, t)| (n, batchnorm::OwnedTensor { dtype: t.dtype(), shape: t.shape().to_vec(), data: t.data().to_vec() }))
-        .collect();
+    let mut tensors: Vec<(String, batchnorm::OwnedTensor)> =
+        st.tensors().into_iter().map(|(n, t)| (n, batchnorm::OwnedTensor { dtype: t.dtype(), shape: t.shape().to_vec(), data: t.data().to_vec() })).collect();
     let y = tensors.iter_mut().find(|(n, _)| n == "expect.y").unwrap();
     y.1.data[0..4].copy_from_slice(&123.0f32.to_le_bytes());
     let bytes = safetensors::serialize(tensors, md.metadata().clone()).unwrap();

@@ -40,8 +40,8 @@ fn identical_results_for_1_2_3_and_4_threads() {
         (Layout::Nchw, &[1, 50, 96, 96]), // channel tasks of 3 pipelined channels (last: 2)
         (Layout::Nhwc, &[8, 32, 32, 16]),
         (Layout::Nc, &[512, 256]),
-        (Layout::Nc, &[16, 2100]), // few rows, many channels: backward in column tiles
-        (Layout::Nc, &[8, 9000]),  // per-channel work in parallel tasks
+        (Layout::Nc, &[16, 2100]),       // few rows, many channels: backward in column tiles
+        (Layout::Nc, &[8, 9000]),        // per-channel work in parallel tasks
         (Layout::Nhwc, &[8, 32, 33, 3]), // rows of 3 regrouped into rows of 24
         (Layout::Ncl, &[3, 1, 40000]),
         // 16 MB and more: on one thread the second passes run from the end (`from_end`)
@@ -49,12 +49,8 @@ fn identical_results_for_1_2_3_and_4_threads() {
         (Layout::Nchw, &[90, 16, 55, 55]),
     ];
     for (layout, shape) in shapes {
-        let results: Vec<Outputs> = [1, 2, 3, 4]
-            .into_iter()
-            .map(|t| {
-                rayon::ThreadPoolBuilder::new().num_threads(t).build().unwrap().install(|| run(layout, shape))
-            })
-            .collect();
+        let results: Vec<Outputs> =
+            [1, 2, 3, 4].into_iter().map(|t| rayon::ThreadPoolBuilder::new().num_threads(t).build().unwrap().install(|| run(layout, shape))).collect();
         for (t, r) in results.iter().enumerate().skip(1) {
             assert!(r == &results[0], "{layout} {shape:?}: {} threads differ from 1 thread", t + 1);
         }

@@ -67,10 +67,7 @@ fn shape_and_length_mismatches_leave_state_untouched() {
     assert!(matches!(bn.backward(&x, &x, d, &short), Err(BnError::LengthMismatch { what: "saved.mean", .. })));
     let mut dx = vec![0.0; 15];
     let mut dw = vec![0.0; 2];
-    assert!(matches!(
-        bn.backward_into(&x, &x, d, &saved, &mut dx, Some(&mut dw), None),
-        Err(BnError::LengthMismatch { what: "dweight", .. })
-    ));
+    assert!(matches!(bn.backward_into(&x, &x, d, &saved, &mut dx, Some(&mut dw), None), Err(BnError::LengthMismatch { what: "dweight", .. })));
     assert!(same_state(&bn, &before));
 }
 
@@ -97,7 +94,17 @@ fn empty_batch_gives_empty_output_and_unchanged_state() {
     let mut bn = layer(3);
     let before = bn.clone();
     for layout in [Layout::Nc, Layout::Nchw, Layout::Nhwc] {
-        let shape: Vec<usize> = (0..layout.rank()).map(|i| if i == 0 { 0 } else if i == layout.channel_axis() { 3 } else { 2 }).collect();
+        let shape: Vec<usize> = (0..layout.rank())
+            .map(|i| {
+                if i == 0 {
+                    0
+                } else if i == layout.channel_axis() {
+                    3
+                } else {
+                    2
+                }
+            })
+            .collect();
         let d = Dims::new(layout, &shape).unwrap();
         let (y, saved) = bn.forward_train(&[], d).unwrap();
         assert!(y.is_empty());

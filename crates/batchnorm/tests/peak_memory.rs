@@ -31,7 +31,7 @@ fn a_training_step_holds_its_outputs_and_per_channel_scratch_only() {
     let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
     pool.install(|| {
         for (layout, shape) in [
-            (Layout::Nc, vec![2048, 1024]),      // rows: block partial sums
+            (Layout::Nc, vec![2048, 1024]),       // rows: block partial sums
             (Layout::Nchw, vec![2, 64, 96, 96]),  // channel-by-channel tasks
             (Layout::Nchw, vec![64, 128, 7, 7]),  // short runs: memory-order blocks
             (Layout::Nhwc, vec![16, 32, 32, 64]), // rows

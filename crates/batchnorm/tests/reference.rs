@@ -3,7 +3,7 @@
 
 mod common;
 
-use batchnorm::{batch_moments, BatchNorm, BatchNormConfig, BnError, Dims, Layout, Momentum, Moments, RunningVar};
+use batchnorm::{batch_moments, BatchNorm, BatchNormConfig, BnError, Dims, Layout, Moments, Momentum, RunningVar};
 use common::{assert_close, batch_stats, eval_backward, normalize, to_f64, train_backward, Rng};
 use proptest::prelude::*;
 
@@ -85,18 +85,12 @@ fn run(s: &Setup) -> std::result::Result<(), TestCaseError> {
         let grads = bn.backward(&x, &dy, d, &saved).unwrap();
         let (want_y, (dx, dg, db)) = if batch_mode {
             let (mean, var) = batch_stats(&x, d);
-            (
-                normalize(&to_f64(&x), d, w.as_deref(), bias.as_deref(), &mean, &var, s.eps),
-                train_backward(&x, &dy, d, w.as_deref(), s.eps),
-            )
+            (normalize(&to_f64(&x), d, w.as_deref(), bias.as_deref(), &mean, &var, s.eps), train_backward(&x, &dy, d, w.as_deref(), s.eps))
         } else {
             let rmf: Vec<f32> = rm.iter().map(|&v| v as f32).collect();
             let rvf: Vec<f32> = rv.iter().map(|&v| v as f32).collect();
             let (rm64, rv64) = (to_f64(&rmf), to_f64(&rvf));
-            (
-                normalize(&to_f64(&x), d, w.as_deref(), bias.as_deref(), &rm64, &rv64, s.eps),
-                eval_backward(&x, &dy, d, w.as_deref(), &rmf, &rvf, s.eps),
-            )
+            (normalize(&to_f64(&x), d, w.as_deref(), bias.as_deref(), &rm64, &rv64, s.eps), eval_backward(&x, &dy, d, w.as_deref(), &rmf, &rvf, s.eps))
         };
         // The inputs are float32: the reference is exact on them, ours rounds once or twice.
         assert_close("y", &y, &want_y, 2e-5);
@@ -203,10 +197,10 @@ fn large_tensors_match_reference_on_every_path() {
         (Layout::Nhwc, vec![8, 24, 24, 40]),  // rows, several blocks
         (Layout::Nhwc, vec![8, 12, 12, 256]), // statistics in register strips, backward one row at a time
         (Layout::Nc, vec![1000, 70]),
-        (Layout::Nc, vec![20, 1700]),         // few rows, many channels: backward in column tiles
-        (Layout::Nc, vec![8, 9000]),          // per-channel work in parallel tasks
-        (Layout::Nhwc, vec![8, 40, 41, 3]),   // rows of 3 regrouped into rows of 24
-        (Layout::Nc, vec![7001, 5]),          // rows of 5 regrouped into rows of 40, rows left over
+        (Layout::Nc, vec![20, 1700]),       // few rows, many channels: backward in column tiles
+        (Layout::Nc, vec![8, 9000]),        // per-channel work in parallel tasks
+        (Layout::Nhwc, vec![8, 40, 41, 3]), // rows of 3 regrouped into rows of 24
+        (Layout::Nc, vec![7001, 5]),        // rows of 5 regrouped into rows of 40, rows left over
         (Layout::Ncdhw, vec![3, 3, 10, 30, 30]),
     ] {
         check_step(layout, &shape, 7, 1e3, 2.0, 1e-4);

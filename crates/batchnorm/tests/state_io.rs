@@ -32,10 +32,7 @@ fn round_trip_with_prefix_uses_pytorch_names() {
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
     let mut names = st.names();
     names.sort();
-    assert_eq!(
-        names,
-        ["layer1.bn.bias", "layer1.bn.num_batches_tracked", "layer1.bn.running_mean", "layer1.bn.running_var", "layer1.bn.weight"]
-    );
+    assert_eq!(names, ["layer1.bn.bias", "layer1.bn.num_batches_tracked", "layer1.bn.running_mean", "layer1.bn.running_var", "layer1.bn.weight"]);
     let nbt = st.tensor("layer1.bn.num_batches_tracked").unwrap();
     assert_eq!((nbt.dtype(), nbt.shape()), (Dtype::I64, &[][..]));
     let mut b = BatchNorm::new(BatchNormConfig::new(4)).unwrap();
@@ -89,9 +86,7 @@ fn corrupt_truncated_and_mismatched_files_are_refused_without_change() {
     let good = save_state(&a, "").unwrap();
     let mut b = BatchNorm::new(BatchNormConfig::new(3)).unwrap();
     let fresh = b.clone();
-    let unchanged = |b: &BatchNorm| {
-        b.weight() == fresh.weight() && b.running_mean() == fresh.running_mean() && b.num_batches_tracked() == 0
-    };
+    let unchanged = |b: &BatchNorm| b.weight() == fresh.weight() && b.running_mean() == fresh.running_mean() && b.num_batches_tracked() == 0;
     let mut bad: Vec<(&str, Vec<u8>)> = vec![
         ("truncated", good[..good.len() - 3].to_vec()),
         ("header cut", good[..10].to_vec()),
@@ -108,14 +103,13 @@ fn corrupt_truncated_and_mismatched_files_are_refused_without_change() {
     bad.push(("missing weight", edit(&|t| t.retain(|(n, _)| n != "weight"))));
     bad.push(("wrong shape", edit(&|t| t.iter_mut().filter(|(n, _)| n == "bias").for_each(|(_, v)| *v = OwnedTensor::f32(vec![4], &[0.0; 4])))));
     bad.push(("2-d shape", edit(&|t| t.iter_mut().filter(|(n, _)| n == "bias").for_each(|(_, v)| *v = OwnedTensor::f32(vec![3, 1], &[0.0; 3])))));
-    bad.push(("wrong dtype", edit(&|t| {
-        t.iter_mut().filter(|(n, _)| n == "running_mean").for_each(|(_, v)| {
-            *v = OwnedTensor { dtype: Dtype::F64, shape: vec![3], data: vec![0; 24] }
-        })
-    })));
-    bad.push(("counter dtype", edit(&|t| {
-        t.iter_mut().filter(|(n, _)| n == "num_batches_tracked").for_each(|(_, v)| *v = OwnedTensor::f32(vec![], &[1.0]))
-    })));
+    bad.push((
+        "wrong dtype",
+        edit(&|t| {
+            t.iter_mut().filter(|(n, _)| n == "running_mean").for_each(|(_, v)| *v = OwnedTensor { dtype: Dtype::F64, shape: vec![3], data: vec![0; 24] })
+        }),
+    ));
+    bad.push(("counter dtype", edit(&|t| t.iter_mut().filter(|(n, _)| n == "num_batches_tracked").for_each(|(_, v)| *v = OwnedTensor::f32(vec![], &[1.0])))));
     for (what, bytes) in bad {
         let e = load_state(&mut b, &bytes, "").unwrap_err();
         assert!(matches!(e, BnError::State(_)), "{what}: {e}");
@@ -132,13 +126,9 @@ fn state_written_like_pytorch_loads_and_gives_pytorch_eval_output() {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/conformance/cases/eval_nchw_8x16x7x7.safetensors");
     let case = std::fs::read(path).unwrap();
     let st = safetensors::SafeTensors::deserialize(&case).unwrap();
-    let get = |n: &str| -> Vec<f32> {
-        st.tensor(n).unwrap().data().chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect()
-    };
-    let mut tensors: Vec<(String, OwnedTensor)> = ["weight", "bias", "running_mean", "running_var"]
-        .iter()
-        .map(|n| (format!("features.1.{n}"), OwnedTensor::f32(vec![16], &get(n))))
-        .collect();
+    let get = |n: &str| -> Vec<f32> { st.tensor(n).unwrap().data().chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect() };
+    let mut tensors: Vec<(String, OwnedTensor)> =
+        ["weight", "bias", "running_mean", "running_var"].iter().map(|n| (format!("features.1.{n}"), OwnedTensor::f32(vec![16], &get(n)))).collect();
     tensors.push(("features.1.num_batches_tracked".into(), OwnedTensor::i64_scalar(1234)));
     tensors.push(("features.0.weight".into(), OwnedTensor::f32(vec![2], &[1.0, 2.0])));
     let mut md = HashMap::new();

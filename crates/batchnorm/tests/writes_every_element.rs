@@ -18,16 +18,16 @@ fn outputs_are_written_in_full() {
     let shapes: [(Layout, &[usize]); 14] = [
         (Layout::Nc, &[60, 100]),
         (Layout::Nc, &[256, 1024]),
-        (Layout::Nc, &[16, 3000]),         // column tiles
-        (Layout::Nhwc, &[4, 9, 9, 3]),     // narrow rows
-        (Layout::Nhwc, &[4, 7, 7, 200]),   // backward strips asking for rows further down
-        (Layout::Nchw, &[2, 16, 96, 96]),  // channel tasks
-        (Layout::Nchw, &[8, 32, 7, 7]),    // memory-order slices
-        (Layout::Nchw, &[90, 16, 55, 55]), // memory-order slices, second passes from the end (17.4 MB)
-        (Layout::Nc, &[1030, 4100]),       // streamed rows (16.9 MB)
+        (Layout::Nc, &[16, 3000]),          // column tiles
+        (Layout::Nhwc, &[4, 9, 9, 3]),      // narrow rows
+        (Layout::Nhwc, &[4, 7, 7, 200]),    // backward strips asking for rows further down
+        (Layout::Nchw, &[2, 16, 96, 96]),   // channel tasks
+        (Layout::Nchw, &[8, 32, 7, 7]),     // memory-order slices
+        (Layout::Nchw, &[90, 16, 55, 55]),  // memory-order slices, second passes from the end (17.4 MB)
+        (Layout::Nc, &[1030, 4100]),        // streamed rows (16.9 MB)
         (Layout::Nchw, &[2, 70, 175, 175]), // streamed channel runs (17.2 MB, odd run length)
         (Layout::Nchw, &[96, 129, 19, 19]), // short runs streamed across run boundaries (17.9 MB, runs of 361)
-        (Layout::Nhwc, &[2, 97, 97, 256]), // backward streamed from 11 MB, rows of 256
+        (Layout::Nhwc, &[2, 97, 97, 256]),  // backward streamed from 11 MB, rows of 256
         (Layout::Nhwc, &[2, 190, 230, 48]), // streamed rows, constants in registers (16.8 MB)
         (Layout::Nhwc, &[2, 181, 183, 64]), // streamed rows, constants in registers (17 MB)
     ];

@@ -145,11 +145,7 @@ fn median_rounds<const K: usize>(rounds: &[(Vec<[f64; K]>, f64)]) -> (Vec<[f64; 
 fn python(python: &Path, script: &str, name: &str, args: &[String]) -> Result<String> {
     let path = std::env::temp_dir().join(format!("bnlab-{}-{name}", std::process::id()));
     std::fs::write(&path, script).with_context(|| format!("cannot write {}", path.display()))?;
-    let out = std::process::Command::new(python)
-        .arg(&path)
-        .args(args)
-        .output()
-        .with_context(|| format!("cannot run {}", python.display()))?;
+    let out = std::process::Command::new(python).arg(&path).args(args).output().with_context(|| format!("cannot run {}", python.display()))?;
     let _ = std::fs::remove_file(&path);
     if !out.status.success() {
         bail!("{} {name} failed: {}", python.display(), String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or(""));
@@ -162,12 +158,7 @@ fn time_torch(py: &Path, threads: usize) -> Result<(Vec<[f64; 3]>, f64)> {
     let out = python(py, TORCH_BN, "torch_bn.py", &["--threads".into(), threads.to_string(), "--json".into()])?;
     let rows_line = out.lines().rev().find(|l| l.starts_with('[')).context("torch_bn.py printed no JSON")?;
     let rows: Vec<serde_json::Value> = serde_json::from_str(rows_line)?;
-    let copy = out
-        .lines()
-        .find(|l| l.starts_with("copy"))
-        .and_then(|l| l.split_whitespace().nth(3))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(f64::NAN);
+    let copy = out.lines().find(|l| l.starts_with("copy")).and_then(|l| l.split_whitespace().nth(3)).and_then(|v| v.parse().ok()).unwrap_or(f64::NAN);
     let ms = rows
         .iter()
         .map(|r| {
@@ -221,9 +212,8 @@ fn rates(out: &str) -> Result<(f64, f64)> {
 pub fn run(a: &BenchArgs) -> Result<PathBuf> {
     if let Some(py) = &a.torch {
         // Before minutes of our own timings, not after: a wrong interpreter fails at once.
-        python(py, "import torch\n", "check_torch.py", &[]).with_context(|| {
-            format!("--torch {}: not a Python with torch (python3 -m venv .venv && .venv/bin/pip install torch numpy)", py.display())
-        })?;
+        python(py, "import torch\n", "check_torch.py", &[])
+            .with_context(|| format!("--torch {}: not a Python with torch (python3 -m venv .venv && .venv/bin/pip install torch numpy)", py.display()))?;
     }
     let dir = a.out.clone().unwrap_or_else(|| PathBuf::from("runs").join(format!("bench-{}", report::timestamp())));
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create output directory {}", dir.display()))?;
@@ -256,7 +246,20 @@ pub fn run(a: &BenchArgs) -> Result<PathBuf> {
             torch.as_ref().map_or("memcpy".to_string(), |(_, c)| format!("each round's faster of memcpy and PyTorch's copy_, medians {memcpy:.1} and {c:.1}")),
             copy_spread(&our_rounds.iter().map(|r| r.1).collect::<Vec<_>>()),
         ));
-        let headers = ["shape", "layout", "op", "ours ms", "PyTorch ms", "speedup", "floor ms", "speedup at floor", "ours GB/s", "% of copy", "% of streaming copy", "% of floor"];
+        let headers = [
+            "shape",
+            "layout",
+            "op",
+            "ours ms",
+            "PyTorch ms",
+            "speedup",
+            "floor ms",
+            "speedup at floor",
+            "ours GB/s",
+            "% of copy",
+            "% of streaming copy",
+            "% of floor",
+        ];
         let mut rows = Vec::new();
         for (i, (_, layout, shape)) in SUITE.iter().enumerate() {
             let bytes = shape.iter().product::<usize>() as f64 * 4.0;

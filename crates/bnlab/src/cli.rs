@@ -241,13 +241,7 @@ fn train_config(t: &TrainArgs) -> Result<TrainConfig> {
         (None, Act::Sigmoid) => WeightInit::Lecun,
     };
     Ok(TrainConfig {
-        model: ModelSpec {
-            arch,
-            act: t.act,
-            bn: (t.bn && !t.no_bn).then(|| BnSpec { momentum: bn_momentum, ..BnSpec::default() }),
-            dropout: t.dropout,
-            init,
-        },
+        model: ModelSpec { arch, act: t.act, bn: (t.bn && !t.no_bn).then(|| BnSpec { momentum: bn_momentum, ..BnSpec::default() }), dropout: t.dropout, init },
         data: DataSpec::from_source(&t.data.source()?),
         train_subset: t.train_subset,
         lr: t.lr,
@@ -329,7 +323,8 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             }
             paper::run(&paper_args)?;
             for name in experiments::NAMES {
-                let args = ExpArgs { quick: opts.quick, seeds: opts.seeds, source: source.clone(), out: Some(runs.join(format!("{name}-{stamp}"))), quiet: false };
+                let args =
+                    ExpArgs { quick: opts.quick, seeds: opts.seeds, source: source.clone(), out: Some(runs.join(format!("{name}-{stamp}"))), quiet: false };
                 experiments::run(name, &args)?;
             }
             println!("report: {}", crate::report_all::run(&runs)?.display());

@@ -117,10 +117,7 @@ pub struct Idx {
 fn maybe_gunzip(bytes: &[u8], what: &str) -> Result<Vec<u8>> {
     if bytes.starts_with(&[0x1f, 0x8b]) {
         let mut out = Vec::new();
-        flate2::read::GzDecoder::new(bytes)
-            .take(MAX_BYTES)
-            .read_to_end(&mut out)
-            .with_context(|| format!("{what}: corrupt gzip data"))?;
+        flate2::read::GzDecoder::new(bytes).take(MAX_BYTES).read_to_end(&mut out).with_context(|| format!("{what}: corrupt gzip data"))?;
         Ok(out)
     } else {
         Ok(bytes.to_vec())
@@ -143,9 +140,7 @@ pub fn parse_idx(bytes: &[u8], ndims: usize, what: &str) -> Result<Idx> {
     if raw.len() < header {
         bail!("{what}: truncated header ({} of {header} bytes)", raw.len());
     }
-    let dims: Vec<usize> = (0..ndims)
-        .map(|i| u32::from_be_bytes(raw[4 + 4 * i..8 + 4 * i].try_into().expect("4 bytes")) as usize)
-        .collect();
+    let dims: Vec<usize> = (0..ndims).map(|i| u32::from_be_bytes(raw[4 + 4 * i..8 + 4 * i].try_into().expect("4 bytes")) as usize).collect();
     let payload = dims.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).filter(|&p| p as u64 <= MAX_BYTES);
     let Some(payload) = payload else { bail!("{what}: implausible dimensions {dims:?}") };
     if raw.len() != header + payload {

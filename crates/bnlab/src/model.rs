@@ -1,11 +1,11 @@
 //! The lab's networks: an MLP and a small CNN, with or without batch normalization, placed
 //! as in the seed: act(BN(x W)), the preceding layer's bias dropped when BN follows.
 
+use crate::dense::Dense;
 use crate::rng::Rng;
 use anyhow::{bail, Result};
 use batchnorm_candle::{batch_norm, BatchNorm, BatchNormConfig, Momentum, RunningVar};
 use candle_core::{DType, Device, Module, ModuleT, Tensor};
-use crate::dense::Dense;
 use candle_nn::{Conv2d, Conv2dConfig, Init, VarBuilder, VarMap};
 use serde::{Deserialize, Serialize};
 

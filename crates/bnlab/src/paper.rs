@@ -11,7 +11,7 @@ use crate::model::{Act, Arch, BnSpec, ModelSpec, WeightInit};
 use crate::plot::{self, Figure, Panel, Series, Style, PALETTE};
 use crate::report;
 use crate::stats::{column, frac_abs_above, frac_abs_below, percentile, sorted};
-use crate::train::{Outcome, Run, TrainConfig, DataSpec};
+use crate::train::{DataSpec, Outcome, Run, TrainConfig};
 use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
 
@@ -65,11 +65,7 @@ struct Curves {
 
 impl Curves {
     fn col(&self, name: &str) -> Vec<(f64, f64)> {
-        self.outcome
-            .rows
-            .iter()
-            .map(|r| (r.step as f64, r.extra.iter().find(|(k, _)| k == name).map_or(f64::NAN, |e| e.1)))
-            .collect()
+        self.outcome.rows.iter().map(|r| (r.step as f64, r.extra.iter().find(|(k, _)| k == name).map_or(f64::NAN, |e| e.1))).collect()
     }
     fn acc(&self) -> Vec<(f64, f64)> {
         self.outcome.rows.iter().map(|r| (r.step as f64, r.test_acc)).collect()
@@ -147,7 +143,11 @@ pub fn run(a: &PaperArgs) -> Result<PathBuf> {
 }
 
 fn fmt(v: f64, d: usize) -> String {
-    if v.is_finite() { format!("{v:.d$}") } else { "n/a".into() }
+    if v.is_finite() {
+        format!("{v:.d$}")
+    } else {
+        "n/a".into()
+    }
 }
 
 fn write_outputs(a: &PaperArgs, dir: &Path, c: &[Curves], data_name: &str) -> Result<()> {
@@ -156,7 +156,18 @@ fn write_outputs(a: &PaperArgs, dir: &Path, c: &[Curves], data_name: &str) -> Re
     let mut csv = String::from("step,acc_no_bn,acc_bn,p15_no_bn,p50_no_bn,p85_no_bn,p15_bn,p50_bn,p85_bn,saturated_no_bn,saturated_bn\n");
     for r in &b.outcome.rows {
         let s = r.step;
-        let v = [nb.at(s, "acc"), b.at(s, "acc"), nb.at(s, "p15"), nb.at(s, "p50"), nb.at(s, "p85"), b.at(s, "p15"), b.at(s, "p50"), b.at(s, "p85"), nb.at(s, "saturated"), b.at(s, "saturated")];
+        let v = [
+            nb.at(s, "acc"),
+            b.at(s, "acc"),
+            nb.at(s, "p15"),
+            nb.at(s, "p50"),
+            nb.at(s, "p85"),
+            b.at(s, "p15"),
+            b.at(s, "p50"),
+            b.at(s, "p85"),
+            nb.at(s, "saturated"),
+            b.at(s, "saturated"),
+        ];
         csv.push_str(&format!("{s},{}\n", v.map(|x| x.to_string()).join(",")));
     }
     batchnorm::write_atomic(&dir.join("figure1.csv"), csv.as_bytes()).map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -192,10 +203,7 @@ fn write_outputs(a: &PaperArgs, dir: &Path, c: &[Curves], data_name: &str) -> Re
                 title: "(a) test accuracy".into(),
                 xlabel: "training step".into(),
                 ylabel: "test accuracy".into(),
-                series: vec![
-                    Series::line("without BN", nb.acc(), PALETTE[1]).styled(Style::Dashed),
-                    Series::line("with BN", b.acc(), PALETTE[0]),
-                ],
+                series: vec![Series::line("without BN", nb.acc(), PALETTE[1]).styled(Style::Dashed), Series::line("with BN", b.acc(), PALETTE[0])],
                 y_range: Some((0.0, 1.0)),
                 ..Panel::default()
             },
@@ -223,10 +231,8 @@ fn write_outputs(a: &PaperArgs, dir: &Path, c: &[Curves], data_name: &str) -> Re
     let marks: Vec<u64> = [0.02, 0.1, 0.25, 0.5, 1.0].iter().map(|f| ((a.steps as f64 * f) as u64 / a.eval_every.max(1)) * a.eval_every.max(1)).collect();
     let mut marks = marks;
     marks.dedup();
-    let acc_rows: Vec<Vec<String>> = marks
-        .iter()
-        .map(|&s| vec![s.to_string(), fmt(nb.at(s, "acc"), 4), fmt(b.at(s, "acc"), 4), fmt(b.at(s, "acc") - nb.at(s, "acc"), 4)])
-        .collect();
+    let acc_rows: Vec<Vec<String>> =
+        marks.iter().map(|&s| vec![s.to_string(), fmt(nb.at(s, "acc"), 4), fmt(b.at(s, "acc"), 4), fmt(b.at(s, "acc") - nb.at(s, "acc"), 4)]).collect();
     let spread = |cv: &Curves| -> Vec<String> {
         let p50: Vec<f64> = cv.col("p50").iter().map(|p| p.1).filter(|v| v.is_finite()).collect();
         let drift = p50.iter().cloned().fold(f64::NEG_INFINITY, f64::max) - p50.iter().cloned().fold(f64::INFINITY, f64::min);
@@ -248,8 +254,13 @@ fn write_outputs(a: &PaperArgs, dir: &Path, c: &[Curves], data_name: &str) -> Re
     let verdict = format!(
         "After {end} steps the net with BN reached {} test accuracy against {} without (best {} vs {}). \
          The median sigmoid input of unit {} moved over a range of {} with BN and {} without, over the whole run.",
-        fmt(b.at(end, "acc"), 4), fmt(nb.at(end, "acc"), 4), fmt(b.outcome.best_acc(), 4), fmt(nb.outcome.best_acc(), 4), a.unit,
-        spread_rows[1][3], spread_rows[0][3]
+        fmt(b.at(end, "acc"), 4),
+        fmt(nb.at(end, "acc"), 4),
+        fmt(b.outcome.best_acc(), 4),
+        fmt(nb.outcome.best_acc(), 4),
+        a.unit,
+        spread_rows[1][3],
+        spread_rows[0][3]
     );
     let body = format!(
         "<p>Data: {data_name}. Both nets start from the same weights (seed {seed}, N(0, {std}&sup2;)), train with plain SGD at \
@@ -261,8 +272,17 @@ fn write_outputs(a: &PaperArgs, dir: &Path, c: &[Curves], data_name: &str) -> Re
          (panels b and c). Saturation counts |input| &gt; 4 over all hidden units.</p>{t2}{satfig}\
          <p>Files: <a href=\"figure1.csv\">figure1.csv</a>, <a href=\"no-bn/metrics.csv\">no-bn/metrics.csv</a>, \
          <a href=\"bn/metrics.csv\">bn/metrics.csv</a>, checkpoints in <code>no-bn/</code> and <code>bn/</code>.</p>",
-        seed = a.seed, std = a.init_std, lr = a.lr, bs = a.batch_size, steps = a.steps, ev = a.eval_every,
-        fig = report::figure(&fig_svg, "Figure 1 (a) test accuracy, (b, c) 15th/50th/85th percentiles of a last-hidden-layer sigmoid input", &["figure1.png", "figure1.svg"]),
+        seed = a.seed,
+        std = a.init_std,
+        lr = a.lr,
+        bs = a.batch_size,
+        steps = a.steps,
+        ev = a.eval_every,
+        fig = report::figure(
+            &fig_svg,
+            "Figure 1 (a) test accuracy, (b, c) 15th/50th/85th percentiles of a last-hidden-layer sigmoid input",
+            &["figure1.png", "figure1.svg"]
+        ),
         t1 = report::table(&acc_h, &acc_rows),
         n = "all",
         unit = a.unit,
@@ -290,7 +310,10 @@ fn write_outputs(a: &PaperArgs, dir: &Path, c: &[Curves], data_name: &str) -> Re
             claim: "With BN the network trains faster (Figure 1 a)".into(),
             measured: format!(
                 "test accuracy at step {early}: {} with BN vs {} without; at step {end}: {} vs {}",
-                fmt(b.at(early, "acc"), 4), fmt(nb.at(early, "acc"), 4), fmt(b.at(end, "acc"), 4), fmt(nb.at(end, "acc"), 4)
+                fmt(b.at(early, "acc"), 4),
+                fmt(nb.at(early, "acc"), 4),
+                fmt(b.at(end, "acc"), 4),
+                fmt(nb.at(end, "acc"), 4)
             ),
             paper: "the BN net reaches higher accuracy faster".into(),
             verdict: crate::experiments::Verdict::from(b.at(early, "acc") > nb.at(early, "acc")),

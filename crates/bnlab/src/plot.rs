@@ -124,8 +124,19 @@ fn panel_svg(out: &mut String, p: &Panel, ox: f64, oy: f64, w: f64, h: f64) {
     }
     let sx = |v: f64| ox + ml + (tx(v, p.x_log) - x0) / (x1 - x0) * pw;
     let sy = |v: f64| oy + mt + (1.0 - (v.clamp(y0 - (y1 - y0), y1 + (y1 - y0)) - y0) / (y1 - y0)) * ph;
-    let _ = writeln!(out, r##"<text x="{:.1}" y="{:.1}" font-size="14" text-anchor="middle" font-weight="bold">{}</text>"##, ox + ml + pw / 2.0, oy + 18.0, esc(&p.title));
-    let _ = writeln!(out, r##"<defs><clipPath id="c{ox:.0}_{oy:.0}"><rect x="{:.1}" y="{:.1}" width="{pw:.1}" height="{ph:.1}"/></clipPath></defs>"##, ox + ml, oy + mt);
+    let _ = writeln!(
+        out,
+        r##"<text x="{:.1}" y="{:.1}" font-size="14" text-anchor="middle" font-weight="bold">{}</text>"##,
+        ox + ml + pw / 2.0,
+        oy + 18.0,
+        esc(&p.title)
+    );
+    let _ = writeln!(
+        out,
+        r##"<defs><clipPath id="c{ox:.0}_{oy:.0}"><rect x="{:.1}" y="{:.1}" width="{pw:.1}" height="{ph:.1}"/></clipPath></defs>"##,
+        ox + ml,
+        oy + mt
+    );
     for (a, b, c) in &p.spans {
         let (xa, xb) = (sx(*a).max(ox + ml), sx(*b).min(ox + ml + pw));
         if xb > xa {
@@ -135,7 +146,15 @@ fn panel_svg(out: &mut String, p: &Panel, ox: f64, oy: f64, w: f64, h: f64) {
     // Grid and ticks.
     for t in ticks(y0, y1) {
         let y = sy(t);
-        let _ = writeln!(out, r##"<line x1="{:.1}" x2="{:.1}" y1="{y:.1}" y2="{y:.1}" stroke="#e0e0e0"/><text x="{:.1}" y="{:.1}" font-size="11" text-anchor="end">{}</text>"##, ox + ml, ox + ml + pw, ox + ml - 5.0, y + 4.0, fmt_tick(t));
+        let _ = writeln!(
+            out,
+            r##"<line x1="{:.1}" x2="{:.1}" y1="{y:.1}" y2="{y:.1}" stroke="#e0e0e0"/><text x="{:.1}" y="{:.1}" font-size="11" text-anchor="end">{}</text>"##,
+            ox + ml,
+            ox + ml + pw,
+            ox + ml - 5.0,
+            y + 4.0,
+            fmt_tick(t)
+        );
     }
     let xt = if p.x_log {
         (x0.floor() as i64..=x1.ceil() as i64).map(|e| e as f64).filter(|e| *e >= x0 - 1e-9 && *e <= x1 + 1e-9).collect::<Vec<_>>()
@@ -145,11 +164,25 @@ fn panel_svg(out: &mut String, p: &Panel, ox: f64, oy: f64, w: f64, h: f64) {
     for t in xt {
         let (v, label) = if p.x_log { (10f64.powf(t), fmt_tick(10f64.powf(t))) } else { (t, fmt_tick(t)) };
         let x = sx(v);
-        let _ = writeln!(out, r##"<line x1="{x:.1}" x2="{x:.1}" y1="{:.1}" y2="{:.1}" stroke="#e0e0e0"/><text x="{x:.1}" y="{:.1}" font-size="11" text-anchor="middle">{label}</text>"##, oy + mt, oy + mt + ph, oy + mt + ph + 15.0);
+        let _ = writeln!(
+            out,
+            r##"<line x1="{x:.1}" x2="{x:.1}" y1="{:.1}" y2="{:.1}" stroke="#e0e0e0"/><text x="{x:.1}" y="{:.1}" font-size="11" text-anchor="middle">{label}</text>"##,
+            oy + mt,
+            oy + mt + ph,
+            oy + mt + ph + 15.0
+        );
     }
     let _ = writeln!(out, r##"<rect x="{:.1}" y="{:.1}" width="{pw:.1}" height="{ph:.1}" fill="none" stroke="#333"/>"##, ox + ml, oy + mt);
     let _ = writeln!(out, r##"<text x="{:.1}" y="{:.1}" font-size="12" text-anchor="middle">{}</text>"##, ox + ml + pw / 2.0, oy + h - 10.0, esc(&p.xlabel));
-    let _ = writeln!(out, r##"<text x="{:.1}" y="{:.1}" font-size="12" text-anchor="middle" transform="rotate(-90 {:.1} {:.1})">{}</text>"##, ox + 16.0, oy + mt + ph / 2.0, ox + 16.0, oy + mt + ph / 2.0, esc(&p.ylabel));
+    let _ = writeln!(
+        out,
+        r##"<text x="{:.1}" y="{:.1}" font-size="12" text-anchor="middle" transform="rotate(-90 {:.1} {:.1})">{}</text>"##,
+        ox + 16.0,
+        oy + mt + ph / 2.0,
+        ox + 16.0,
+        oy + mt + ph / 2.0,
+        esc(&p.ylabel)
+    );
     // Data.
     let _ = writeln!(out, r##"<g clip-path="url(#c{ox:.0}_{oy:.0})">"##);
     for s in &p.series {
@@ -158,7 +191,13 @@ fn panel_svg(out: &mut String, p: &Panel, ox: f64, oy: f64, w: f64, h: f64) {
                 for &(x, y) in s.points.iter().filter(|q| q.0.is_finite() && q.1.is_finite()) {
                     let (xa, xb) = (sx(x - bw / 2.0), sx(x + bw / 2.0));
                     let (ya, yb) = (sy(y.max(0.0)), sy(0.0f64.max(y0)));
-                    let _ = writeln!(out, r##"<rect x="{xa:.1}" y="{ya:.1}" width="{:.2}" height="{:.1}" fill="{}" opacity="0.55"/>"##, (xb - xa).max(0.5), (yb - ya).max(0.0), s.color);
+                    let _ = writeln!(
+                        out,
+                        r##"<rect x="{xa:.1}" y="{ya:.1}" width="{:.2}" height="{:.1}" fill="{}" opacity="0.55"/>"##,
+                        (xb - xa).max(0.5),
+                        (yb - ya).max(0.0),
+                        s.color
+                    );
                 }
             }
             Style::Points => {
@@ -193,7 +232,11 @@ fn panel_svg(out: &mut String, p: &Panel, ox: f64, oy: f64, w: f64, h: f64) {
     if !labelled.is_empty() {
         let lw = labelled.iter().map(|s| s.label.chars().count()).max().unwrap_or(0) as f64 * 6.6 + 34.0;
         let (lx, ly) = (ox + ml + pw - lw - 6.0, oy + mt + 6.0);
-        let _ = writeln!(out, r##"<rect x="{lx:.1}" y="{ly:.1}" width="{lw:.1}" height="{:.1}" fill="white" opacity="0.85" stroke="#bbb"/>"##, labelled.len() as f64 * 16.0 + 6.0);
+        let _ = writeln!(
+            out,
+            r##"<rect x="{lx:.1}" y="{ly:.1}" width="{lw:.1}" height="{:.1}" fill="white" opacity="0.85" stroke="#bbb"/>"##,
+            labelled.len() as f64 * 16.0 + 6.0
+        );
         for (i, s) in labelled.iter().enumerate() {
             let y = ly + 14.0 + i as f64 * 16.0;
             let dash = match s.style {
@@ -201,8 +244,19 @@ fn panel_svg(out: &mut String, p: &Panel, ox: f64, oy: f64, w: f64, h: f64) {
                 Style::Dotted => r#" stroke-dasharray="2 3""#,
                 _ => "",
             };
-            let _ = writeln!(out, r##"<line x1="{:.1}" x2="{:.1}" y1="{:.1}" y2="{:.1}" stroke="{}" stroke-width="{}"{dash}/><text x="{:.1}" y="{:.1}" font-size="11">{}</text>"##,
-                lx + 5.0, lx + 25.0, y - 4.0, y - 4.0, s.color, if matches!(s.style, Style::Bars(_)) { 8 } else { 2 }, lx + 30.0, y, esc(&s.label));
+            let _ = writeln!(
+                out,
+                r##"<line x1="{:.1}" x2="{:.1}" y1="{:.1}" y2="{:.1}" stroke="{}" stroke-width="{}"{dash}/><text x="{:.1}" y="{:.1}" font-size="11">{}</text>"##,
+                lx + 5.0,
+                lx + 25.0,
+                y - 4.0,
+                y - 4.0,
+                s.color,
+                if matches!(s.style, Style::Bars(_)) { 8 } else { 2 },
+                lx + 30.0,
+                y,
+                esc(&s.label)
+            );
         }
     }
 }
@@ -213,7 +267,10 @@ pub fn svg(fig: &Figure) -> String {
     let w = fig.panel_width * fig.panels.len().max(1) as f64;
     let h = fig.height + top;
     let mut out = String::new();
-    let _ = writeln!(out, r##"<svg xmlns="http://www.w3.org/2000/svg" width="{w:.0}" height="{h:.0}" viewBox="0 0 {w:.0} {h:.0}" font-family="DejaVu Sans, sans-serif">"##);
+    let _ = writeln!(
+        out,
+        r##"<svg xmlns="http://www.w3.org/2000/svg" width="{w:.0}" height="{h:.0}" viewBox="0 0 {w:.0} {h:.0}" font-family="DejaVu Sans, sans-serif">"##
+    );
     let _ = writeln!(out, r##"<rect width="100%" height="100%" fill="white"/>"##);
     if top > 0.0 {
         let _ = writeln!(out, r##"<text x="{:.1}" y="20" font-size="15" text-anchor="middle">{}</text>"##, w / 2.0, esc(&fig.title));

@@ -208,8 +208,7 @@ impl Run {
             }
             std::fs::create_dir_all(d).with_context(|| format!("cannot create output directory {}", d.display()))?;
             let json = serde_json::to_string_pretty(&run.cfg)?;
-            batchnorm::write_atomic(&d.join("config.json"), json.as_bytes())
-                .map_err(|e| anyhow::anyhow!("cannot write to {}: {e}", d.display()))?;
+            batchnorm::write_atomic(&d.join("config.json"), json.as_bytes()).map_err(|e| anyhow::anyhow!("cannot write to {}: {e}", d.display()))?;
         }
         Ok(run)
     }

@@ -56,11 +56,7 @@ fn train_writes_a_run_directory() {
 #[test]
 fn end_to_end_timing_child_reports_steps_per_second() {
     // What `bnlab bench` runs per thread count: one JSON line, both nets timed.
-    let o = Command::new(env!("CARGO_BIN_EXE_bnlab"))
-        .args(["bench-e2e", "--steps", "20"])
-        .env("RAYON_NUM_THREADS", "1")
-        .output()
-        .unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_bnlab")).args(["bench-e2e", "--steps", "20"]).env("RAYON_NUM_THREADS", "1").output().unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let v: serde_json::Value = serde_json::from_slice(o.stdout.trim_ascii()).unwrap();
     for k in ["bn", "no_bn"] {

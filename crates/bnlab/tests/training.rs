@@ -14,13 +14,7 @@ fn tmp(name: &str) -> PathBuf {
 
 fn cfg(bn: bool, steps: u64) -> TrainConfig {
     TrainConfig {
-        model: ModelSpec {
-            arch: Arch::Mlp { widths: vec![64, 64] },
-            act: Act::Sigmoid,
-            bn: bn.then(BnSpec::default),
-            dropout: 0.1,
-            init: WeightInit::Lecun,
-        },
+        model: ModelSpec { arch: Arch::Mlp { widths: vec![64, 64] }, act: Act::Sigmoid, bn: bn.then(BnSpec::default), dropout: 0.1, init: WeightInit::Lecun },
         data: DataSpec::Builtin,
         train_subset: None,
         lr: 0.5,

@@ -90,7 +90,8 @@ pub fn run(ctx: &Ctx) -> Result<Section> {
         ]);
         for (s, r) in ctx.seeds.iter().zip(rs) {
             for (step, g) in &r.grads {
-                let mut row = vec![depth.to_string(), INITS[*ii].0.into(), bn.to_string(), s.to_string(), step.to_string(), r.acc.to_string(), r.saturated.to_string()];
+                let mut row =
+                    vec![depth.to_string(), INITS[*ii].0.into(), bn.to_string(), s.to_string(), step.to_string(), r.acc.to_string(), r.saturated.to_string()];
                 row.push(g.iter().map(|v| format!("{v:.3}")).collect::<Vec<_>>().join(";"));
                 csv_rows.push(row);
             }
@@ -129,7 +130,11 @@ pub fn run(ctx: &Ctx) -> Result<Section> {
                         (d as f64, crate::stats::mean_std(&rs.iter().map(|r| r.acc).collect::<Vec<_>>()).0)
                     })
                     .collect();
-                Series::line(format!("{}, {}", INITS[ii].0, if bn { "BN" } else { "no BN" }), pts, PALETTE[k]).styled(if bn { Style::Line } else { Style::Dashed })
+                Series::line(format!("{}, {}", INITS[ii].0, if bn { "BN" } else { "no BN" }), pts, PALETTE[k]).styled(if bn {
+                    Style::Line
+                } else {
+                    Style::Dashed
+                })
             })
             .collect(),
         ..Panel::default()
@@ -148,7 +153,10 @@ pub fn run(ctx: &Ctx) -> Result<Section> {
             claim: format!("Batch normalization keeps deep sigmoid networks trainable (depth {deepest})"),
             measured: format!(
                 "final accuracy at depth {deepest}: careful init {:.4} without BN vs {:.4} with; careless init {:.4} without vs {:.4} with",
-                acc_of(0, false), acc_of(0, true), acc_of(1, false), acc_of(1, true)
+                acc_of(0, false),
+                acc_of(0, true),
+                acc_of(1, false),
+                acc_of(1, true)
             ),
             paper: "BN mitigates vanishing gradients; sigmoid Inception trains only with BN (69.8%)".into(),
             verdict: match helped {
@@ -161,7 +169,10 @@ pub fn run(ctx: &Ctx) -> Result<Section> {
             claim: "BN keeps sigmoid inputs out of saturation (|x| > 4)".into(),
             measured: format!(
                 "saturated fraction at depth {deepest} after training: careless init {:.3} without BN vs {:.3} with; careful {:.3} vs {:.3}",
-                sat_of(1, false), sat_of(1, true), sat_of(0, false), sat_of(0, true)
+                sat_of(1, false),
+                sat_of(1, true),
+                sat_of(0, false),
+                sat_of(0, true)
             ),
             paper: "BN prevents the network from getting stuck in the saturated modes".into(),
             verdict: Verdict::from(sat_of(1, true) < sat_of(1, false)),

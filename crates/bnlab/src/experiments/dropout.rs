@@ -66,7 +66,14 @@ pub fn run(ctx: &Ctx) -> Result<Section> {
             turns.join(", "),
         ]);
         for (s, r) in ctx.seeds.iter().zip(rs) {
-            csv_rows.push(vec![name.to_string(), s.to_string(), r.best.to_string(), r.fin.to_string(), r.gap.to_string(), r.turn_epoch.map_or("".into(), |e| e.to_string())]);
+            csv_rows.push(vec![
+                name.to_string(),
+                s.to_string(),
+                r.best.to_string(),
+                r.fin.to_string(),
+                r.gap.to_string(),
+                r.turn_epoch.map_or("".into(), |e| e.to_string()),
+            ]);
         }
     }
     csv(ctx, "dropout.csv", &["variant", "seed", "best_test_acc", "final_test_acc", "train_test_gap", "test_loss_min_epoch"], &csv_rows)?;
@@ -85,7 +92,13 @@ pub fn run(ctx: &Ctx) -> Result<Section> {
             height: 400.0,
             ..Figure::new(
                 format!("Test loss per epoch, {n} training examples (seed {})", ctx.seeds[0]),
-                vec![Panel { title: format!("MLP {widths:?} ReLU, SGD momentum 0.9"), xlabel: "epoch".into(), ylabel: "test loss".into(), series, ..Panel::default() }],
+                vec![Panel {
+                    title: format!("MLP {widths:?} ReLU, SGD momentum 0.9"),
+                    xlabel: "epoch".into(),
+                    ylabel: "test loss".into(),
+                    series,
+                    ..Panel::default()
+                }],
             )
         },
         "dropout",
@@ -93,7 +106,13 @@ pub fn run(ctx: &Ctx) -> Result<Section> {
     )?;
     let mean_best = |i: usize| crate::stats::mean_std(&res[i].iter().map(|r| r.best).collect::<Vec<_>>()).0;
     let (none, drop, bn) = (mean_best(0), mean_best(1), mean_best(2));
-    let verdict = if bn >= drop - 0.005 && bn > none { Verdict::Held } else if bn > none { Verdict::Mixed } else { Verdict::NotHeld };
+    let verdict = if bn >= drop - 0.005 && bn > none {
+        Verdict::Held
+    } else if bn > none {
+        Verdict::Mixed
+    } else {
+        Verdict::NotHeld
+    };
     let findings = vec![Finding {
         claim: "With batch normalization dropout is no longer needed".into(),
         measured: format!(

@@ -92,7 +92,14 @@ pub fn run(ctx: &Ctx) -> Result<Section> {
             accs.push(if o.diverged.is_some() { f64::NAN } else { o.best_acc() });
             for r in &o.rows {
                 let e = |k: &str| r.extra.iter().find(|x| x.0 == k).map_or(f64::NAN, |x| x.1);
-                csv_rows.push(vec![v.name.into(), seed.to_string(), r.step.to_string(), r.test_acc.to_string(), e("bias0_norm").to_string(), e("gamma0_mean").to_string()]);
+                csv_rows.push(vec![
+                    v.name.into(),
+                    seed.to_string(),
+                    r.step.to_string(),
+                    r.test_acc.to_string(),
+                    e("bias0_norm").to_string(),
+                    e("gamma0_mean").to_string(),
+                ]);
             }
             if v.detach && seed == ctx.seeds[0] {
                 let b = |r: &crate::train::Row| r.extra.iter().find(|x| x.0 == "bias0_norm").map_or(f64::NAN, |x| x.1);
@@ -157,7 +164,10 @@ pub fn run(ctx: &Ctx) -> Result<Section> {
         ..Panel::default()
     };
     let hist_html = ctx.figure(
-        &Figure::new(format!("gamma and beta after {steps} steps (learned from 1 and 0, seed {})", ctx.seeds[0]), vec![hist_panel("gamma", 0), hist_panel("beta", 1)]),
+        &Figure::new(
+            format!("gamma and beta after {steps} steps (learned from 1 and 0, seed {})", ctx.seeds[0]),
+            vec![hist_panel("gamma", 0), hist_panel("beta", 1)],
+        ),
         "gamma_beta_hist",
         "Histograms of the learned gamma and beta of each BN layer",
     )?;

@@ -71,16 +71,17 @@ pub fn run(ctx: &Ctx) -> Result<Section> {
                     let pts: Vec<(f64, f64)> = lrs.iter().enumerate().map(|(li, &l)| (l, mean(&acc[fi][li]))).collect();
                     let c = PALETTE[if bn { 0 } else { 1 }];
                     let label = if bn { "with BN" } else { "without BN" };
-                    [
-                        Series::line(label, pts.clone(), c).styled(if bn { Style::Line } else { Style::Dashed }),
-                        Series::line("", pts, c).styled(Style::Points),
-                    ]
+                    [Series::line(label, pts.clone(), c).styled(if bn { Style::Line } else { Style::Dashed }), Series::line("", pts, c).styled(Style::Points)]
                 })
                 .collect(),
             ..Panel::default()
         })
         .collect();
-    let fig_html = ctx.figure(&Figure::new("Final test accuracy against learning rate", panels), "lr_sweep", "Mean final accuracy per learning rate; a gap marks divergence")?;
+    let fig_html = ctx.figure(
+        &Figure::new("Final test accuracy against learning rate", panels),
+        "lr_sweep",
+        "Mean final accuracy per learning rate; a gap marks divergence",
+    )?;
     let wider = |a: usize, b: usize| {
         let (ra, rb) = (ranges[a], ranges[b]);
         (rb.1.unwrap_or(0.0) > ra.1.unwrap_or(0.0)) || (rb.2.is_finite() && (!ra.2.is_finite() || rb.2 > ra.2))
@@ -92,10 +93,7 @@ pub fn run(ctx: &Ctx) -> Result<Section> {
     };
     let findings = vec![Finding {
         claim: "Batch normalization allows larger learning rates".into(),
-        measured: format!(
-            "rates that train: sigmoid {} without BN vs {} with BN; ReLU {} without vs {} with",
-            desc(0), desc(1), desc(2), desc(3)
-        ),
+        measured: format!("rates that train: sigmoid {} without BN vs {} with BN; ReLU {} without vs {} with", desc(0), desc(1), desc(2), desc(3)),
         paper: "BN-x30 trains at 30x the Inception rate; Base-x5 diverges".into(),
         verdict: match (sig, relu) {
             (true, true) => Verdict::Held,

@@ -51,7 +51,11 @@ impl Verdict {
         }
     }
     pub fn from(ok: bool) -> Verdict {
-        if ok { Verdict::Held } else { Verdict::NotHeld }
+        if ok {
+            Verdict::Held
+        } else {
+            Verdict::NotHeld
+        }
     }
 }
 
@@ -89,7 +93,11 @@ pub struct Ctx {
 impl Ctx {
     /// `full` by default, `quick` with --quick.
     pub fn pick<T>(&self, full: T, quick: T) -> T {
-        if self.quick { quick } else { full }
+        if self.quick {
+            quick
+        } else {
+            full
+        }
     }
 
     pub fn log(&self, msg: &str) {
@@ -165,7 +173,11 @@ pub fn pm(v: &[f64], d: usize) -> String {
     if !m.is_finite() {
         return "n/a".into();
     }
-    if v.len() > 1 { format!("{m:.d$} ± {s:.d$}") } else { format!("{m:.d$}") }
+    if v.len() > 1 {
+        format!("{m:.d$} ± {s:.d$}")
+    } else {
+        format!("{m:.d$}")
+    }
 }
 
 /// Runs experiment `name` and writes its outputs; returns the run directory.

@@ -24,7 +24,16 @@ const VARIANTS: [Variant; 6] = [
     Variant { name: "BN-Baseline", bn: true, lr_mult: 1.0, dropout: 0.4, wd_div: 1.0, fast_decay: false, act: Act::Relu, paper: "72.7%, 2.3x faster" },
     Variant { name: "BN-x5", bn: true, lr_mult: 5.0, dropout: 0.0, wd_div: 5.0, fast_decay: true, act: Act::Relu, paper: "73.0%, 14.8x faster" },
     Variant { name: "BN-x30", bn: true, lr_mult: 30.0, dropout: 0.0, wd_div: 5.0, fast_decay: true, act: Act::Relu, paper: "74.8% (best), 11.5x faster" },
-    Variant { name: "BN-x5-Sigmoid", bn: true, lr_mult: 5.0, dropout: 0.0, wd_div: 5.0, fast_decay: true, act: Act::Sigmoid, paper: "69.8%, never reaches Base" },
+    Variant {
+        name: "BN-x5-Sigmoid",
+        bn: true,
+        lr_mult: 5.0,
+        dropout: 0.0,
+        wd_div: 5.0,
+        fast_decay: true,
+        act: Act::Sigmoid,
+        paper: "69.8%, never reaches Base",
+    },
     Variant { name: "Base-x5", bn: false, lr_mult: 5.0, dropout: 0.4, wd_div: 1.0, fast_decay: false, act: Act::Relu, paper: "does not train (diverges)" },
 ];
 
@@ -117,7 +126,9 @@ pub fn run(ctx: &Ctx) -> Result<Section> {
     let held = sx5.is_finite() && sx5 > 1.5;
     let measured = format!(
         "BN-x5 reached Base's best accuracy {} faster (BN-Baseline {}, BN-x30 {}); best accuracy Base {} vs BN-x5 {}, BN-x30 {}",
-        fmt_x(sx5), fmt_x(speedups[1]), fmt_x(speedups[3]),
+        fmt_x(sx5),
+        fmt_x(speedups[1]),
+        fmt_x(speedups[3]),
         pm(&base_best, 4),
         pm(&outcomes[2].iter().map(|o| o.best_acc()).collect::<Vec<_>>(), 4),
         pm(&outcomes[3].iter().map(|o| o.best_acc()).collect::<Vec<_>>(), 4),
@@ -165,5 +176,9 @@ pub fn run(ctx: &Ctx) -> Result<Section> {
 }
 
 fn fmt_x(v: f64) -> String {
-    if v.is_finite() { format!("{v:.1}x") } else { "not in every seed".into() }
+    if v.is_finite() {
+        format!("{v:.1}x")
+    } else {
+        "not in every seed".into()
+    }
 }

@@ -213,8 +213,22 @@ pub fn run(ctx: &Ctx) -> Result<Section> {
         &Figure::new(
             "Test-time statistics",
             vec![
-                Panel { title: "Algorithm 2: K batches, frozen weights".into(), xlabel: "K (batches)".into(), ylabel: "test accuracy".into(), x_log: true, series: alg2_series, ..Panel::default() },
-                Panel { title: "batch statistics at test time".into(), xlabel: "test batch size".into(), ylabel: "test accuracy".into(), x_log: true, series: bstat_series, ..Panel::default() },
+                Panel {
+                    title: "Algorithm 2: K batches, frozen weights".into(),
+                    xlabel: "K (batches)".into(),
+                    ylabel: "test accuracy".into(),
+                    x_log: true,
+                    series: alg2_series,
+                    ..Panel::default()
+                },
+                Panel {
+                    title: "batch statistics at test time".into(),
+                    xlabel: "test batch size".into(),
+                    ylabel: "test accuracy".into(),
+                    x_log: true,
+                    series: bstat_series,
+                    ..Panel::default()
+                },
             ],
         ),
         "test_stats",
@@ -229,7 +243,14 @@ pub fn run(ctx: &Ctx) -> Result<Section> {
             "trained at batch {}, EMA momentum 0.1, over seeds {:?}: relative variance error {} corrected vs {} uncorrected over all \
              layers, {} vs {} in the first layer (whose inputs are independent within a batch); accuracy vs exact statistics {} \
              corrected, {} uncorrected",
-            sizes[0], ctx.seeds, pm(&col(0), 4), pm(&col(1), 4), pm(&col(4), 4), pm(&col(5), 4), pm(&col(2), 4), pm(&col(3), 4)
+            sizes[0],
+            ctx.seeds,
+            pm(&col(0), 4),
+            pm(&col(1), 4),
+            pm(&col(4), 4),
+            pm(&col(5), 4),
+            pm(&col(2), 4),
+            pm(&col(3), 4)
         ),
         paper: "Var[x] = m/(m-1) E[sigma_B^2] (unbiased); moving averages track the model during training".into(),
         verdict: if e1 < e0 && g1.abs() <= 0.01 {
