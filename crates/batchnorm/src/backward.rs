@@ -289,9 +289,17 @@ pub fn backward_into(
         combine_unchecked(x, dy, d, coef, dx, need_sums && from_end(d));
         sums
     };
+    write_param_grads(sums, &saved.invstd, dweight, dbias);
+    Ok(())
+}
+
+/// `dweight = sum(dy * (x - mean)) * invstd`, `dbias = sum(dy)` from `sums = [sum(dy) (C) |
+/// sum(dy * (x - mean)) (C)]`.
+fn write_param_grads(sums: &[f64], invstd: &[f64], dweight: Option<&mut [f32]>, dbias: Option<&mut [f32]>) {
+    let c = invstd.len();
     if let Some(g) = dweight {
         for ch in 0..c {
-            g[ch] = (sums[c + ch] * saved.invstd[ch]) as f32;
+            g[ch] = (sums[c + ch] * invstd[ch]) as f32;
         }
     }
     if let Some(g) = dbias {
@@ -299,5 +307,49 @@ pub fn backward_into(
             g[ch] = sums[ch] as f32;
         }
     }
+}
+
+/// The parameter gradients alone, for a layer whose input needs no gradient (PyTorch's
+/// `output_mask` without dx): with `x_hat = (x - mean) * invstd` from `saved` and sums over a
+/// channel's M values, `dweight = sum(dy * x_hat)`, `dbias = sum(dy)`, each written when
+/// given.
+///
+/// One pass reads `x` and `dy` once (float64 sums) and writes no tensor: about 2/5 of the
+/// memory traffic of [`backward_into`], whose `dweight` and `dbias` these equal bit for bit.
+///
+/// ```
+/// use batchnorm::*;
+/// let d = Dims::new(Layout::Nc, &[2, 1]).unwrap();
+/// let (x, mut y) = ([1.0f32, 3.0], [0.0f32; 2]);
+/// let mut saved = SavedStats::with_channels(1);
+/// let mut ws = Workspace::new();
+/// forward_train_into(&x, d, None, None, 1e-12, &mut y, &mut [Moments::EMPTY], &mut saved, &mut ws).unwrap();
+/// // x_hat = [-1, 1]
+/// let (mut dw, mut db) = ([0.0f32], [0.0f32]);
+/// param_grads_into(&x, &[0.5, 2.0], d, &saved, Some(&mut dw), Some(&mut db), &mut ws).unwrap();
+/// assert_eq!((dw[0], db[0]), (1.5, 2.5));
+/// ```
+pub fn param_grads_into(
+    x: &[f32],
+    dy: &[f32],
+    d: Dims,
+    saved: &SavedStats,
+    dweight: Option<&mut [f32]>,
+    dbias: Option<&mut [f32]>,
+    ws: &mut Workspace,
+) -> Result<()> {
+    let c = d.channels;
+    check_len("x", d.len(), x.len())?;
+    check_len("dy", d.len(), dy.len())?;
+    check_len("saved.mean", c, saved.mean.len())?;
+    check_len("saved.invstd", c, saved.invstd.len())?;
+    if let Some(g) = dweight.as_deref() {
+        check_len("dweight", c, g.len())?;
+    }
+    if let Some(g) = dbias.as_deref() {
+        check_len("dbias", c, g.len())?;
+    }
+    let sums = grad_sums(x, dy, d, &saved.mean, &mut ws.sums, &mut ws.totals);
+    write_param_grads(sums, &saved.invstd, dweight, dbias);
     Ok(())
 }

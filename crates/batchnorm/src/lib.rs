@@ -54,7 +54,7 @@ mod strips;
 mod tiles;
 mod workspace;
 
-pub use backward::backward_into;
+pub use backward::{backward_into, param_grads_into};
 pub use coefficients::{fold_affine, fold_backward, inv_std};
 pub use config::{BatchNormConfig, Momentum, RunningVar};
 pub use error::{BnError, Result};

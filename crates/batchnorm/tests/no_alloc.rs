@@ -40,9 +40,11 @@ fn steady_state_training_steps_do_not_allocate() {
             let (mut dw, mut db) = (vec![0.0; d.channels], vec![0.0; d.channels]);
             let mut saved = SavedStats::with_channels(d.channels);
             let mut bn = BatchNorm::new(BatchNormConfig::new(d.channels)).unwrap();
+            let mut ws = Workspace::new();
             let mut step = |bn: &mut BatchNorm| {
                 bn.forward_train_into(&x, d, &mut y, &mut saved).unwrap();
                 bn.backward_into(&x, &y, d, &saved, &mut dx, Some(&mut dw), Some(&mut db)).unwrap();
+                param_grads_into(&x, &y, d, &saved, Some(&mut dw), Some(&mut db), &mut ws).unwrap();
                 bn.forward_eval_into(&x, d, &mut y, &mut saved).unwrap();
             };
             step(&mut bn);
