@@ -362,7 +362,9 @@ mod x86 {
         );
     }
 
-    /// Streamed rows of at least this many channels (8 KB) are cut into strips of
+    /// Where the CPU has AVX-512 and rows are a whole number of 64-byte lines, streamed rows
+    /// go side by side instead ([`stream_parts_512`]); the strips below are the path of the
+    /// others. Streamed rows of at least this many channels (8 KB) are cut into strips of
     /// [`NT_STRIP`] channels, and each strip is done over a group of rows before the next:
     /// the pass then reads as many streams as the group has rows (times its inputs), 512
     /// bytes of each at a time, and its per-channel constants for the strip (1.5-2 KB) stay
@@ -538,7 +540,9 @@ mod x86 {
     /// threads: 64 channels 1.11 -> 0.86, 1.62 -> 1.38, 2.51 -> 2.35. Rows of 128 channels
     /// (eight vectors of each constant) gained at most 15% and lost up to 4%, so they stay
     /// row by row.
-    /// With `lag` ([`trails`]), each row is stored after the next row's loads.
+    /// With `lag` ([`trails`]), each row is stored after the next row's loads. Four rows
+    /// and more now go side by side with the same rotated constants ([`stream_parts_512`]);
+    /// this writes the rows left over.
     #[inline(always)]
     unsafe fn stream_rows_512<const K: usize>(
         y: *mut f32,
@@ -630,6 +634,176 @@ mod x86 {
             },
         );
         _mm_sfence();
+    }
+
+    /// Rows per task of a streamed pass over rows side by side ([`stream_parts_512`]):
+    /// 1 MB tasks (`PARTS_TASK` values) cut into [`PARTS`] runs of whole rows.
+    pub(super) const PARTS: usize = 4;
+    pub(super) const PARTS_TASK: usize = 1 << 18;
+
+    /// Writes `rows` rows of `c` channels (`c` a multiple of 16) as [`PARTS`] runs of whole
+    /// rows, each one flat stream of 64-byte streaming stores from its first 64-byte
+    /// boundary, the runs in lock step: step `v` takes the constants `consts()` once (the
+    /// channels of the `v`-th vector after the head, the same in every run, as every run
+    /// starts a row and rows are whole lines apart modulo the head) and gives each run's
+    /// `line(i, constants)` for its values `i..i + 16`; `one(i, ch)` writes the heads and
+    /// tails with ordinary stores. The loads of a step are all issued before its stores
+    /// (with `lag`, before the previous step's), and the runs are whole pages apart, so a
+    /// store never precedes a load with the same low 12 address bits. Returns the rows
+    /// written (the multiple of [`PARTS`]), the rest is the caller's.
+    ///
+    /// One stream at a time leaves most of one core's memory parallelism idle, and wide rows
+    /// read their constants from L2 for every vector of every row; strips of rows (what
+    /// [`nt_visit`] does for rows of 2048 channels and more) keep the constants in L1 but
+    /// read 8 rows a few lines at a time, which the prefetchers follow poorly. Four runs side
+    /// by side load each vector of constants once for four rows and give the prefetchers
+    /// four long streams. Measured as old and new builds in alternating processes, medians
+    /// of 6 processes of 15 calls (forward / backward / eval ms; old -> new), 1 thread: NC
+    /// 4096x4096 7.36 / 14.05 / 4.39 -> 7.16 / 13.11 / 4.12, NHWC 32x56x56x64 2.22 / 3.81 /
+    /// 1.39 -> 2.02 / 3.48 / 1.14, NC 16384x1024 8.12 / 16.79 / 4.79 -> 6.68 / 14.27 / 3.41,
+    /// NHWC 8x56x56x256 3.14 / 4.60 / 1.92 -> 2.53 / 3.95 / 1.09, NHWC 64x56x56x32 2.29 /
+    /// 3.63 / 1.55 -> 1.96 / 3.33 / 1.09, the streamed backward of NHWC 64x14x14x256 2.17 ->
+    /// 1.66; 2 threads: NC 4096x4096 4.12 / 8.04 / 2.46 -> 4.13 / 7.13 / 2.40, NHWC
+    /// 32x56x56x64 1.36 / 2.19 / 0.82 -> 1.22 / 2.10 / 0.71, NC 16384x1024 4.50 / 9.25 / 2.65
+    /// -> 3.93 / 7.63 / 2.07. Storing each run's result right after its loads ran 1.5-1.7x
+    /// slower than the old passes: the runs are whole pages apart, so each store aliased the
+    /// next run's load. Two runs side by side lost to four (eval NC 4096x4096 6.5 against
+    /// 4.5 ms), eight ran between; tasks of 256 KB lost to 1 MB ones.
+    #[inline(always)]
+    unsafe fn stream_parts_512<const N: usize>(
+        y: *mut f32,
+        rows: usize,
+        c: usize,
+        lag: bool,
+        mut one: impl FnMut(usize, usize),
+        mut consts: impl FnMut() -> [__m512; N],
+        line: impl Fn(usize, [__m512; N]) -> __m512,
+    ) -> usize {
+        let part = rows / PARTS * c;
+        if part == 0 {
+            return 0;
+        }
+        let h = head64(y, part);
+        let vecs = (part - h) / 16;
+        let store = |i: usize, r: [__m512; PARTS]| {
+            for (p, v) in r.into_iter().enumerate() {
+                _mm512_stream_ps(y.add(p * part + i), v);
+            }
+        };
+        for p in 0..PARTS {
+            for i in p * part..p * part + h {
+                one(i, i % c);
+            }
+        }
+        let mut held: Option<(usize, [__m512; PARTS])> = None;
+        for v in 0..vecs {
+            let i = h + 16 * v;
+            let q = consts();
+            let r: [__m512; PARTS] = std::array::from_fn(|p| line(p * part + i, q));
+            if lag {
+                if let Some((j, prev)) = held.replace((i, r)) {
+                    store(j, prev);
+                }
+            } else {
+                store(i, r);
+            }
+        }
+        if let Some((j, prev)) = held {
+            store(j, prev);
+        }
+        for p in 0..PARTS {
+            for i in p * part + h + 16 * vecs..(p + 1) * part {
+                one(i, i % c);
+            }
+        }
+        rows / PARTS * PARTS
+    }
+
+    /// The constants of each step of [`stream_parts_512`] over rows of `c = 16 K` channels
+    /// (`K` at most 4): all `K` vectors of each array rotated by the head `h` in registers.
+    #[inline(always)]
+    unsafe fn parts_consts_held<const K: usize, const N: usize>(arrays: [&[f32]; N], h: usize) -> impl FnMut() -> [__m512; N] {
+        let r: [[__m512; K]; N] = arrays.map(|a| rotated::<K>(a, h));
+        let mut q = 0;
+        move || {
+            let out = std::array::from_fn(|i| r[i][q]);
+            q = if q + 1 == K { 0 } else { q + 1 };
+            out
+        }
+    }
+
+    /// The constants of each step of [`stream_parts_512`] over rows of `c` channels (a
+    /// multiple of 16) loaded from the arrays; the vector that crosses a row's end (channels
+    /// `c - 16 + h` to `h - 1`, when the head `h` is not 0) gathered once.
+    #[inline(always)]
+    unsafe fn parts_consts_loaded<const N: usize>(arrays: [&[f32]; N], h: usize) -> impl FnMut() -> [__m512; N] + use<'_, N> {
+        let c = arrays[0].len();
+        let cross: [__m512; N] = arrays.map(|a| {
+            let t: [f32; 16] = std::array::from_fn(|l| a[(c - 16 + h + l) % c]);
+            _mm512_loadu_ps(t.as_ptr())
+        });
+        let mut ch = h;
+        move || {
+            let out = if ch + 16 > c { cross } else { arrays.map(|a| _mm512_loadu_ps(a.as_ptr().add(ch))) };
+            ch += 16;
+            if ch >= c {
+                ch -= c;
+            }
+            out
+        }
+    }
+
+    /// Rows of `c` channels (a multiple of 16): `y[c] = (x[c] - ctr[c]) * s[c] + t[c]`, rows
+    /// side by side ([`stream_parts_512`]); same operations as the portable loop. Returns the
+    /// rows written, from the first.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn rows_affine_parts_512(x: &[f32], y: &mut [f32], ctr: &[f32], s: &[f32], t: &[f32]) -> usize {
+        let c = ctr.len();
+        assert!(c.is_multiple_of(16) && s.len() == c && t.len() == c);
+        let rows = x.len().min(y.len()) / c;
+        let (xp, yp) = (x.as_ptr(), y.as_mut_ptr());
+        let h = head64(yp, rows / PARTS * c);
+        let lag = trails(yp, [xp]);
+        let one = |i: usize, k: usize| *yp.add(i) = affine1(*xp.add(i), ctr[k], s[k], t[k]);
+        let line = |i: usize, q: [__m512; 3]| _mm512_add_ps(_mm512_mul_ps(_mm512_sub_ps(_mm512_loadu_ps(xp.add(i)), q[0]), q[1]), q[2]);
+        let arrays = [ctr, s, t];
+        let done = match c {
+            16 => stream_parts_512(yp, rows, c, lag, one, parts_consts_held::<1, 3>(arrays, h), line),
+            32 => stream_parts_512(yp, rows, c, lag, one, parts_consts_held::<2, 3>(arrays, h), line),
+            48 => stream_parts_512(yp, rows, c, lag, one, parts_consts_held::<3, 3>(arrays, h), line),
+            64 => stream_parts_512(yp, rows, c, lag, one, parts_consts_held::<4, 3>(arrays, h), line),
+            _ => stream_parts_512(yp, rows, c, lag, one, parts_consts_loaded(arrays, h), line),
+        };
+        _mm_sfence();
+        done
+    }
+
+    /// Rows of `c` channels (a multiple of 16): `dx[c] = dy[c] * a[c] + ((x[c] - ctr[c]) *
+    /// b[c] + d[c])`, as [`rows_affine_parts_512`].
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn rows_grad_combine_parts_512(x: &[f32], dy: &[f32], dx: &mut [f32], q: (&[f32], &[f32], &[f32], &[f32])) -> usize {
+        let (ctr, a, b, d) = q;
+        let c = ctr.len();
+        assert!(c.is_multiple_of(16) && a.len() == c && b.len() == c && d.len() == c);
+        let rows = x.len().min(dy.len()).min(dx.len()) / c;
+        let (xp, gp, op) = (x.as_ptr(), dy.as_ptr(), dx.as_mut_ptr());
+        let h = head64(op, rows / PARTS * c);
+        let lag = trails(op, [xp, gp]);
+        let one = |i: usize, k: usize| *op.add(i) = grad1(*xp.add(i), *gp.add(i), ctr[k], a[k], b[k], d[k]);
+        let line = |i: usize, q: [__m512; 4]| {
+            let (xv, g) = (_mm512_loadu_ps(xp.add(i)), _mm512_loadu_ps(gp.add(i)));
+            _mm512_add_ps(_mm512_mul_ps(g, q[1]), _mm512_add_ps(_mm512_mul_ps(_mm512_sub_ps(xv, q[0]), q[2]), q[3]))
+        };
+        let arrays = [ctr, a, b, d];
+        let done = match c {
+            16 => stream_parts_512(op, rows, c, lag, one, parts_consts_held::<1, 4>(arrays, h), line),
+            32 => stream_parts_512(op, rows, c, lag, one, parts_consts_held::<2, 4>(arrays, h), line),
+            48 => stream_parts_512(op, rows, c, lag, one, parts_consts_held::<3, 4>(arrays, h), line),
+            64 => stream_parts_512(op, rows, c, lag, one, parts_consts_held::<4, 4>(arrays, h), line),
+            _ => stream_parts_512(op, rows, c, lag, one, parts_consts_loaded(arrays, h), line),
+        };
+        _mm_sfence();
+        done
     }
 
     /// Writes `n` values that are channels-first runs of `inner` values (run `j` is channel
@@ -954,14 +1128,39 @@ fn rows_in_registers(c: usize) -> Option<usize> {
     (c.is_multiple_of(16) && c <= x86::REG_ROWS_MAX && has_avx512()).then_some(c / 16)
 }
 
+/// Whether streamed passes over rows of `c` channels write their rows side by side
+/// (`x86::stream_parts_512`): rows a whole number of 64-byte lines wide, on a CPU with
+/// AVX-512.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn rows_side_by_side(c: usize) -> bool {
+    c.is_multiple_of(16) && has_avx512()
+}
+
+/// Rows per task of a streamed pass over rows of `c` channels: tasks of at least
+/// [`NT_GROUP`] rows, and of 1 MB where the rows go side by side (each of its four runs
+/// then a stream of 256 KB).
+pub(crate) fn streamed_rows_per_task(c: usize) -> usize {
+    #[cfg(target_arch = "x86_64")]
+    if rows_side_by_side(c) {
+        return (x86::PARTS_TASK / c.max(1)).max(x86::PARTS);
+    }
+    let _ = c;
+    NT_GROUP
+}
+
 /// [`rows_affine`], streaming the output when `nt`.
 #[inline(always)]
 pub(crate) fn rows_affine_out(x: &[f32], y: &mut [f32], ctr: &[f32], s: &[f32], t: &[f32], nt: bool) {
     #[cfg(target_arch = "x86_64")]
     if nt && rows_stream(y.as_ptr(), ctr.len()) && has_avx2() {
+        let c = ctr.len();
+        // SAFETY: the CPU has AVX-512F where `rows_side_by_side` says so.
+        let done = if rows_side_by_side(c) { unsafe { x86::rows_affine_parts_512(x, y, ctr, s, t) * c } } else { 0 };
+        let (x, y) = (&x[done..], &mut y[done..]);
         // SAFETY: the CPU has AVX2 (and AVX-512F where `rows_in_registers` says so).
         return unsafe {
-            match rows_in_registers(ctr.len()) {
+            match rows_in_registers(c) {
                 Some(1) => x86::rows_affine_512::<1>(x, y, ctr, s, t),
                 Some(2) => x86::rows_affine_512::<2>(x, y, ctr, s, t),
                 Some(3) => x86::rows_affine_512::<3>(x, y, ctr, s, t),
@@ -980,10 +1179,13 @@ pub(crate) fn rows_affine_out(x: &[f32], y: &mut [f32], ctr: &[f32], s: &[f32], 
 pub(crate) fn rows_grad_combine_out(x: &[f32], dy: &[f32], dx: &mut [f32], ctr: &[f32], a: &[f32], b: &[f32], d: &[f32], nt: bool) {
     #[cfg(target_arch = "x86_64")]
     if nt && rows_stream(dx.as_ptr(), ctr.len()) && has_avx2() {
-        let q = (ctr, a, b, d);
+        let (c, q) = (ctr.len(), (ctr, a, b, d));
+        // SAFETY: the CPU has AVX-512F where `rows_side_by_side` says so.
+        let done = if rows_side_by_side(c) { unsafe { x86::rows_grad_combine_parts_512(x, dy, dx, q) * c } } else { 0 };
+        let (x, dy, dx) = (&x[done..], &dy[done..], &mut dx[done..]);
         // SAFETY: the CPU has AVX2 (and AVX-512F where `rows_in_registers` says so).
         return unsafe {
-            match rows_in_registers(ctr.len()) {
+            match rows_in_registers(c) {
                 Some(1) => x86::rows_grad_combine_512::<1>(x, dy, dx, q),
                 Some(2) => x86::rows_grad_combine_512::<2>(x, dy, dx, q),
                 Some(3) => x86::rows_grad_combine_512::<3>(x, dy, dx, q),
@@ -1129,6 +1331,42 @@ mod tests {
                         rows_grad_combine_out(xs, gs, y, &ctr[..c], &s[..c], &t[..c], &d[..c], true);
                         assert_eq!(y, &want[..], "rows_grad_combine, offset {off}, {len} values in rows of {c}");
                     }
+                }
+            }
+        }
+    }
+
+    /// Rows written side by side (runs of whole rows in lock step) equal the portable loops
+    /// for rows of 16 to 64 channels (constants held in registers) and wider (constants
+    /// loaded, one vector crossing each row's end), row counts that leave a remainder after
+    /// the runs, and every 64-byte head.
+    #[test]
+    fn rows_side_by_side_equal_the_portable_loops() {
+        let n = 9000;
+        let x: Vec<f32> = (0..n).map(|i| ((i * 7919) % 1013) as f32 * 0.37 - 150.0).collect();
+        let dy: Vec<f32> = (0..n).map(|i| ((i * 104_729) % 997) as f32 * 0.01 - 5.0).collect();
+        let coef = |k: f32| -> Vec<f32> { (0..1024).map(|j| k + j as f32 * 1e-3).collect() };
+        let (ctr, s, t, d) = (coef(0.5), coef(1.5), coef(-0.25), coef(2.0));
+        let mut buf = vec![0.0f32; n + 16];
+        for c in [16, 32, 48, 64, 80, 144, 1024] {
+            for rows in [4, 5, 7, 8, 13, 67, n / c] {
+                let len = rows * c;
+                if len > n {
+                    continue;
+                }
+                let (xs, gs) = (&x[..len], &dy[..len]);
+                let q = (&ctr[..c], &s[..c], &t[..c], &d[..c]);
+                let (mut want_y, mut want_dx) = (vec![0.0f32; len], vec![0.0f32; len]);
+                rows_affine(xs, &mut want_y, q.0, q.1, q.2);
+                rows_grad_combine(xs, gs, &mut want_dx, q.0, q.1, q.2, q.3);
+                for off in 0..16 {
+                    let y = &mut buf[off..off + len];
+                    y.fill(f32::NAN);
+                    rows_affine_out(xs, y, q.0, q.1, q.2, true);
+                    assert_eq!(y, &want_y[..], "rows_affine, {rows} rows of {c}, offset {off}");
+                    y.fill(f32::NAN);
+                    rows_grad_combine_out(xs, gs, y, q.0, q.1, q.2, q.3, true);
+                    assert_eq!(y, &want_dx[..], "rows_grad_combine, {rows} rows of {c}, offset {off}");
                 }
             }
         }
