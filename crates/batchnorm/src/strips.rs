@@ -48,16 +48,14 @@ const WIDE_BLOCK_ROWS: usize = 4;
 pub(crate) enum Ahead {
     /// The hardware prefetchers alone.
     No,
-    /// Each strip's next block of rows, into L1 (rows of 128 to 512 channels).
-    Rows,
     /// [`ALONG`] values further along the same row, into L2 (rows of 2048 channels and more).
     Along,
-    /// Each strip's rows [`DOWN`] rows further down, into L2 (the gradient sums of rows of 128
-    /// to 512 channels, see [`ahead_grad`]).
+    /// Each strip's rows [`DOWN`] rows further down, into L2 (rows of 65 to 2047 channels,
+    /// see [`ahead`] and [`ahead_grad`]).
     Down,
 }
 
-/// How far down [`Ahead::Down`] asks for data: 16 rows (2-8 KB a row, so 32-128 KB ahead).
+/// How far down [`Ahead::Down`] asks for data: 16 rows (0.3-8 KB a row, so 5-128 KB ahead).
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 const DOWN: usize = 16;
 
@@ -68,16 +66,20 @@ pub(crate) const ALONG: usize = 512;
 /// How the statistics of a tensor prefetch (tensors of 8 MB and more; the gradient sums:
 /// [`ahead_grad`]).
 ///
-/// Rows of 128 to 512 channels ask for each strip's next block of rows while summing this
-/// one. A strip walks down 8 rows 0.5-2 KB apart, an order the hardware prefetchers do not
-/// follow, so whatever is not in cache arrives at memory latency. Measured (`examples/shapes`,
-/// medians of 8-10 interleaved runs in alternating order, moments alone, 1 thread): NHWC
-/// 8x56x56x256 1.66 -> 0.87 ms, 16x56x56x128 1.38 -> 1.09, 4x56x56x512 1.40 -> 0.95 (2
-/// threads: 1.03 -> 0.59, 1.01 -> 0.61, 1.07 -> 0.68); at 12.8 MB it keeps the time of a
-/// tensor still in cache when the neighbours have evicted it (NHWC 64x14x14x256 0.62 ->
-/// 0.40, 128x7x7x512 0.57 -> 0.46, NC 8192x384 0.51 -> 0.39; in cache 0.38 -> 0.36, 0.40 ->
-/// 0.42); below that, within 2%. A loss for rows of 64 channels (32x56x56x64 0.85 -> 1.02:
-/// adjacent rows are within the prefetchers' reach) and of 4096 (NC 4096x4096 3.28 -> 3.89).
+/// Rows of more than 64 and fewer than 2048 channels ask for each strip's rows 16 rows
+/// further down, into L2 ([`Ahead::Down`], as the gradient sums of rows of 128 to 512
+/// channels always did). A strip walks down 8 rows 0.3-8 KB apart, an order the hardware
+/// prefetchers do not follow, so whatever is not in cache arrives at memory latency. They
+/// asked for the next block of rows into L1 before (rows of 128 to 512 channels; other
+/// widths nothing), which had halved NHWC 8x56x56x256 (1.66 -> 0.87 ms) when it came in but
+/// measured 1.7-1.8 ms again since (the 512-bit strips came later). Measured
+/// (`examples/shapes`, best of 7, 2 alternating runs, moments alone, 1 thread; next block
+/// into L1 or none -> 16 rows down into L2): NC 65536x256 6.04-6.19 -> 2.86-2.87 ms, NHWC
+/// 8x56x56x256 1.73-1.78 -> 0.90-0.93, NC 131072x128 6.57-6.60 -> 2.95-3.26, NC 32768x512
+/// 4.78-4.91 -> 2.57-2.60, NC 16384x1024 3.65-3.69 -> 2.84-2.87, NHWC 16x56x56x96
+/// 1.04-1.21 -> 0.67-0.71; no prefetch at all 6.45-6.71, 2.19-2.40, 3.93-4.20, 5.56-5.90
+/// for the first four. Rows of 64 channels lose with it (NHWC 32x56x56x64 1.09-1.10 ->
+/// 1.17-1.19: adjacent rows are within the prefetchers' reach).
 ///
 /// Rows of 2048 channels and more ask for the line 2 KB further along the row they are
 /// reading, into L2 only. Their per-channel shifts and sums (24 bytes a channel) no longer
@@ -86,24 +88,26 @@ pub(crate) const ALONG: usize = 512;
 /// L1-resident sums gained 0.3-0.5 ms of NC 4096x4096's 4.0-4.2). Measured at 1 thread in
 /// one process, alternating, medians of 21 calls, moments alone: NC 4096x4096 3.98-4.28 ->
 /// 3.43-3.68 ms (1 KB ahead 3.53-3.72, 4 KB 3.60-3.72; into L1 instead 5.17-5.49, which
-/// evicts the sums), NC 8192x2048 4.02 -> 3.51, NC 2048x8192 4.13-4.21 -> 3.58; rows of
-/// 1024 channels, whose sums fit, 3.60-3.72 -> 3.72.
+/// evicts the sums), NC 8192x2048 4.02 -> 3.51, NC 2048x8192 4.13-4.21 -> 3.58. Rows down
+/// did as well there (NC 4096x4096 2.85-2.91 against 2.85-2.88 ms, NC 8192x2048 2.89-2.93
+/// against 3.05-3.18).
 pub(crate) fn ahead(d: crate::layout::Dims) -> Ahead {
     if !d.is_rows() || d.len() * 4 < PREFETCH_MIN_BYTES {
         Ahead::No
-    } else if ROWS_AHEAD_CHANNELS.contains(&d.channels) {
-        Ahead::Rows
     } else if d.channels >= ALONG_MIN_CHANNELS {
         Ahead::Along
+    } else if d.channels > DOWN_ABOVE_CHANNELS {
+        Ahead::Down
     } else {
         Ahead::No
     }
 }
 
-/// How the gradient sums of a tensor (which read `x` and `dy`) prefetch: along wide rows as
-/// [`ahead`] does, both inputs (NC 4096x4096 backward, with the streamed pass's prefetch
-/// (`simd::NT_AHEAD`), 15.3-16.8 -> 14.5-16.3 ms at 1 thread, 5 runs); rows of 128 to 512
-/// channels, at any size, each strip's rows 16 rows further down into L2 ([`Ahead::Down`]).
+/// How the gradient sums of a tensor (which read `x` and `dy`) prefetch: as [`ahead`] says
+/// (along wide rows, both inputs: NC 4096x4096 backward, with the streamed pass's prefetch
+/// (`simd::NT_AHEAD`), 15.3-16.8 -> 14.5-16.3 ms at 1 thread, 5 runs), and rows of 128 to
+/// 512 channels at any size, each strip's rows 16 rows further down into L2
+/// ([`Ahead::Down`]).
 ///
 /// Those rows were summed one row at a time, two streams the hardware prefetchers follow:
 /// strips of 8 rows of both inputs (16 streams) lost to it once the tensor left the cache
@@ -130,18 +134,18 @@ pub(crate) fn ahead_grad(d: crate::layout::Dims) -> Ahead {
     if d.is_rows() && ROWS_AHEAD_CHANNELS.contains(&d.channels) {
         return Ahead::Down;
     }
-    match ahead(d) {
-        Ahead::Along => Ahead::Along,
-        _ => Ahead::No,
-    }
+    ahead(d)
 }
 
 /// Tensors from this size prefetch ahead (see [`ahead`]).
 const PREFETCH_MIN_BYTES: usize = 8 << 20;
 
-/// Rows of these many channels ask for rows ahead: the statistics the next block into L1
-/// ([`Ahead::Rows`], from 8 MB), the gradient sums further down into L2 ([`Ahead::Down`]).
+/// The gradient sums of rows of these many channels ask for rows further down at any size.
 const ROWS_AHEAD_CHANNELS: std::ops::RangeInclusive<usize> = 128..=512;
+
+/// Rows of more than this many channels (and fewer than [`ALONG_MIN_CHANNELS`]) ask for
+/// rows further down from 8 MB (see [`ahead`]).
+const DOWN_ABOVE_CHANNELS: usize = 64;
 
 /// Rows from this many channels prefetch along the row (see [`ahead`]).
 const ALONG_MIN_CHANNELS: usize = 2048;
@@ -189,23 +193,21 @@ pub(crate) fn strips_acc_grad(x: &[f32], dy: &[f32], c: usize, j0: usize, k: &[f
     strip_acc_grad_1(x, dy, c, j0 + done, &k[done..], &mut a1[done..w], &mut a2[done..w]);
 }
 
-/// [`Ahead`] resolved for rows `c` wide: prefetch `offset` values past each load (none when
-/// 0), into L1 when `l1`, else into L2.
+/// [`Ahead`] resolved for rows `c` wide: prefetch `offset` values past each load into L2
+/// (none when 0).
 #[cfg(target_arch = "x86_64")]
 #[derive(Debug, Clone, Copy)]
 struct Prefetch {
     offset: usize,
-    l1: bool,
 }
 
 #[cfg(target_arch = "x86_64")]
 impl Prefetch {
     fn new(ahead: Ahead, c: usize) -> Prefetch {
         match ahead {
-            Ahead::No => Prefetch { offset: 0, l1: false },
-            Ahead::Rows => Prefetch { offset: BLOCK_ROWS * c, l1: true },
-            Ahead::Along => Prefetch { offset: ALONG, l1: false },
-            Ahead::Down => Prefetch { offset: DOWN * c, l1: false },
+            Ahead::No => Prefetch { offset: 0 },
+            Ahead::Along => Prefetch { offset: ALONG },
+            Ahead::Down => Prefetch { offset: DOWN * c },
         }
     }
 }
@@ -309,7 +311,7 @@ mod x86 {
     #[inline(always)]
     fn prefetch(p: *const f32, n: usize, pf: Prefetch) {
         if pf.offset > 0 {
-            crate::simd::prefetch_values(p.wrapping_add(pf.offset), n, pf.l1);
+            crate::simd::prefetch_values(p.wrapping_add(pf.offset), n, false);
         }
     }
 
@@ -462,14 +464,17 @@ mod tests {
         assert_eq!(ahead(nc(4096, 4096)), Ahead::Along);
         assert_eq!(ahead(nc(1024, 2048)), Ahead::Along);
         assert_eq!(ahead(nc(1023, 2048)), Ahead::No, "under 8 MB");
-        assert_eq!(ahead(nc(16384, 1024)), Ahead::No, "sums fit in L1");
-        assert_eq!(ahead(nc(16384, 512)), Ahead::Rows);
+        assert_eq!(ahead(nc(16384, 1024)), Ahead::Down);
+        assert_eq!(ahead(nc(16384, 512)), Ahead::Down);
+        assert_eq!(ahead(nc(32768, 65)), Ahead::Down);
+        assert_eq!(ahead(nc(4095, 512)), Ahead::No, "under 8 MB");
         assert_eq!(ahead(Dims::new(Layout::Nhwc, &[32, 56, 56, 64]).unwrap()), Ahead::No);
         assert_eq!(ahead(Dims::new(Layout::Nchw, &[4, 4096, 32, 32]).unwrap()), Ahead::No, "channels-first");
         assert_eq!(ahead_grad(nc(4096, 4096)), Ahead::Along);
         assert_eq!(ahead_grad(nc(16384, 512)), Ahead::Down);
         assert_eq!(ahead_grad(nc(64, 128)), Ahead::Down, "at any size");
-        assert_eq!(ahead_grad(nc(16384, 1024)), Ahead::No);
+        assert_eq!(ahead_grad(nc(16384, 1024)), Ahead::Down);
+        assert_eq!(ahead_grad(nc(1024, 1024)), Ahead::No, "under 8 MB");
         assert_eq!(ahead_grad(Dims::new(Layout::Nhwc, &[32, 56, 56, 64]).unwrap()), Ahead::No);
         assert_eq!(ahead_grad(Dims::new(Layout::Nchw, &[64, 256, 14, 14]).unwrap()), Ahead::No, "channels-first");
     }
@@ -483,7 +488,7 @@ mod tests {
             let dy: Vec<f32> = (0..rows * c).map(|i| ((i * 104_729) % 997) as f32 * 0.01 - 5.0).collect();
             let k: Vec<f64> = (0..w).map(|j| j as f64 * 0.5 - 3.0).collect();
             let start: Vec<f64> = (0..w).map(|j| j as f64 * 1e-3).collect();
-            for ahead in [Ahead::No, Ahead::Rows, Ahead::Along, Ahead::Down] {
+            for ahead in [Ahead::No, Ahead::Along, Ahead::Down] {
                 let (mut a1, mut a2, mut b1, mut b2) = (start.clone(), start.clone(), start.clone(), start.clone());
                 strips_acc_shifted(&x, c, j0, &k, &mut a1, &mut a2, ahead);
                 strip_acc_shifted_1(&x, c, j0, &k, &mut b1, &mut b2);
