@@ -636,9 +636,11 @@ mod x86 {
         _mm_sfence();
     }
 
-    /// Rows per task of a streamed pass over rows side by side ([`stream_parts_512`]):
-    /// 1 MB tasks (`PARTS_TASK` values) cut into [`PARTS`] runs of whole rows.
+    /// Runs of whole rows a streamed pass over rows writes side by side
+    /// ([`stream_parts_512`]).
     pub(super) const PARTS: usize = 4;
+
+    /// Values per task of such a pass (1 MB): each run a stream of 256 KB.
     pub(super) const PARTS_TASK: usize = 1 << 18;
 
     /// Writes `rows` rows of `c` channels (`c` a multiple of 16) as [`PARTS`] runs of whole
@@ -648,9 +650,10 @@ mod x86 {
     /// starts a row and rows are whole lines apart modulo the head) and gives each run's
     /// `line(i, constants)` for its values `i..i + 16`; `one(i, ch)` writes the heads and
     /// tails with ordinary stores. The loads of a step are all issued before its stores
-    /// (with `lag`, before the previous step's), and the runs are whole pages apart, so a
-    /// store never precedes a load with the same low 12 address bits. Returns the rows
-    /// written (the multiple of [`PARTS`]), the rest is the caller's.
+    /// (with `lag`, before the previous step's stores too): rows a power of two wide put the
+    /// runs whole pages apart, where a store right after its own run's loads has the same low
+    /// 12 address bits as the next run's load (4 KB aliasing). Returns the rows written (the
+    /// multiple of [`PARTS`]), the rest is the caller's.
     ///
     /// One stream at a time leaves most of one core's memory parallelism idle, and wide rows
     /// read their constants from L2 for every vector of every row; strips of rows (what
@@ -666,8 +669,8 @@ mod x86 {
     /// 1.66; 2 threads: NC 4096x4096 4.12 / 8.04 / 2.46 -> 4.13 / 7.13 / 2.40, NHWC
     /// 32x56x56x64 1.36 / 2.19 / 0.82 -> 1.22 / 2.10 / 0.71, NC 16384x1024 4.50 / 9.25 / 2.65
     /// -> 3.93 / 7.63 / 2.07. Storing each run's result right after its loads ran 1.5-1.7x
-    /// slower than the old passes: the runs are whole pages apart, so each store aliased the
-    /// next run's load. Two runs side by side lost to four (eval NC 4096x4096 6.5 against
+    /// slower than the old passes on those shapes (the aliasing above). Two runs side by
+    /// side lost to four (eval NC 4096x4096 6.5 against
     /// 4.5 ms), eight ran between; tasks of 256 KB lost to 1 MB ones.
     #[inline(always)]
     unsafe fn stream_parts_512<const N: usize>(
