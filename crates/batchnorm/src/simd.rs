@@ -645,9 +645,10 @@ mod x86 {
 
     /// Writes `rows` rows of `c` channels (`c` a multiple of 16) as [`PARTS`] runs of whole
     /// rows, each one flat stream of 64-byte streaming stores from its first 64-byte
-    /// boundary, the runs in lock step: step `v` takes the constants `consts()` once (the
-    /// channels of the `v`-th vector after the head, the same in every run, as every run
-    /// starts a row and rows are whole lines apart modulo the head) and gives each run's
+    /// boundary, the runs in lock step: step `v` takes the vectors of the per-channel
+    /// `arrays` for the channels of the `v`-th vector after the head once (the same in every
+    /// run, as every run starts a row and rows are whole lines apart modulo the head; for
+    /// rows of 16 to 64 channels held in registers, wider ones loaded) and gives each run's
     /// `line(i, constants)` for its values `i..i + 16`; `one(i, ch)` writes the heads and
     /// tails with ordinary stores. The loads of a step are all issued before its stores
     /// (with `lag`, before the previous step's stores too): rows a power of two wide put the
@@ -678,6 +679,30 @@ mod x86 {
         rows: usize,
         c: usize,
         lag: bool,
+        arrays: [&[f32]; N],
+        one: impl FnMut(usize, usize),
+        line: impl Fn(usize, [__m512; N]) -> __m512,
+    ) -> usize {
+        let h = head64(y, rows / PARTS * c);
+        match c {
+            16 => parts_walk(y, rows, c, h, lag, one, parts_consts_held::<1, N>(arrays, h), line),
+            32 => parts_walk(y, rows, c, h, lag, one, parts_consts_held::<2, N>(arrays, h), line),
+            48 => parts_walk(y, rows, c, h, lag, one, parts_consts_held::<3, N>(arrays, h), line),
+            64 => parts_walk(y, rows, c, h, lag, one, parts_consts_held::<4, N>(arrays, h), line),
+            _ => parts_walk(y, rows, c, h, lag, one, parts_consts_loaded(arrays, h), line),
+        }
+    }
+
+    /// The walk of [`stream_parts_512`] after a head of `h` values, its constants from
+    /// `consts()`, called once a step in order.
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn parts_walk<const N: usize>(
+        y: *mut f32,
+        rows: usize,
+        c: usize,
+        h: usize,
+        lag: bool,
         mut one: impl FnMut(usize, usize),
         mut consts: impl FnMut() -> [__m512; N],
         line: impl Fn(usize, [__m512; N]) -> __m512,
@@ -686,7 +711,6 @@ mod x86 {
         if part == 0 {
             return 0;
         }
-        let h = head64(y, part);
         let vecs = (part - h) / 16;
         let store = |i: usize, r: [__m512; PARTS]| {
             for (p, v) in r.into_iter().enumerate() {
@@ -765,18 +789,9 @@ mod x86 {
         assert!(c.is_multiple_of(16) && s.len() == c && t.len() == c);
         let rows = x.len().min(y.len()) / c;
         let (xp, yp) = (x.as_ptr(), y.as_mut_ptr());
-        let h = head64(yp, rows / PARTS * c);
-        let lag = trails(yp, [xp]);
         let one = |i: usize, k: usize| *yp.add(i) = affine1(*xp.add(i), ctr[k], s[k], t[k]);
         let line = |i: usize, q: [__m512; 3]| _mm512_add_ps(_mm512_mul_ps(_mm512_sub_ps(_mm512_loadu_ps(xp.add(i)), q[0]), q[1]), q[2]);
-        let arrays = [ctr, s, t];
-        let done = match c {
-            16 => stream_parts_512(yp, rows, c, lag, one, parts_consts_held::<1, 3>(arrays, h), line),
-            32 => stream_parts_512(yp, rows, c, lag, one, parts_consts_held::<2, 3>(arrays, h), line),
-            48 => stream_parts_512(yp, rows, c, lag, one, parts_consts_held::<3, 3>(arrays, h), line),
-            64 => stream_parts_512(yp, rows, c, lag, one, parts_consts_held::<4, 3>(arrays, h), line),
-            _ => stream_parts_512(yp, rows, c, lag, one, parts_consts_loaded(arrays, h), line),
-        };
+        let done = stream_parts_512(yp, rows, c, trails(yp, [xp]), [ctr, s, t], one, line);
         _mm_sfence();
         done
     }
@@ -790,21 +805,12 @@ mod x86 {
         assert!(c.is_multiple_of(16) && a.len() == c && b.len() == c && d.len() == c);
         let rows = x.len().min(dy.len()).min(dx.len()) / c;
         let (xp, gp, op) = (x.as_ptr(), dy.as_ptr(), dx.as_mut_ptr());
-        let h = head64(op, rows / PARTS * c);
-        let lag = trails(op, [xp, gp]);
         let one = |i: usize, k: usize| *op.add(i) = grad1(*xp.add(i), *gp.add(i), ctr[k], a[k], b[k], d[k]);
         let line = |i: usize, q: [__m512; 4]| {
             let (xv, g) = (_mm512_loadu_ps(xp.add(i)), _mm512_loadu_ps(gp.add(i)));
             _mm512_add_ps(_mm512_mul_ps(g, q[1]), _mm512_add_ps(_mm512_mul_ps(_mm512_sub_ps(xv, q[0]), q[2]), q[3]))
         };
-        let arrays = [ctr, a, b, d];
-        let done = match c {
-            16 => stream_parts_512(op, rows, c, lag, one, parts_consts_held::<1, 4>(arrays, h), line),
-            32 => stream_parts_512(op, rows, c, lag, one, parts_consts_held::<2, 4>(arrays, h), line),
-            48 => stream_parts_512(op, rows, c, lag, one, parts_consts_held::<3, 4>(arrays, h), line),
-            64 => stream_parts_512(op, rows, c, lag, one, parts_consts_held::<4, 4>(arrays, h), line),
-            _ => stream_parts_512(op, rows, c, lag, one, parts_consts_loaded(arrays, h), line),
-        };
+        let done = stream_parts_512(op, rows, c, trails(op, [xp, gp]), [ctr, a, b, d], one, line);
         _mm_sfence();
         done
     }
