@@ -227,14 +227,7 @@ pub fn backward_into(
     check_len("dy", d.len(), dy.len())?;
     check_len("dx", d.len(), dx.len())?;
     check_params(c, weight, None)?;
-    check_len("saved.mean", c, saved.mean.len())?;
-    check_len("saved.invstd", c, saved.invstd.len())?;
-    if let Some(g) = dweight.as_deref() {
-        check_len("dweight", c, g.len())?;
-    }
-    if let Some(g) = dbias.as_deref() {
-        check_len("dbias", c, g.len())?;
-    }
+    check_saved_and_grads(c, saved, dweight.as_deref(), dbias.as_deref())?;
     let m = d.per_channel() as f64;
     let gamma = |ch: usize| weight.map_or(1.0, |w| w[ch] as f64);
     let plan = Plan::new(d);
@@ -295,6 +288,19 @@ pub fn backward_into(
     Ok(())
 }
 
+/// The lengths of the saved statistics and of the parameter gradients asked for: `c` each.
+fn check_saved_and_grads(c: usize, saved: &SavedStats, dweight: Option<&[f32]>, dbias: Option<&[f32]>) -> Result<()> {
+    check_len("saved.mean", c, saved.mean.len())?;
+    check_len("saved.invstd", c, saved.invstd.len())?;
+    if let Some(g) = dweight {
+        check_len("dweight", c, g.len())?;
+    }
+    if let Some(g) = dbias {
+        check_len("dbias", c, g.len())?;
+    }
+    Ok(())
+}
+
 /// `dweight = sum(dy * (x - mean)) * invstd`, `dbias = sum(dy)` from `sums = [sum(dy) (C) |
 /// sum(dy * (x - mean)) (C)]`.
 fn write_param_grads(sums: &[f64], invstd: &[f64], dweight: Option<&mut [f32]>, dbias: Option<&mut [f32]>) {
@@ -343,14 +349,7 @@ pub fn param_grads_into(
     let c = d.channels;
     check_len("x", d.len(), x.len())?;
     check_len("dy", d.len(), dy.len())?;
-    check_len("saved.mean", c, saved.mean.len())?;
-    check_len("saved.invstd", c, saved.invstd.len())?;
-    if let Some(g) = dweight.as_deref() {
-        check_len("dweight", c, g.len())?;
-    }
-    if let Some(g) = dbias.as_deref() {
-        check_len("dbias", c, g.len())?;
-    }
+    check_saved_and_grads(c, saved, dweight.as_deref(), dbias.as_deref())?;
     let sums = grad_sums(x, dy, d, &saved.mean, &mut ws.sums, &mut ws.totals);
     write_param_grads(sums, &saved.invstd, dweight, dbias);
     Ok(())
