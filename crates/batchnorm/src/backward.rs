@@ -8,8 +8,8 @@ use crate::narrow::{period, repeat_parts, split, MAX_PERIOD};
 use crate::parallel::{for_each_chunk, for_each_pass_chunk, from_end, Plan, SharedMut};
 use crate::saved::{SavedStats, StatsSource};
 use crate::simd::{
-    acc_grad, grad_combine_out, lane_sum, multiversion, rows_acc_grad, rows_grad_combine_out, rows_scale, scale, store_fence, streamed_rows_per_task,
-    streams_backward, LANES, NT_GROUP,
+    acc_grad, grad_combine_out, lane_sum, multiversion, rows_acc_grad, rows_grad_combine_out, rows_per_task, rows_scale, scale, store_fence, streams_backward,
+    LANES,
 };
 use crate::tiles::{backward_tiled, tile_width};
 use crate::workspace::{placed, sized, Workspace};
@@ -174,7 +174,7 @@ pub(crate) fn combine_unchecked(x: &[f32], dy: &[f32], d: Dims, coef: &[f32], dx
     let c = d.channels;
     if d.is_rows() {
         let nt = streams_backward(d);
-        for_each_pass_chunk(dx, c, if nt { streamed_rows_per_task(c) } else { NT_GROUP }, back, |lo, o| {
+        for_each_pass_chunk(dx, c, rows_per_task(c, nt), back, |lo, o| {
             let r = lo..lo + o.len();
             combine_rows(&x[r.clone()], &dy[r], o, coef, c, nt);
         });

@@ -6,7 +6,7 @@ use crate::layout::Dims;
 use crate::narrow::{period, repeat_parts, split, MAX_PERIOD};
 use crate::parallel::{channels_in_parallel, for_each_pass_chunk, CHANNEL_TASK};
 use crate::saved::{running_into, SavedStats};
-use crate::simd::{multiversion, rows_affine_out, runs_affine_out, store_fence, streamed_rows_per_task, streams, NT_GROUP};
+use crate::simd::{multiversion, rows_affine_out, rows_per_task, runs_affine_out, store_fence, streams};
 use crate::tiles::{normalize_tiled, tile_width};
 use crate::workspace::{placed, sized, Workspace};
 
@@ -56,7 +56,7 @@ pub(crate) fn normalize_unchecked(x: &[f32], d: Dims, coef: &[f32], y: &mut [f32
     if let Some(w) = tile_width(d) {
         normalize_tiled(x, d, w, coef, y);
     } else if d.is_rows() {
-        for_each_pass_chunk(y, c, if nt { streamed_rows_per_task(c) } else { NT_GROUP }, back, |lo, yc| {
+        for_each_pass_chunk(y, c, rows_per_task(c, nt), back, |lo, yc| {
             affine_rows(&x[lo..lo + yc.len()], yc, coef, c, nt);
         });
     } else {

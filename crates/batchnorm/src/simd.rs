@@ -1146,15 +1146,15 @@ fn rows_side_by_side(c: usize) -> bool {
     c.is_multiple_of(16) && has_avx512()
 }
 
-/// Rows per task of a streamed pass over rows of `c` channels: tasks of at least
-/// [`NT_GROUP`] rows, and of 1 MB where the rows go side by side (each of its four runs
-/// then a stream of 256 KB).
-pub(crate) fn streamed_rows_per_task(c: usize) -> usize {
+/// Fewest rows per task of a pass over rows of `c` channels, streamed when `nt`: at least
+/// [`NT_GROUP`], and 1 MB where streamed rows go side by side (each of its four runs then a
+/// stream of 256 KB).
+pub(crate) fn rows_per_task(c: usize, nt: bool) -> usize {
     #[cfg(target_arch = "x86_64")]
-    if rows_side_by_side(c) {
+    if nt && rows_side_by_side(c) {
         return (x86::PARTS_TASK / c.max(1)).max(x86::PARTS);
     }
-    let _ = c;
+    let _ = (c, nt);
     NT_GROUP
 }
 
