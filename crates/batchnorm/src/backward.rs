@@ -5,14 +5,14 @@ use crate::error::{check_len, Result};
 use crate::forward_eval::check_params;
 use crate::layout::Dims;
 use crate::narrow::{period, repeat_parts, split, MAX_PERIOD};
-use crate::parallel::{for_each_chunk, for_each_pass_chunk, from_end, Plan, SharedMut};
+use crate::parallel::{for_each_chunk, for_each_pass_chunk, from_end, sum_blocks, Plan, SharedMut};
 use crate::saved::{SavedStats, StatsSource};
 use crate::simd::{
     acc_grad, grad_combine_out, lane_sum, multiversion, rows_acc_grad, rows_grad_combine_out, rows_per_task, rows_scale, scale, store_fence, streams_backward,
     LANES,
 };
 use crate::tiles::{backward_tiled, tile_width};
-use crate::workspace::{placed, sized, Workspace};
+use crate::workspace::{lined, placed, sized, Workspace};
 
 multiversion! {
     /// `(sum(dy), sum(dy * (x - k)))` of channel c of a channels-first tensor.
@@ -135,10 +135,12 @@ fn unpair(part: &[f64], out: &mut [f64]) {
 }
 
 /// Per-channel `[sum(dy) (C) | sum(dy * (x - mean)) (C)]`, in float64, in a fixed order.
-fn grad_sums<'a>(x: &[f32], dy: &[f32], d: Dims, mean: &[f64], sums: &mut Vec<f64>, totals: &'a mut Vec<f64>) -> &'a [f64] {
+/// `shift` holds a copy of `mean` on a line for the strips (see `workspace::lined`).
+fn grad_sums<'a>(x: &[f32], dy: &[f32], d: Dims, mean: &[f64], sums: &mut Vec<f64>, shift: &mut Vec<f64>, totals: &'a mut Vec<f64>) -> &'a [f64] {
     let c = d.channels;
-    let out = sized(totals, 2 * c, 0.0);
+    let out = lined(totals, 2 * c);
     if d.is_empty() {
+        out.fill(0.0);
         return out;
     }
     let plan = Plan::new(d);
@@ -151,17 +153,14 @@ fn grad_sums<'a>(x: &[f32], dy: &[f32], d: Dims, mean: &[f64], sums: &mut Vec<f6
         return out;
     }
     let span = c * d.inner;
-    let part = sized(sums, plan.blocks * 2 * c, 0.0);
-    for_each_chunk(part, 2 * c, d.len(), |b, acc| {
+    let k = lined(shift, c);
+    k.copy_from_slice(mean);
+    let k = &*k;
+    sum_blocks(plan.blocks, d.len(), out, sums, |b, acc| {
         let r = plan.range(b, d.outer);
         let r = r.start * span..r.end * span;
-        block_grad_sums(&x[r.clone()], &dy[r], d, mean, acc);
+        block_grad_sums(&x[r.clone()], &dy[r], d, k, acc);
     });
-    for acc in part.chunks_exact(2 * c) {
-        for (o, a) in out.iter_mut().zip(acc) {
-            *o += a;
-        }
-    }
     out
 }
 
@@ -262,7 +261,7 @@ pub fn backward_into(
         out
     } else {
         let need_sums = saved.source == StatsSource::Batch || dweight.is_some() || dbias.is_some();
-        let sums = if need_sums { grad_sums(x, dy, d, &saved.mean, &mut ws.sums, &mut ws.totals) } else { sized(&mut ws.totals, 2 * c, 0.0) };
+        let sums = if need_sums { grad_sums(x, dy, d, &saved.mean, &mut ws.sums, &mut ws.shift, &mut ws.totals) } else { sized(&mut ws.totals, 2 * c, 0.0) };
         let coef: &[f32] = match saved.source {
             StatsSource::Batch => {
                 let q = placed(&mut ws.coef, 4 * c, 4, d.len(), &[x.as_ptr(), dy.as_ptr(), dx.as_ptr()]);
@@ -350,7 +349,7 @@ pub fn param_grads_into(
     check_len("x", d.len(), x.len())?;
     check_len("dy", d.len(), dy.len())?;
     check_saved_and_grads(c, saved, dweight.as_deref(), dbias.as_deref())?;
-    let sums = grad_sums(x, dy, d, &saved.mean, &mut ws.sums, &mut ws.totals);
+    let sums = grad_sums(x, dy, d, &saved.mean, &mut ws.sums, &mut ws.shift, &mut ws.totals);
     write_param_grads(sums, &saved.invstd, dweight, dbias);
     Ok(())
 }

@@ -3,10 +3,10 @@
 use crate::error::{check_len, Result};
 use crate::layout::Dims;
 use crate::moments::Moments;
-use crate::parallel::{for_each_chunk, Plan};
+use crate::parallel::{for_each_chunk, sum_blocks, Plan};
 use crate::simd::{acc_shifted, lane_sum, multiversion, rows_acc_shifted, LANES};
 use crate::tiles::{moments_tiled, tile_width};
-use crate::workspace::{sized, Workspace};
+use crate::workspace::{lined, Workspace};
 
 multiversion! {
     /// Moments of channel `c` of a channels-first tensor, accumulated about `k`.
@@ -45,7 +45,7 @@ multiversion! {
 /// data, so float64 sums of `(x - k)` and `(x - k)^2` lose nothing that matters even when
 /// the mean is 1e4 times the spread.
 pub(crate) fn shifts<'a>(x: &[f32], d: Dims, ws: &'a mut Vec<f64>) -> &'a [f64] {
-    let k = sized(ws, d.channels, 0.0);
+    let k = lined(ws, d.channels);
     for (c, kc) in k.iter_mut().enumerate() {
         *kc = x[c * d.inner] as f64;
     }
@@ -98,19 +98,13 @@ pub(crate) fn moments_unchecked(x: &[f32], d: Dims, out: &mut [Moments], ws: &mu
         return;
     }
     let span = c * d.inner;
-    let sums = sized(&mut ws.sums, plan.blocks * 2 * c, 0.0);
-    for_each_chunk(sums, 2 * c, d.len(), |b, acc| {
+    // Every block sums about the same per-channel shift, so the partial sums combine by
+    // plain addition (in block order); one conversion to moments per channel at the end.
+    let total = lined(&mut ws.totals, 2 * c);
+    sum_blocks(plan.blocks, d.len(), total, &mut ws.sums, |b, acc| {
         let r = plan.range(b, d.outer);
         block_sums(&x[r.start * span..r.end * span], d, k, acc);
     });
-    // Every block summed about the same per-channel shift, so the partial sums combine by
-    // plain addition (in block order); one conversion to moments per channel at the end.
-    let (total, rest) = sums.split_at_mut(2 * c);
-    for acc in rest.chunks_exact(2 * c) {
-        for (t, a) in total.iter_mut().zip(acc) {
-            *t += a;
-        }
-    }
     let (s1, s2) = total.split_at(c);
     moments_from_sums((d.outer * d.inner) as f64, k, s1, s2, out);
 }
