@@ -3,6 +3,7 @@
 use crate::coefficients::fold_backward;
 use crate::error::{check_len, Result};
 use crate::forward_eval::check_params;
+use crate::interleave::{interleave, interleaves, Interleaved};
 use crate::layout::Dims;
 use crate::narrow::{period, repeat_parts, split, MAX_PERIOD};
 use crate::parallel::{for_each_chunk, for_each_pass_chunk, from_end, sum_blocks, Plan, SharedMut};
@@ -99,29 +100,30 @@ multiversion! {
 }
 
 multiversion! {
-    fn combine_rows(x: &[f32], dy: &[f32], dx: &mut [f32], coef: &[f32], ch: usize, nt: bool) {
+    fn combine_rows(x: &[f32], dy: &[f32], dx: &mut [f32], coef: &[f32], il: Option<Interleaved>, ch: usize, nt: bool) {
         if let Some(l) = period(ch) {
             // [a] or [ctr | a | b | d], each repeated along l positions.
             let mut wide = [0.0f32; 4 * MAX_PERIOD];
             let w = split(dx.len(), l);
-            combine_rows_plain(&x[..w], &dy[..w], &mut dx[..w], repeat_parts(coef, ch, l, &mut wide), l, nt);
-            combine_rows_plain(&x[w..], &dy[w..], &mut dx[w..], coef, ch, nt);
+            combine_rows_plain(&x[..w], &dy[..w], &mut dx[..w], repeat_parts(coef, ch, l, &mut wide), None, l, nt);
+            combine_rows_plain(&x[w..], &dy[w..], &mut dx[w..], coef, None, ch, nt);
         } else {
-            combine_rows_plain(x, dy, dx, coef, ch, nt);
+            combine_rows_plain(x, dy, dx, coef, il, ch, nt);
         }
     }
 }
 
-/// [`combine_rows`] for rows `ch` wide, `coef = [a]` or `[ctr | a | b | d]` per position.
+/// [`combine_rows`] for rows `ch` wide, `coef = [a]` or `[ctr | a | b | d]` per position
+/// (and `il`, the latter interleaved, where `interleave::interleaves` says).
 #[inline(always)]
-fn combine_rows_plain(x: &[f32], dy: &[f32], dx: &mut [f32], coef: &[f32], ch: usize, nt: bool) {
+fn combine_rows_plain(x: &[f32], dy: &[f32], dx: &mut [f32], coef: &[f32], il: Option<Interleaved>, ch: usize, nt: bool) {
     if coef.len() == ch {
         rows_scale(dy, dx, coef);
     } else {
         let (ctr, rest) = coef.split_at(ch);
         let (a, rest) = rest.split_at(ch);
         let (b, dd) = rest.split_at(ch);
-        rows_grad_combine_out(x, dy, dx, ctr, a, b, dd, nt);
+        rows_grad_combine_out(x, dy, dx, ctr, a, b, &dd[..ch], il, nt);
     }
 }
 
@@ -164,9 +166,9 @@ fn grad_sums<'a>(x: &[f32], dy: &[f32], d: Dims, mean: &[f64], sums: &mut Vec<f6
     out
 }
 
-/// The dx pass; `back`: from the end (it follows the gradient sums, see
-/// `parallel::from_end`).
-pub(crate) fn combine_unchecked(x: &[f32], dy: &[f32], d: Dims, coef: &[f32], dx: &mut [f32], back: bool) {
+/// The dx pass, `coef = [a]` or `[ctr | a | b | d]` (and `il`, the latter interleaved for
+/// `dx`); `back`: from the end (it follows the gradient sums, see `parallel::from_end`).
+pub(crate) fn combine_unchecked(x: &[f32], dy: &[f32], d: Dims, coef: &[f32], il: Option<Interleaved>, dx: &mut [f32], back: bool) {
     if d.is_empty() {
         return;
     }
@@ -175,7 +177,7 @@ pub(crate) fn combine_unchecked(x: &[f32], dy: &[f32], d: Dims, coef: &[f32], dx
         let nt = streams_backward(d);
         for_each_pass_chunk(dx, c, rows_per_task(c, nt), back, |lo, o| {
             let r = lo..lo + o.len();
-            combine_rows(&x[r.clone()], &dy[r], o, coef, c, nt);
+            combine_rows(&x[r.clone()], &dy[r], o, coef, il, c, nt);
         });
     } else {
         for_each_pass_chunk(dx, d.inner, 1, back, |lo, o| {
@@ -262,14 +264,22 @@ pub fn backward_into(
     } else {
         let need_sums = saved.source == StatsSource::Batch || dweight.is_some() || dbias.is_some();
         let sums = if need_sums { grad_sums(x, dy, d, &saved.mean, &mut ws.sums, &mut ws.shift, &mut ws.totals) } else { sized(&mut ws.totals, 2 * c, 0.0) };
-        let coef: &[f32] = match saved.source {
+        let (coef, il): (&[f32], _) = match saved.source {
             StatsSource::Batch => {
-                let q = placed(&mut ws.coef, 4 * c, 4, d.len(), &[x.as_ptr(), dy.as_ptr(), dx.as_ptr()]);
+                let il = interleaves(d, streams_backward(d));
+                let parts = if il { 8 } else { 4 };
+                let (q, spare) = placed(&mut ws.coef, parts * c, parts, d.len(), &[x.as_ptr(), dy.as_ptr(), dx.as_ptr()]).split_at_mut(4 * c);
                 for ch in 0..c {
                     let (ctr, a, b, dd) = fold_backward(saved.mean[ch], saved.invstd[ch], gamma(ch), m, sums[ch], sums[c + ch]);
                     (q[ch], q[c + ch], q[2 * c + ch], q[3 * c + ch]) = (ctr, a, b, dd);
                 }
-                q
+                let il = il.then(|| {
+                    let (ctr, rest) = q.split_at(c);
+                    let (a, rest) = rest.split_at(c);
+                    let (b, dd) = rest.split_at(c);
+                    interleave([ctr, a, b, dd], dx.as_ptr(), spare)
+                });
+                (&*q, il)
             }
             StatsSource::Running => {
                 // The eval-mode pass, `dx = dy * a`, reads no `x`.
@@ -277,10 +287,10 @@ pub fn backward_into(
                 for (ch, a) in q.iter_mut().enumerate() {
                     *a = (gamma(ch) * saved.invstd[ch]) as f32;
                 }
-                q
+                (&*q, None)
             }
         };
-        combine_unchecked(x, dy, d, coef, dx, need_sums && from_end(d));
+        combine_unchecked(x, dy, d, coef, il, dx, need_sums && from_end(d));
         sums
     };
     write_param_grads(sums, &saved.invstd, dweight, dbias);

@@ -2,6 +2,7 @@
 
 use crate::coefficients::fold_affine;
 use crate::error::{check_len, Result};
+use crate::interleave::{interleave, interleaves, Interleaved};
 use crate::layout::Dims;
 use crate::narrow::{period, repeat_parts, split, MAX_PERIOD};
 use crate::parallel::{channels_in_parallel, for_each_pass_chunk, CHANNEL_TASK};
@@ -22,33 +23,36 @@ multiversion! {
 }
 
 multiversion! {
-    /// Rows `c` wide, `coef = [ctr | s | t]`; rows of a few channels regrouped (see `narrow`).
-    fn affine_rows(x: &[f32], y: &mut [f32], coef: &[f32], c: usize, nt: bool) {
+    /// Rows `c` wide, `coef = [ctr | s | t]` (and `il`, the same interleaved, where
+    /// `interleave::interleaves` says); rows of a few channels regrouped (see `narrow`).
+    fn affine_rows(x: &[f32], y: &mut [f32], coef: &[f32], il: Option<Interleaved>, c: usize, nt: bool) {
         if let Some(l) = period(c) {
             let mut wide = [0.0f32; 4 * MAX_PERIOD];
             let w = split(x.len(), l);
-            affine_rows_plain(&x[..w], &mut y[..w], repeat_parts(coef, c, l, &mut wide), l, nt);
-            affine_rows_plain(&x[w..], &mut y[w..], coef, c, nt);
+            affine_rows_plain(&x[..w], &mut y[..w], repeat_parts(coef, c, l, &mut wide), None, l, nt);
+            affine_rows_plain(&x[w..], &mut y[w..], coef, None, c, nt);
         } else {
-            affine_rows_plain(x, y, coef, c, nt);
+            affine_rows_plain(x, y, coef, il, c, nt);
         }
     }
 }
 
 /// [`affine_rows`] for rows `c` wide, `coef = [ctr | s | t]` per position.
 #[inline(always)]
-fn affine_rows_plain(x: &[f32], y: &mut [f32], coef: &[f32], c: usize, nt: bool) {
+fn affine_rows_plain(x: &[f32], y: &mut [f32], coef: &[f32], il: Option<Interleaved>, c: usize, nt: bool) {
     let (ctr, rest) = coef.split_at(c);
     let (s, t) = rest.split_at(c);
-    rows_affine_out(x, y, ctr, s, t, nt);
+    rows_affine_out(x, y, ctr, s, &t[..c], il, nt);
 }
 
 /// `y = (x - ctr[c]) * s[c] + t[c]` over the whole tensor; `coef = [ctr | s | t]`. `back`:
 /// run from the end (the pass follows a reduction of `x`, see `parallel::from_end`).
-pub(crate) fn normalize_unchecked(x: &[f32], d: Dims, coef: &[f32], y: &mut [f32], back: bool) {
+/// `y` from `x` with `coef = [ctr | s | t]` and `il` as [`fill_coef`] gives them.
+pub(crate) fn normalize_unchecked(x: &[f32], d: Dims, coef: &[f32], il: Option<Interleaved>, y: &mut [f32], back: bool) {
     let c = d.channels;
     let (ctr, rest) = coef.split_at(c);
     let (s, t) = rest.split_at(c);
+    let t = &t[..c];
     if d.is_empty() {
         return;
     }
@@ -57,7 +61,7 @@ pub(crate) fn normalize_unchecked(x: &[f32], d: Dims, coef: &[f32], y: &mut [f32
         normalize_tiled(x, d, w, coef, y);
     } else if d.is_rows() {
         for_each_pass_chunk(y, c, rows_per_task(c, nt), back, |lo, yc| {
-            affine_rows(&x[lo..lo + yc.len()], yc, coef, c, nt);
+            affine_rows(&x[lo..lo + yc.len()], yc, coef, il, c, nt);
         });
     } else {
         for_each_pass_chunk(y, d.inner, 1, back, |lo, yc| {
@@ -68,7 +72,9 @@ pub(crate) fn normalize_unchecked(x: &[f32], d: Dims, coef: &[f32], y: &mut [f32
 
 /// Fills `coef = [ctr | s | t]` for every channel from means and inverse standard deviations,
 /// placed in its buffer away from the `streams` of a pass over `work` elements (see
-/// [`placed`]).
+/// [`placed`]); with `interleave_for`, the output of a pass that `interleave::interleaves`,
+/// also the three arrays interleaved for it.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn fill_coef<'a>(
     coef: &'a mut Vec<f32>,
     mean: &[f64],
@@ -77,9 +83,11 @@ pub(crate) fn fill_coef<'a>(
     bias: Option<&[f32]>,
     work: usize,
     streams: &[*const f32],
-) -> &'a [f32] {
+    interleave_for: Option<*const f32>,
+) -> (&'a [f32], Option<Interleaved<'a>>) {
     let c = mean.len();
-    let buf = placed(coef, 3 * c, 3, work, streams);
+    let parts = if interleave_for.is_some() { 6 } else { 3 };
+    let (buf, spare) = placed(coef, parts * c, parts, work, streams).split_at_mut(3 * c);
     let (ctr, st) = buf.split_at_mut(c);
     let (s, t) = st.split_at_mut(c);
     let fill = |first: usize, ctr: &mut [f32], s: &mut [f32], t: &mut [f32]| {
@@ -97,7 +105,8 @@ pub(crate) fn fill_coef<'a>(
             .enumerate()
             .for_each(|(i, ((ctr, s), t))| fill(i * CHANNEL_TASK, ctr, s, t));
     }
-    &buf[..]
+    let il = interleave_for.map(|y| interleave([ctr, s, t], y, spare));
+    (buf, il)
 }
 
 multiversion! {
@@ -130,8 +139,9 @@ pub(crate) fn normalize_with_saved(
     ws: &mut Workspace,
     back: bool,
 ) {
-    let coef = fill_coef(&mut ws.coef, &saved.mean, &saved.invstd, weight, bias, d.len(), &[x.as_ptr(), y.as_ptr()]);
-    normalize_unchecked(x, d, coef, y, back);
+    let il = interleaves(d, streams(d)).then_some(y.as_ptr());
+    let (coef, il) = fill_coef(&mut ws.coef, &saved.mean, &saved.invstd, weight, bias, d.len(), &[x.as_ptr(), y.as_ptr()], il);
+    normalize_unchecked(x, d, coef, il, y, back);
 }
 
 pub(crate) fn check_params(c: usize, weight: Option<&[f32]>, bias: Option<&[f32]>) -> Result<()> {
@@ -177,7 +187,8 @@ pub fn forward_eval_into(
     let stats = sized(&mut ws.totals, 2 * c, 0.0);
     let (m, is) = stats.split_at_mut(c);
     running_into(mean, var, eps, m, is);
-    let coef = fill_coef(&mut ws.coef, m, is, weight, bias, d.len(), &[x.as_ptr(), y.as_ptr()]);
-    normalize_unchecked(x, d, coef, y, false);
+    let il = interleaves(d, streams(d)).then_some(y.as_ptr());
+    let (coef, il) = fill_coef(&mut ws.coef, m, is, weight, bias, d.len(), &[x.as_ptr(), y.as_ptr()], il);
+    normalize_unchecked(x, d, coef, il, y, false);
     Ok(())
 }

@@ -39,6 +39,7 @@ mod error;
 mod fold;
 mod forward_eval;
 mod forward_train;
+mod interleave;
 mod io;
 mod layer;
 mod layout;

@@ -8,6 +8,8 @@
 //! correctly rounded `fma`: slower, same results); the float32 output passes use a separate
 //! multiply and add everywhere.
 
+use crate::interleave::Interleaved;
+
 /// Independent accumulators per reduction.
 pub(crate) const LANES: usize = 8;
 
@@ -191,6 +193,7 @@ pub(crate) const NT_GROUP: usize = 8;
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use super::{affine1, grad1, prefetch_values, LANES, NT_GROUP};
+    use crate::interleave::Interleaved;
     use std::arch::x86_64::*;
 
     #[target_feature(enable = "avx2,fma")]
@@ -648,7 +651,8 @@ mod x86 {
     /// boundary, the runs in lock step: step `v` takes the vectors of the per-channel
     /// `arrays` for the channels of the `v`-th vector after the head once (the same in every
     /// run, as every run starts a row and rows are whole lines apart modulo the head; for
-    /// rows of 16 to 64 channels held in registers, wider ones loaded) and gives each run's
+    /// rows of 16 to 64 channels held in registers, wider ones loaded, from `il` where it was
+    /// made for this output's head, see `interleave`) and gives each run's
     /// `line(i, constants)` for its values `i..i + 16`; `one(i, ch)` writes the heads and
     /// tails with ordinary stores. The loads of a step are all issued before its stores
     /// (with `lag`, before the previous step's stores too): rows a power of two wide put the
@@ -674,12 +678,14 @@ mod x86 {
     /// side lost to four (eval NC 4096x4096 6.5 against
     /// 4.5 ms), eight ran between; tasks of 256 KB lost to 1 MB ones.
     #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
     unsafe fn stream_parts_512<const N: usize>(
         y: *mut f32,
         rows: usize,
         c: usize,
         lag: bool,
         arrays: [&[f32]; N],
+        il: Option<Interleaved>,
         one: impl FnMut(usize, usize),
         line: impl Fn(usize, [__m512; N]) -> __m512,
     ) -> usize {
@@ -689,7 +695,10 @@ mod x86 {
             32 => parts_walk(y, rows, c, h, lag, one, parts_consts_held::<2, N>(arrays, h), line),
             48 => parts_walk(y, rows, c, h, lag, one, parts_consts_held::<3, N>(arrays, h), line),
             64 => parts_walk(y, rows, c, h, lag, one, parts_consts_held::<4, N>(arrays, h), line),
-            _ => parts_walk(y, rows, c, h, lag, one, parts_consts_loaded(arrays, h), line),
+            _ => match il.filter(|il| il.head == h && il.values.len() == N * c) {
+                Some(il) => parts_walk(y, rows, c, h, lag, one, parts_consts_interleaved::<N>(il.values), line),
+                None => parts_walk(y, rows, c, h, lag, one, parts_consts_loaded(arrays, h), line),
+            },
         }
     }
 
@@ -780,18 +789,35 @@ mod x86 {
         }
     }
 
+    /// The constants of each step of [`stream_parts_512`] from an [`Interleaved`] copy of the
+    /// arrays made for its head: block after block, wrapping at the row's end.
+    #[inline(always)]
+    unsafe fn parts_consts_interleaved<const N: usize>(values: &[f32]) -> impl FnMut() -> [__m512; N] + use<'_, N> {
+        let end = values.len();
+        let mut at = 0;
+        move || {
+            let p = values.as_ptr().add(at);
+            let out = std::array::from_fn(|a| _mm512_loadu_ps(p.add(16 * a)));
+            at += 16 * N;
+            if at == end {
+                at = 0;
+            }
+            out
+        }
+    }
+
     /// Rows of `c` channels (a multiple of 16): `y[c] = (x[c] - ctr[c]) * s[c] + t[c]`, rows
     /// side by side ([`stream_parts_512`]); same operations as the portable loop. Returns the
     /// rows written, from the first.
     #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn rows_affine_parts_512(x: &[f32], y: &mut [f32], ctr: &[f32], s: &[f32], t: &[f32]) -> usize {
+    pub(super) unsafe fn rows_affine_parts_512(x: &[f32], y: &mut [f32], ctr: &[f32], s: &[f32], t: &[f32], il: Option<Interleaved>) -> usize {
         let c = ctr.len();
         assert!(c.is_multiple_of(16) && s.len() == c && t.len() == c);
         let rows = x.len().min(y.len()) / c;
         let (xp, yp) = (x.as_ptr(), y.as_mut_ptr());
         let one = |i: usize, k: usize| *yp.add(i) = affine1(*xp.add(i), ctr[k], s[k], t[k]);
         let line = |i: usize, q: [__m512; 3]| _mm512_add_ps(_mm512_mul_ps(_mm512_sub_ps(_mm512_loadu_ps(xp.add(i)), q[0]), q[1]), q[2]);
-        let done = stream_parts_512(yp, rows, c, trails(yp, [xp]), [ctr, s, t], one, line);
+        let done = stream_parts_512(yp, rows, c, trails(yp, [xp]), [ctr, s, t], il, one, line);
         _mm_sfence();
         done
     }
@@ -799,7 +825,13 @@ mod x86 {
     /// Rows of `c` channels (a multiple of 16): `dx[c] = dy[c] * a[c] + ((x[c] - ctr[c]) *
     /// b[c] + d[c])`, as [`rows_affine_parts_512`].
     #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn rows_grad_combine_parts_512(x: &[f32], dy: &[f32], dx: &mut [f32], q: (&[f32], &[f32], &[f32], &[f32])) -> usize {
+    pub(super) unsafe fn rows_grad_combine_parts_512(
+        x: &[f32],
+        dy: &[f32],
+        dx: &mut [f32],
+        q: (&[f32], &[f32], &[f32], &[f32]),
+        il: Option<Interleaved>,
+    ) -> usize {
         let (ctr, a, b, d) = q;
         let c = ctr.len();
         assert!(c.is_multiple_of(16) && a.len() == c && b.len() == c && d.len() == c);
@@ -810,7 +842,7 @@ mod x86 {
             let (xv, g) = (_mm512_loadu_ps(xp.add(i)), _mm512_loadu_ps(gp.add(i)));
             _mm512_add_ps(_mm512_mul_ps(g, q[1]), _mm512_add_ps(_mm512_mul_ps(_mm512_sub_ps(xv, q[0]), q[2]), q[3]))
         };
-        let done = stream_parts_512(op, rows, c, trails(op, [xp, gp]), [ctr, a, b, d], one, line);
+        let done = stream_parts_512(op, rows, c, trails(op, [xp, gp]), [ctr, a, b, d], il, one, line);
         _mm_sfence();
         done
     }
@@ -1146,6 +1178,18 @@ fn rows_side_by_side(c: usize) -> bool {
     c.is_multiple_of(16) && has_avx512()
 }
 
+/// Whether a streamed pass over rows of `c` channels loads its per-channel constants at
+/// every step of the side-by-side walk (rows wider than those held in registers), so that an
+/// [`Interleaved`] copy serves it (see `interleave`).
+pub(crate) fn parts_load_constants(c: usize) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    if rows_side_by_side(c) && c > x86::REG_ROWS_MAX {
+        return true;
+    }
+    let _ = c;
+    false
+}
+
 /// Fewest rows per task of a pass over rows of `c` channels, streamed when `nt`: at least
 /// [`NT_GROUP`], and 1 MB where streamed rows go side by side (each of its four runs then a
 /// stream of 256 KB).
@@ -1160,12 +1204,12 @@ pub(crate) fn rows_per_task(c: usize, nt: bool) -> usize {
 
 /// [`rows_affine`], streaming the output when `nt`.
 #[inline(always)]
-pub(crate) fn rows_affine_out(x: &[f32], y: &mut [f32], ctr: &[f32], s: &[f32], t: &[f32], nt: bool) {
+pub(crate) fn rows_affine_out(x: &[f32], y: &mut [f32], ctr: &[f32], s: &[f32], t: &[f32], il: Option<Interleaved>, nt: bool) {
     #[cfg(target_arch = "x86_64")]
     if nt && rows_stream(y.as_ptr(), ctr.len()) && has_avx2() {
         let c = ctr.len();
         // SAFETY: the CPU has AVX-512F where `rows_side_by_side` says so.
-        let done = if rows_side_by_side(c) { unsafe { x86::rows_affine_parts_512(x, y, ctr, s, t) * c } } else { 0 };
+        let done = if rows_side_by_side(c) { unsafe { x86::rows_affine_parts_512(x, y, ctr, s, t, il) * c } } else { 0 };
         let (x, y) = (&x[done..], &mut y[done..]);
         // SAFETY: the CPU has AVX2 (and AVX-512F where `rows_in_registers` says so).
         return unsafe {
@@ -1178,19 +1222,19 @@ pub(crate) fn rows_affine_out(x: &[f32], y: &mut [f32], ctr: &[f32], s: &[f32], 
             }
         };
     }
-    let _ = nt;
+    let _ = (nt, il);
     rows_affine(x, y, ctr, s, t)
 }
 
 /// [`rows_grad_combine`], streaming the output when `nt`.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn rows_grad_combine_out(x: &[f32], dy: &[f32], dx: &mut [f32], ctr: &[f32], a: &[f32], b: &[f32], d: &[f32], nt: bool) {
+pub(crate) fn rows_grad_combine_out(x: &[f32], dy: &[f32], dx: &mut [f32], ctr: &[f32], a: &[f32], b: &[f32], d: &[f32], il: Option<Interleaved>, nt: bool) {
     #[cfg(target_arch = "x86_64")]
     if nt && rows_stream(dx.as_ptr(), ctr.len()) && has_avx2() {
         let (c, q) = (ctr.len(), (ctr, a, b, d));
         // SAFETY: the CPU has AVX-512F where `rows_side_by_side` says so.
-        let done = if rows_side_by_side(c) { unsafe { x86::rows_grad_combine_parts_512(x, dy, dx, q) * c } } else { 0 };
+        let done = if rows_side_by_side(c) { unsafe { x86::rows_grad_combine_parts_512(x, dy, dx, q, il) * c } } else { 0 };
         let (x, dy, dx) = (&x[done..], &dy[done..], &mut dx[done..]);
         // SAFETY: the CPU has AVX2 (and AVX-512F where `rows_in_registers` says so).
         return unsafe {
@@ -1203,7 +1247,7 @@ pub(crate) fn rows_grad_combine_out(x: &[f32], dy: &[f32], dx: &mut [f32], ctr: 
             }
         };
     }
-    let _ = nt;
+    let _ = (nt, il);
     rows_grad_combine(x, dy, dx, ctr, a, b, d)
 }
 
@@ -1333,11 +1377,11 @@ mod tests {
                         }
                         rows_affine(xs, &mut want, &ctr[..c], &s[..c], &t[..c]);
                         let y = &mut buf[off..off + len];
-                        rows_affine_out(xs, y, &ctr[..c], &s[..c], &t[..c], true);
+                        rows_affine_out(xs, y, &ctr[..c], &s[..c], &t[..c], None, true);
                         assert_eq!(y, &want[..], "rows_affine, offset {off}, {len} values in rows of {c}");
                         rows_grad_combine(xs, gs, &mut want, &ctr[..c], &s[..c], &t[..c], &d[..c]);
                         let y = &mut buf[off..off + len];
-                        rows_grad_combine_out(xs, gs, y, &ctr[..c], &s[..c], &t[..c], &d[..c], true);
+                        rows_grad_combine_out(xs, gs, y, &ctr[..c], &s[..c], &t[..c], &d[..c], None, true);
                         assert_eq!(y, &want[..], "rows_grad_combine, offset {off}, {len} values in rows of {c}");
                     }
                 }
@@ -1368,14 +1412,28 @@ mod tests {
                 let (mut want_y, mut want_dx) = (vec![0.0f32; len], vec![0.0f32; len]);
                 rows_affine(xs, &mut want_y, q.0, q.1, q.2);
                 rows_grad_combine(xs, gs, &mut want_dx, q.0, q.1, q.2, q.3);
+                let (mut il3, mut il4) = (vec![f32::NAN; 3 * c], vec![f32::NAN; 4 * c]);
                 for off in 0..16 {
                     let y = &mut buf[off..off + len];
-                    y.fill(f32::NAN);
-                    rows_affine_out(xs, y, q.0, q.1, q.2, true);
-                    assert_eq!(y, &want_y[..], "rows_affine, {rows} rows of {c}, offset {off}");
-                    y.fill(f32::NAN);
-                    rows_grad_combine_out(xs, gs, y, q.0, q.1, q.2, q.3, true);
-                    assert_eq!(y, &want_dx[..], "rows_grad_combine, {rows} rows of {c}, offset {off}");
+                    // The constants from the arrays, and (where the pass loads them) from
+                    // their interleaved copy for this output, and from one made for another
+                    // head (which the pass must not use).
+                    let yp = y.as_ptr();
+                    let other = yp.wrapping_add(1 + (off % 3));
+                    let ils = [None, Some(yp), Some(other)];
+                    for (k, il_for) in ils.into_iter().enumerate() {
+                        if k > 0 && !parts_load_constants(c) {
+                            continue;
+                        }
+                        let il = il_for.map(|p| crate::interleave::interleave([q.0, q.1, q.2], p, &mut il3));
+                        y.fill(f32::NAN);
+                        rows_affine_out(xs, y, q.0, q.1, q.2, il, true);
+                        assert_eq!(y, &want_y[..], "rows_affine, {rows} rows of {c}, offset {off}, constants {k}");
+                        let il = il_for.map(|p| crate::interleave::interleave([q.0, q.1, q.2, q.3], p, &mut il4));
+                        y.fill(f32::NAN);
+                        rows_grad_combine_out(xs, gs, y, q.0, q.1, q.2, q.3, il, true);
+                        assert_eq!(y, &want_dx[..], "rows_grad_combine, {rows} rows of {c}, offset {off}, constants {k}");
+                    }
                 }
             }
         }
@@ -1453,10 +1511,10 @@ mod tests {
                 let q = (&ctr[..c], &s[..c], &t[..c], &d[..c]);
                 let y = &mut rest[off..off + len];
                 rows_affine(xs, w, q.0, q.1, q.2);
-                rows_affine_out(xs, y, q.0, q.1, q.2, true);
+                rows_affine_out(xs, y, q.0, q.1, q.2, None, true);
                 assert_eq!(y, &w[..], "rows_affine, rows of {c}, y {} bytes above x", 4 * off);
                 rows_grad_combine(xs, gs, w, q.0, q.1, q.2, q.3);
-                rows_grad_combine_out(xs, gs, y, q.0, q.1, q.2, q.3, true);
+                rows_grad_combine_out(xs, gs, y, q.0, q.1, q.2, q.3, None, true);
                 assert_eq!(y, &w[..], "rows_grad_combine, rows of {c}, y {} bytes above x", 4 * off);
             }
         }
@@ -1480,12 +1538,12 @@ mod tests {
                     rows_affine(&x, &mut want, &ctr, &s, &t);
                     let y = &mut buf[off..off + n];
                     y.fill(f32::NAN);
-                    rows_affine_out(&x, y, &ctr, &s, &t, true);
+                    rows_affine_out(&x, y, &ctr, &s, &t, None, true);
                     assert_eq!(y, &want[..], "rows_affine, {rows} rows of {c}, offset {off}");
                     rows_grad_combine(&x, &dy, &mut want, &ctr, &s, &t, &d);
                     let y = &mut buf[off..off + n];
                     y.fill(f32::NAN);
-                    rows_grad_combine_out(&x, &dy, y, &ctr, &s, &t, &d, true);
+                    rows_grad_combine_out(&x, &dy, y, &ctr, &s, &t, &d, None, true);
                     assert_eq!(y, &want[..], "rows_grad_combine, {rows} rows of {c}, offset {off}");
                 }
             }

@@ -215,6 +215,7 @@ fn large_tensors_match_reference_on_every_path() {
 fn streamed_outputs_match_reference() {
     for (layout, shape) in [
         (Layout::Nc, vec![2048, 2104]),        // rows of whole vectors: streamed
+        (Layout::Nc, vec![2048, 2048]),        // rows of whole lines side by side, constants interleaved (AVX-512)
         (Layout::Nhwc, vec![4, 128, 130, 64]), // rows of 64: constants in registers where the CPU allows
         (Layout::Nchw, vec![4, 16, 256, 260]), // long runs, channel-by-channel tasks: streamed
         (Layout::Nchw, vec![64, 129, 23, 23]), // short runs: y one stream across runs (AVX-512), dx cached
