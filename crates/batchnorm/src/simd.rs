@@ -646,6 +646,21 @@ mod x86 {
     /// Values per task of such a pass (1 MB): each run a stream of 256 KB.
     pub(super) const PARTS_TASK: usize = 1 << 18;
 
+    /// Rows from this many channels are normalised in eight runs side by side when their
+    /// constants are interleaved (the dx pass, with two inputs a run, stays at four).
+    ///
+    /// With the constants of a step in one stream (see `interleave`), eight runs load them
+    /// once for eight rows. Measured on the normalising pass alone (1 thread, in one process,
+    /// medians of 20 calls rotating the order, ms, four -> eight runs): NC 4096x4096
+    /// 4.25-4.77 -> 3.83-4.28, NC 8192x2048 4.15 -> 3.94, NC 2048x8192 4.22 -> 3.67; rows of
+    /// 1024 channels lost (NC 16384x1024 4.62 -> 4.71), and the dx pass with eight runs of
+    /// both inputs ran 1.15-1.25x slower (sixteen streams in). In the kernels (old and new
+    /// builds alternating, 8 rounds, medians; 1 thread over the rounds the machine was quiet
+    /// in, forward / eval ms): NC 4096x4096 6.60 / 3.98 -> 6.09 / 3.59, NC 8192x2048 6.75 /
+    /// 3.89 -> 6.37 / 3.59, NC 2048x8192 6.61 / 4.04 -> 6.12 / 3.61; 2 threads, all rounds:
+    /// forward 0.93-0.94x, eval 0.86-0.91x.
+    pub(super) const EIGHT_PARTS_MIN: usize = 2048;
+
     /// Writes `rows` rows of `c` channels (`c` a multiple of 16) as [`PARTS`] runs of whole
     /// rows, each one flat stream of 64-byte streaming stores from its first 64-byte
     /// boundary, the runs in lock step: step `v` takes the vectors of the per-channel
@@ -679,7 +694,7 @@ mod x86 {
     /// 4.5 ms), eight ran between; tasks of 256 KB lost to 1 MB ones.
     #[inline(always)]
     #[allow(clippy::too_many_arguments)]
-    unsafe fn stream_parts_512<const N: usize>(
+    unsafe fn stream_parts_512<const N: usize, const P: usize>(
         y: *mut f32,
         rows: usize,
         c: usize,
@@ -689,15 +704,15 @@ mod x86 {
         one: impl FnMut(usize, usize),
         line: impl Fn(usize, [__m512; N]) -> __m512,
     ) -> usize {
-        let h = head64(y, rows / PARTS * c);
+        let h = head64(y, rows / P * c);
         match c {
-            16 => parts_walk(y, rows, c, h, lag, one, parts_consts_held::<1, N>(arrays, h), line),
-            32 => parts_walk(y, rows, c, h, lag, one, parts_consts_held::<2, N>(arrays, h), line),
-            48 => parts_walk(y, rows, c, h, lag, one, parts_consts_held::<3, N>(arrays, h), line),
-            64 => parts_walk(y, rows, c, h, lag, one, parts_consts_held::<4, N>(arrays, h), line),
+            16 => parts_walk::<N, P>(y, rows, c, h, lag, one, parts_consts_held::<1, N>(arrays, h), line),
+            32 => parts_walk::<N, P>(y, rows, c, h, lag, one, parts_consts_held::<2, N>(arrays, h), line),
+            48 => parts_walk::<N, P>(y, rows, c, h, lag, one, parts_consts_held::<3, N>(arrays, h), line),
+            64 => parts_walk::<N, P>(y, rows, c, h, lag, one, parts_consts_held::<4, N>(arrays, h), line),
             _ => match il.filter(|il| il.head == h && il.values.len() == N * c) {
-                Some(il) => parts_walk(y, rows, c, h, lag, one, parts_consts_interleaved::<N>(il.values), line),
-                None => parts_walk(y, rows, c, h, lag, one, parts_consts_loaded(arrays, h), line),
+                Some(il) => parts_walk::<N, P>(y, rows, c, h, lag, one, parts_consts_interleaved::<N>(il.values), line),
+                None => parts_walk::<N, P>(y, rows, c, h, lag, one, parts_consts_loaded(arrays, h), line),
             },
         }
     }
@@ -706,7 +721,7 @@ mod x86 {
     /// `consts()`, called once a step in order.
     #[inline(always)]
     #[allow(clippy::too_many_arguments)]
-    unsafe fn parts_walk<const N: usize>(
+    unsafe fn parts_walk<const N: usize, const P: usize>(
         y: *mut f32,
         rows: usize,
         c: usize,
@@ -716,26 +731,26 @@ mod x86 {
         mut consts: impl FnMut() -> [__m512; N],
         line: impl Fn(usize, [__m512; N]) -> __m512,
     ) -> usize {
-        let part = rows / PARTS * c;
+        let part = rows / P * c;
         if part == 0 {
             return 0;
         }
         let vecs = (part - h) / 16;
-        let store = |i: usize, r: [__m512; PARTS]| {
+        let store = |i: usize, r: [__m512; P]| {
             for (p, v) in r.into_iter().enumerate() {
                 _mm512_stream_ps(y.add(p * part + i), v);
             }
         };
-        for p in 0..PARTS {
+        for p in 0..P {
             for i in p * part..p * part + h {
                 one(i, i % c);
             }
         }
-        let mut held: Option<(usize, [__m512; PARTS])> = None;
+        let mut held: Option<(usize, [__m512; P])> = None;
         for v in 0..vecs {
             let i = h + 16 * v;
             let q = consts();
-            let r: [__m512; PARTS] = std::array::from_fn(|p| line(p * part + i, q));
+            let r: [__m512; P] = std::array::from_fn(|p| line(p * part + i, q));
             if lag {
                 if let Some((j, prev)) = held.replace((i, r)) {
                     store(j, prev);
@@ -747,12 +762,12 @@ mod x86 {
         if let Some((j, prev)) = held {
             store(j, prev);
         }
-        for p in 0..PARTS {
+        for p in 0..P {
             for i in p * part + h + 16 * vecs..(p + 1) * part {
                 one(i, i % c);
             }
         }
-        rows / PARTS * PARTS
+        rows / P * P
     }
 
     /// The constants of each step of [`stream_parts_512`] over rows of `c = 16 K` channels
@@ -817,7 +832,12 @@ mod x86 {
         let (xp, yp) = (x.as_ptr(), y.as_mut_ptr());
         let one = |i: usize, k: usize| *yp.add(i) = affine1(*xp.add(i), ctr[k], s[k], t[k]);
         let line = |i: usize, q: [__m512; 3]| _mm512_add_ps(_mm512_mul_ps(_mm512_sub_ps(_mm512_loadu_ps(xp.add(i)), q[0]), q[1]), q[2]);
-        let done = stream_parts_512(yp, rows, c, trails(yp, [xp]), [ctr, s, t], il, one, line);
+        let lag = trails(yp, [xp]);
+        let done = if il.is_some() && c >= EIGHT_PARTS_MIN {
+            stream_parts_512::<3, 8>(yp, rows, c, lag, [ctr, s, t], il, one, line)
+        } else {
+            stream_parts_512::<3, PARTS>(yp, rows, c, lag, [ctr, s, t], il, one, line)
+        };
         _mm_sfence();
         done
     }
@@ -842,7 +862,7 @@ mod x86 {
             let (xv, g) = (_mm512_loadu_ps(xp.add(i)), _mm512_loadu_ps(gp.add(i)));
             _mm512_add_ps(_mm512_mul_ps(g, q[1]), _mm512_add_ps(_mm512_mul_ps(_mm512_sub_ps(xv, q[0]), q[2]), q[3]))
         };
-        let done = stream_parts_512(op, rows, c, trails(op, [xp, gp]), [ctr, a, b, d], il, one, line);
+        let done = stream_parts_512::<4, PARTS>(op, rows, c, trails(op, [xp, gp]), [ctr, a, b, d], il, one, line);
         _mm_sfence();
         done
     }
@@ -1191,12 +1211,12 @@ pub(crate) fn parts_load_constants(c: usize) -> bool {
 }
 
 /// Fewest rows per task of a pass over rows of `c` channels, streamed when `nt`: at least
-/// [`NT_GROUP`], and 1 MB where streamed rows go side by side (each of its four runs then a
-/// stream of 256 KB).
+/// [`NT_GROUP`], and 1 MB (and at least eight rows) where streamed rows go side by side
+/// (each of its four or eight runs then a stream of 256 or 128 KB).
 pub(crate) fn rows_per_task(c: usize, nt: bool) -> usize {
     #[cfg(target_arch = "x86_64")]
     if nt && rows_side_by_side(c) {
-        return (x86::PARTS_TASK / c.max(1)).max(x86::PARTS);
+        return (x86::PARTS_TASK / c.max(1)).max(2 * x86::PARTS);
     }
     let _ = (c, nt);
     NT_GROUP
@@ -1391,18 +1411,18 @@ mod tests {
 
     /// Rows written side by side (runs of whole rows in lock step) equal the portable loops
     /// for rows of 16 to 64 channels (constants held in registers) and wider (constants
-    /// loaded, one vector crossing each row's end), row counts that leave a remainder after
-    /// the runs, and every 64-byte head.
+    /// loaded, one vector crossing each row's end, or interleaved; eight runs from 2048
+    /// channels), row counts that leave a remainder after the runs, and every 64-byte head.
     #[test]
     fn rows_side_by_side_equal_the_portable_loops() {
-        let n = 9000;
+        let n = 2048 * 19;
         let x: Vec<f32> = (0..n).map(|i| ((i * 7919) % 1013) as f32 * 0.37 - 150.0).collect();
         let dy: Vec<f32> = (0..n).map(|i| ((i * 104_729) % 997) as f32 * 0.01 - 5.0).collect();
-        let coef = |k: f32| -> Vec<f32> { (0..1024).map(|j| k + j as f32 * 1e-3).collect() };
+        let coef = |k: f32| -> Vec<f32> { (0..2048).map(|j| k + j as f32 * 1e-4).collect() };
         let (ctr, s, t, d) = (coef(0.5), coef(1.5), coef(-0.25), coef(2.0));
         let mut buf = vec![0.0f32; n + 16];
-        for c in [16, 32, 48, 64, 80, 144, 1024] {
-            for rows in [4, 5, 7, 8, 13, 67, n / c] {
+        for c in [16, 32, 48, 64, 80, 144, 1024, 2048] {
+            for rows in [4, 5, 7, 8, 13, 17, 67, n / c] {
                 let len = rows * c;
                 if len > n {
                     continue;
