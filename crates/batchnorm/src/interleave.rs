@@ -27,6 +27,7 @@ use crate::layout::Dims;
 /// `(head + 16 b + l) % c`, `l` in `0..16` — the channels of the `b`-th vector a
 /// side-by-side pass writes after the head of each of its rows.
 #[derive(Debug, Clone, Copy)]
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 pub(crate) struct Interleaved<'a> {
     pub(crate) values: &'a [f32],
     pub(crate) head: usize,
