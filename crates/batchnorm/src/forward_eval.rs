@@ -71,9 +71,9 @@ pub(crate) fn normalize_unchecked(x: &[f32], d: Dims, coef: &[f32], il: Option<I
 }
 
 /// Fills `coef = [ctr | s | t]` for every channel from means and inverse standard deviations,
-/// placed in its buffer away from the `streams` of a pass over `work` elements (see
-/// [`placed`]); with `interleave_for`, the output of a pass that `interleave::interleaves`,
-/// also the three arrays interleaved for it.
+/// placed in its buffer away from `x` and `y`, the input and output of the normalising pass
+/// over `d` (see [`placed`]); where that pass reads interleaved constants
+/// (`interleave::interleaves`), also the three arrays interleaved for `y`.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn fill_coef<'a>(
     coef: &'a mut Vec<f32>,
@@ -81,13 +81,14 @@ pub(crate) fn fill_coef<'a>(
     invstd: &[f64],
     weight: Option<&[f32]>,
     bias: Option<&[f32]>,
-    work: usize,
-    streams: &[*const f32],
-    interleave_for: Option<*const f32>,
+    x: &[f32],
+    d: Dims,
+    y: &[f32],
 ) -> (&'a [f32], Option<Interleaved<'a>>) {
     let c = mean.len();
+    let interleave_for = interleaves(d, streams(d)).then_some(y.as_ptr());
     let parts = if interleave_for.is_some() { 6 } else { 3 };
-    let (buf, spare) = placed(coef, parts * c, parts, work, streams).split_at_mut(3 * c);
+    let (buf, spare) = placed(coef, parts * c, parts, d.len(), &[x.as_ptr(), y.as_ptr()]).split_at_mut(3 * c);
     let (ctr, st) = buf.split_at_mut(c);
     let (s, t) = st.split_at_mut(c);
     let fill = |first: usize, ctr: &mut [f32], s: &mut [f32], t: &mut [f32]| {
@@ -139,8 +140,7 @@ pub(crate) fn normalize_with_saved(
     ws: &mut Workspace,
     back: bool,
 ) {
-    let il = interleaves(d, streams(d)).then_some(y.as_ptr());
-    let (coef, il) = fill_coef(&mut ws.coef, &saved.mean, &saved.invstd, weight, bias, d.len(), &[x.as_ptr(), y.as_ptr()], il);
+    let (coef, il) = fill_coef(&mut ws.coef, &saved.mean, &saved.invstd, weight, bias, x, d, y);
     normalize_unchecked(x, d, coef, il, y, back);
 }
 
@@ -187,8 +187,7 @@ pub fn forward_eval_into(
     let stats = sized(&mut ws.totals, 2 * c, 0.0);
     let (m, is) = stats.split_at_mut(c);
     running_into(mean, var, eps, m, is);
-    let il = interleaves(d, streams(d)).then_some(y.as_ptr());
-    let (coef, il) = fill_coef(&mut ws.coef, m, is, weight, bias, d.len(), &[x.as_ptr(), y.as_ptr()], il);
+    let (coef, il) = fill_coef(&mut ws.coef, m, is, weight, bias, x, d, y);
     normalize_unchecked(x, d, coef, il, y, false);
     Ok(())
 }
