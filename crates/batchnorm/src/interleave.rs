@@ -21,6 +21,7 @@
 //! there either way). Made again for every 1 MB task instead, it kept half of the gain.
 
 use crate::layout::Dims;
+use crate::simd::head_of;
 
 /// Per-channel arrays interleaved for an output whose first 64-byte boundary is `head`
 /// values in: block `b` (16 `N` values) holds, array after array, the 16 values of channels
@@ -31,11 +32,6 @@ use crate::layout::Dims;
 pub(crate) struct Interleaved<'a> {
     pub(crate) values: &'a [f32],
     pub(crate) head: usize,
-}
-
-/// The number of values before the first 64-byte boundary at or after `y`.
-pub(crate) fn head_of(y: *const f32) -> usize {
-    ((64 - (y as usize) % 64) % 64) / 4
 }
 
 /// Whether a pass over a tensor of dimensions `d` that streams its output (`nt`) reads

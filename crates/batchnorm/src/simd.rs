@@ -10,6 +10,13 @@
 
 use crate::interleave::Interleaved;
 
+/// The number of values before the first 64-byte boundary at or after `p`: where the
+/// streamed passes' whole-line stores begin.
+#[inline(always)]
+pub(crate) fn head_of(p: *const f32) -> usize {
+    ((64 - (p as usize) % 64) % 64) / 4
+}
+
 /// Independent accumulators per reduction.
 pub(crate) const LANES: usize = 8;
 
@@ -586,10 +593,10 @@ mod x86 {
         }
     }
 
-    /// Values before the first 64-byte boundary at or after `p`.
+    /// Values before the first 64-byte boundary at or after `p`, at most `n`.
     #[inline(always)]
     fn head64(p: *const f32, n: usize) -> usize {
-        (((64 - (p as usize) % 64) % 64) / 4).min(n)
+        super::head_of(p).min(n)
     }
 
     /// Rows of `16 K` channels: `y[c] = (x[c] - ctr[c]) * s[c] + t[c]` with 64-byte
