@@ -169,23 +169,17 @@ pub(crate) fn acc_grad(x: &[f32], dy: &[f32], k: f64, a1: &mut [f64; LANES], a2:
     }
 }
 
-/// Asks for the `n` values from `p`, a cache line per 16, into L1 when `l1`, else into L2.
+/// Asks for the `n` values from `p`, a cache line per 16, into L2 (into L1 measured slower
+/// where tried: it evicts the per-channel sums the strips keep there, see `strips::ahead`).
 /// A prefetch is a hint: it changes nothing the program sees and no address makes it fault,
 /// so `p` may point past the data.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-pub(crate) fn prefetch_values(p: *const f32, n: usize, l1: bool) {
-    use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0, _MM_HINT_T1};
+pub(crate) fn prefetch_values(p: *const f32, n: usize) {
+    use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T1};
     for o in (0..n).step_by(16) {
-        let q = p.wrapping_add(o) as *const i8;
-        // SAFETY: a prefetch reads nothing the program sees and cannot fault, whatever `q` is.
-        unsafe {
-            if l1 {
-                _mm_prefetch::<_MM_HINT_T0>(q)
-            } else {
-                _mm_prefetch::<_MM_HINT_T1>(q)
-            }
-        }
+        // SAFETY: a prefetch reads nothing the program sees and cannot fault, whatever the address.
+        unsafe { _mm_prefetch::<_MM_HINT_T1>(p.wrapping_add(o) as *const i8) }
     }
 }
 
@@ -443,7 +437,7 @@ mod x86 {
                     let v = r * c + j.start..r * c + j.end;
                     if strip < c {
                         for p in inputs {
-                            prefetch_values(p.wrapping_add(v.start + ahead), v.len(), false);
+                            prefetch_values(p.wrapping_add(v.start + ahead), v.len());
                         }
                     }
                     f(v, j.clone());

@@ -311,7 +311,7 @@ mod x86 {
     #[inline(always)]
     fn prefetch(p: *const f32, n: usize, pf: Prefetch) {
         if pf.offset > 0 {
-            crate::simd::prefetch_values(p.wrapping_add(pf.offset), n, false);
+            crate::simd::prefetch_values(p.wrapping_add(pf.offset), n);
         }
     }
 
