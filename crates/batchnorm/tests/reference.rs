@@ -191,7 +191,8 @@ fn check_step(layout: Layout, shape: &[usize], seed: u64, offset: f64, std: f64,
 fn large_tensors_match_reference_on_every_path() {
     for (layout, shape) in [
         (Layout::Nchw, vec![16, 2, 48, 48]),  // few channels: memory-order blocks
-        (Layout::Nchw, vec![8, 40, 16, 16]),  // short runs: memory-order blocks
+        (Layout::Nchw, vec![8, 40, 16, 16]),  // short runs: memory-order blocks, statistics in 16 lanes
+        (Layout::Nchw, vec![16, 40, 9, 9]),   // runs of 81: statistics in 8 lanes
         (Layout::Nchw, vec![2, 12, 96, 96]),  // long runs, many channels: channel-by-channel tasks
         (Layout::Nchw, vec![1, 50, 96, 96]),  // channel tasks of 3 pipelined channels (last: 2)
         (Layout::Nhwc, vec![8, 24, 24, 40]),  // rows, several blocks
