@@ -9,8 +9,8 @@ use crate::narrow::{period, repeat_parts, split, MAX_PERIOD};
 use crate::parallel::{for_each_chunk, for_each_pass_chunk, from_end, sum_blocks, Plan, SharedMut};
 use crate::saved::{SavedStats, StatsSource};
 use crate::simd::{
-    acc_grad, grad_combine_out, lane_sum, multiversion, rows_acc_grad, rows_grad_combine_out, rows_per_task, rows_scale, scale, store_fence, streams_backward,
-    LANES,
+    acc_grad, grad_combine_out, lane_sum, multiversion, rows_acc_grad, rows_grad_combine_out, rows_per_task, rows_scale, runs_grad, scale, store_fence,
+    streams_backward, LANES,
 };
 use crate::tiles::{backward_tiled, tile_width};
 use crate::workspace::{lined, placed, sized, Workspace};
@@ -39,13 +39,7 @@ multiversion! {
             rows_acc_grad(x, dy, k, a1, a2, crate::strips::ahead_grad(d));
             return;
         }
-        for (i, (xr, gr)) in x.chunks_exact(d.inner).zip(dy.chunks_exact(d.inner)).enumerate() {
-            let ch = i % c;
-            let (mut l1, mut l2) = ([0.0f64; LANES], [0.0f64; LANES]);
-            acc_grad(xr, gr, k[ch], &mut l1, &mut l2);
-            a1[ch] += lane_sum(&l1);
-            a2[ch] += lane_sum(&l2);
-        }
+        runs_grad(x, dy, d.inner, k, a1, a2);
     }
 }
 

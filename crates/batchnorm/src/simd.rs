@@ -21,8 +21,8 @@ pub(crate) fn head_of(p: *const f32) -> usize {
 pub(crate) const LANES: usize = 8;
 
 /// Independent accumulators of the statistics over channels-first runs of at least
-/// [`WIDE_MIN_RUN`] values in memory order. With [`LANES`], one chain of float64 additions
-/// per 4 lanes bounds a core to 8 values per add latency; 16 lanes (two chains per 4 lanes)
+/// [`LONG_RUN`] values in memory order. With [`LANES`], one chain of float64 additions per
+/// 4 lanes bounds a core to 8 values per add latency; 16 lanes (two chains per 4 lanes)
 /// summed runs of 3136 values in L2 1.25x as fast (NCHW 8x8x56x56 moments 0.027 -> 0.021
 /// ms at 1 thread) and cut the forward of NCHW 32x64x56x56 to 0.93-0.95x (1 thread, old
 /// and new builds alternating, medians of 10-14). The gradient sums gain nothing from them
@@ -31,12 +31,13 @@ pub(crate) const LANES: usize = 8;
 /// there the forward of NCHW 8x64x112x112 took 1.13x as long. Both keep [`LANES`].
 pub(crate) const WIDE_LANES: usize = 16;
 
-/// Shortest channels-first run whose statistics are summed in [`WIDE_LANES`] lanes. Each
-/// run's lanes are stored, reloaded and summed on their own, which 16 lanes make dearer: runs
-/// of 49 values summed 5% slower in L2 (NCHW 8x512x7x7 0.034 -> 0.036 ms), and the forward
-/// of NCHW 128x512x7x7 ran 1.03-1.06x as long; runs of 196 gained (2x512x14x14 0.029 ->
-/// 0.027).
-pub(crate) const WIDE_MIN_RUN: usize = 128;
+/// Shortest channels-first run that the memory-order reductions sum with [`runs_shifted`]
+/// (16 lanes) and [`runs_grad`], lanes in registers. Shorter runs go one at a time through
+/// [`acc_shifted`] and [`acc_grad`] in 8 lanes: on runs of 49 values (NCHW 8x512x7x7 in L2,
+/// 1 thread) 16 lanes summed the statistics in 0.036-0.040 ms against 0.034, and the
+/// register kernels took 0.038 and 0.047 ms against 0.034 and 0.043; on runs of 196 the
+/// register kernels took 0.025 and 0.031 against 0.029 and 0.034 (2x512x14x14).
+pub(crate) const LONG_RUN: usize = 128;
 
 /// Defines `fn $name(args)` whose body is compiled twice, for the baseline target and for
 /// AVX2+FMA, and picks the AVX2 copy at run time when the CPU has it.
@@ -192,6 +193,57 @@ pub(crate) fn acc_grad(x: &[f32], dy: &[f32], k: f64, a1: &mut [f64; LANES], a2:
     }
 }
 
+/// Channels-first runs of `inner` values, run `i` of channel `i % C` (`C = k.len()`):
+/// `a1[ch] += lane_sum(l1)`, `a2[ch] += lane_sum(l2)` where `l1`, `l2` are what
+/// [`acc_shifted`] sums from zero over that run, in [`WIDE_LANES`] lanes for runs of at
+/// least [`LONG_RUN`] values and in [`LANES`] for shorter ones. The vector version for long
+/// runs keeps a run's lanes in registers and sums them there, with the same additions.
+#[inline(always)]
+pub(crate) fn runs_shifted(x: &[f32], inner: usize, k: &[f64], a1: &mut [f64], a2: &mut [f64]) {
+    if inner < LONG_RUN {
+        return runs_shifted_each::<LANES>(x, inner, k, a1, a2);
+    }
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2_fma() {
+        // SAFETY: the CPU has AVX2 and FMA.
+        return unsafe { x86::runs_shifted(x, inner, k, a1, a2) };
+    }
+    runs_shifted_each::<WIDE_LANES>(x, inner, k, a1, a2)
+}
+
+/// [`runs_shifted`] run by run, each run's `L` lanes summed through memory.
+#[inline(always)]
+fn runs_shifted_each<const L: usize>(x: &[f32], inner: usize, k: &[f64], a1: &mut [f64], a2: &mut [f64]) {
+    let c = k.len();
+    for (i, run) in x.chunks_exact(inner).enumerate() {
+        let ch = i % c;
+        let (mut l1, mut l2) = ([0.0f64; L], [0.0f64; L]);
+        acc_shifted(run, k[ch], &mut l1, &mut l2);
+        a1[ch] += lane_sum(&l1);
+        a2[ch] += lane_sum(&l2);
+    }
+}
+
+/// [`runs_shifted`] for the gradient sums: `a1[ch] += sum(dy)`, `a2[ch] += sum(dy * (x -
+/// k[ch]))` per run, in the [`LANES`] lanes of [`acc_grad`] whatever the run's length
+/// (lanes in registers for runs of at least [`LONG_RUN`]).
+#[inline(always)]
+pub(crate) fn runs_grad(x: &[f32], dy: &[f32], inner: usize, k: &[f64], a1: &mut [f64], a2: &mut [f64]) {
+    #[cfg(target_arch = "x86_64")]
+    if inner >= LONG_RUN && has_avx2_fma() {
+        // SAFETY: the CPU has AVX2 and FMA.
+        return unsafe { x86::runs_grad(x, dy, inner, k, a1, a2) };
+    }
+    let c = k.len();
+    for (i, (xr, gr)) in x.chunks_exact(inner).zip(dy.chunks_exact(inner)).enumerate() {
+        let ch = i % c;
+        let (mut l1, mut l2) = ([0.0f64; LANES], [0.0f64; LANES]);
+        acc_grad(xr, gr, k[ch], &mut l1, &mut l2);
+        a1[ch] += lane_sum(&l1);
+        a2[ch] += lane_sum(&l2);
+    }
+}
+
 /// Asks for the `n` values from `p`, a cache line per 16, into L2 (into L1 measured slower
 /// where tried: it evicts the per-channel sums the strips keep there, see `strips::ahead`).
 /// A prefetch is a hint: it changes nothing the program sees and no address makes it fault,
@@ -216,7 +268,7 @@ pub(crate) const NT_GROUP: usize = 8;
 /// the whole chunks of 8 and leaves the tail to the caller.
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::{affine1, grad1, prefetch_values, LANES, NT_GROUP};
+    use super::{affine1, grad1, prefetch_values, LANES, NT_GROUP, WIDE_LANES};
     use crate::interleave::Interleaved;
     use std::arch::x86_64::*;
 
@@ -275,6 +327,152 @@ mod x86 {
         _mm256_storeu_pd(a1.as_mut_ptr().add(4), s1b);
         _mm256_storeu_pd(a2.as_mut_ptr(), s2a);
         _mm256_storeu_pd(a2.as_mut_ptr().add(4), s2b);
+    }
+
+    /// [`super::lane_sum`] of 8 or 16 lanes held as `L / 4` vectors of 4, in registers:
+    /// `h = lanes 0-3 + lanes 8-11 | lanes 4-7 + lanes 12-15` (16 lanes), then `g = h[0..4] +
+    /// h[4..8]` and `(g0 + g1) + (g2 + g3)`: the same additions.
+    #[inline(always)]
+    unsafe fn lanes_tree<const L: usize>(s: [__m256d; 4]) -> f64 {
+        let (lo, hi) = if L == 16 { (_mm256_add_pd(s[0], s[2]), _mm256_add_pd(s[1], s[3])) } else { (s[0], s[1]) };
+        let g = _mm256_add_pd(lo, hi);
+        let p = _mm_hadd_pd(_mm256_castpd256_pd128(g), _mm256_extractf128_pd::<1>(g));
+        _mm_cvtsd_f64(_mm_add_sd(p, _mm_unpackhi_pd(p, p)))
+    }
+
+    /// How a run's last `r < 16` values (lanes `0..r` of a last, partial chunk) load as two
+    /// vectors of 8 floats: half `h` holds `r - 8h` of them (clamped to 0..=8). A whole half
+    /// is a plain load; a partial one loads the 8 floats that end with the run's last value
+    /// and moves them down to lanes `0..r % 8` (`perm`; runs of at least 8 values). `keep`
+    /// masks the float64 lanes past `r`.
+    #[derive(Clone, Copy)]
+    struct Tail {
+        r: usize,
+        perm: __m256i,
+        keep: [__m256d; 4],
+    }
+
+    impl Tail {
+        #[inline(always)]
+        unsafe fn new(r: usize) -> Tail {
+            let idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+            let m = |h: usize| _mm256_cmpgt_epi32(_mm256_set1_epi32(r.saturating_sub(8 * h).min(8) as i32), idx);
+            // Sign extension keeps every bit of a lane's mask.
+            let w = |v: __m256i, q: usize| {
+                _mm256_castsi256_pd(_mm256_cvtepi32_epi64(if q == 0 { _mm256_castsi256_si128(v) } else { _mm256_extracti128_si256::<1>(v) }))
+            };
+            let perm = _mm256_add_epi32(idx, _mm256_set1_epi32(8 - (r % 8) as i32));
+            let (m0, m1) = (m(0), m(1));
+            Tail { r, perm, keep: [w(m0, 0), w(m0, 1), w(m1, 0), w(m1, 1)] }
+        }
+
+        /// Half `h` of the tail that starts at `p`, in a run of `inner >= 8` values from `run`.
+        #[inline(always)]
+        unsafe fn load(&self, run: *const f32, inner: usize, p: *const f32, h: usize) -> __m256 {
+            if self.r >= 8 * (h + 1) {
+                _mm256_loadu_ps(p.add(8 * h))
+            } else {
+                _mm256_permutevar8x32_ps(_mm256_loadu_ps(run.add(inner - 8)), self.perm)
+            }
+        }
+    }
+
+    /// The two float64 halves of 8 floats.
+    #[inline(always)]
+    unsafe fn widen2(v: __m256) -> [__m256d; 2] {
+        [_mm256_cvtps_pd(_mm256_castps256_ps128(v)), _mm256_cvtps_pd(_mm256_extractf128_ps::<1>(v))]
+    }
+
+    /// Adds the 8 values `v` (lanes `8h..8h + 8` of a chunk) into the lanes: `s1 += x - k`,
+    /// `s2 += (x - k)^2`; lanes outside `keep` add zeros, which leave every sum as it is
+    /// (sums from +0 are never -0).
+    #[inline(always)]
+    unsafe fn add_shifted(v: __m256, h: usize, kv: __m256d, keep: Option<[__m256d; 4]>, s1: &mut [__m256d; 4], s2: &mut [__m256d; 4]) {
+        let w = widen2(v);
+        for q in 0..2 {
+            let mut d = _mm256_sub_pd(w[q], kv);
+            if let Some(m) = keep {
+                d = _mm256_and_pd(d, m[2 * h + q]);
+            }
+            s1[2 * h + q] = _mm256_add_pd(s1[2 * h + q], d);
+            s2[2 * h + q] = _mm256_fmadd_pd(d, d, s2[2 * h + q]);
+        }
+    }
+
+    /// [`add_shifted`] for the gradient sums: `s1 += dy`, `s2 += dy * (x - k)`.
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn add_grad(v: __m256, g: __m256, h: usize, kv: __m256d, keep: Option<[__m256d; 4]>, s1: &mut [__m256d; 4], s2: &mut [__m256d; 4]) {
+        let (w, gw) = (widen2(v), widen2(g));
+        for q in 0..2 {
+            let (mut d, mut e) = (_mm256_sub_pd(w[q], kv), gw[q]);
+            if let Some(m) = keep {
+                d = _mm256_and_pd(d, m[2 * h + q]);
+                e = _mm256_and_pd(e, m[2 * h + q]);
+            }
+            s1[2 * h + q] = _mm256_add_pd(s1[2 * h + q], e);
+            s2[2 * h + q] = _mm256_fmadd_pd(e, d, s2[2 * h + q]);
+        }
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn runs_shifted(x: &[f32], inner: usize, k: &[f64], a1: &mut [f64], a2: &mut [f64]) {
+        const L: usize = WIDE_LANES;
+        let c = k.len();
+        assert!(inner >= 8 && a1.len() >= c && a2.len() >= c, "runs_shifted: runs of 8 values or more");
+        let (full, r) = (inner - inner % L, inner % L);
+        let tail = Tail::new(r);
+        let mut ch = 0;
+        for run in x.chunks_exact(inner) {
+            let p = run.as_ptr();
+            let kv = _mm256_set1_pd(k[ch]);
+            let z = _mm256_setzero_pd();
+            let (mut s1, mut s2) = ([z; 4], [z; 4]);
+            let mut i = 0;
+            while i < full {
+                for h in 0..L / 8 {
+                    add_shifted(_mm256_loadu_ps(p.add(i + 8 * h)), h, kv, None, &mut s1, &mut s2);
+                }
+                i += L;
+            }
+            // Constant halves, so that the lanes stay in registers.
+            if r > 0 {
+                add_shifted(tail.load(p, inner, p.wrapping_add(i), 0), 0, kv, Some(tail.keep), &mut s1, &mut s2);
+            }
+            if r > 8 {
+                add_shifted(tail.load(p, inner, p.wrapping_add(i), 1), 1, kv, Some(tail.keep), &mut s1, &mut s2);
+            }
+            a1[ch] += lanes_tree::<WIDE_LANES>(s1);
+            a2[ch] += lanes_tree::<WIDE_LANES>(s2);
+            ch = if ch + 1 == c { 0 } else { ch + 1 };
+        }
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn runs_grad(x: &[f32], dy: &[f32], inner: usize, k: &[f64], a1: &mut [f64], a2: &mut [f64]) {
+        let c = k.len();
+        assert!(inner >= 8 && a1.len() >= c && a2.len() >= c, "runs_grad: runs of 8 values or more");
+        let (full, r) = (inner - inner % LANES, inner % LANES);
+        let tail = Tail::new(r);
+        let mut ch = 0;
+        for (run, grun) in x.chunks_exact(inner).zip(dy.chunks_exact(inner)) {
+            let (p, q) = (run.as_ptr(), grun.as_ptr());
+            let kv = _mm256_set1_pd(k[ch]);
+            let z = _mm256_setzero_pd();
+            let (mut s1, mut s2) = ([z; 4], [z; 4]);
+            let mut i = 0;
+            while i < full {
+                add_grad(_mm256_loadu_ps(p.add(i)), _mm256_loadu_ps(q.add(i)), 0, kv, None, &mut s1, &mut s2);
+                i += LANES;
+            }
+            if r > 0 {
+                let (v, g) = (tail.load(p, inner, p.wrapping_add(i), 0), tail.load(q, inner, q.wrapping_add(i), 0));
+                add_grad(v, g, 0, kv, Some(tail.keep), &mut s1, &mut s2);
+            }
+            a1[ch] += lanes_tree::<LANES>(s1);
+            a2[ch] += lanes_tree::<LANES>(s2);
+            ch = if ch + 1 == c { 0 } else { ch + 1 };
+        }
     }
 
     /// How far above an input, modulo 4 KB, an output may start and still make the input's
@@ -1404,6 +1602,45 @@ mod tests {
             let (mut a1, mut a2) = ([0.5f64; LANES], [0.25f64; LANES]);
             acc_grad(&x, &dy, k, &mut a1, &mut a2);
             assert_eq!((a1, a2), (g1, g2), "acc_grad, {n} values");
+        }
+    }
+
+    /// The run reductions sum each run as [`acc_shifted`] (16 lanes from [`LONG_RUN`]
+    /// values, 8 below) or [`acc_grad`] (8 lanes) from zero, then [`lane_sum`], bit for bit:
+    /// every tail length of both lane counts, runs past the last channel wrapping to the
+    /// first, sums that start non-zero.
+    #[test]
+    fn run_kernels_equal_per_run_definition() {
+        let (c, k) = (3, [0.75, -3.25, 120.0]);
+        for inner in (1..=40).chain([49, 127, 128, 129, 136, 143, 144, 196, 200]) {
+            let n = inner * (2 * c + 1);
+            // Magnitudes from 2^-30 to 2^38, so that float64 sums round and their order shows.
+            let x: Vec<f32> = (0..n).map(|i| (((i * 7919) % 1013) as f32 * 0.37 - 150.0) * 2f32.powi((i * 13 % 61) as i32 - 30)).collect();
+            let dy: Vec<f32> = (0..n).map(|i| ((i * 104_729) % 997) as f32 * 0.01 - 5.0).collect();
+            let (mut w1, mut w2, mut g1, mut g2) = (vec![0.5; c], vec![0.25; c], vec![0.5; c], vec![0.25; c]);
+            for (i, (run, grun)) in x.chunks_exact(inner).zip(dy.chunks_exact(inner)).enumerate() {
+                let (mut l1, mut l2) = ([0.0f64; WIDE_LANES], [0.0f64; WIDE_LANES]);
+                let (mut h1, mut h2) = ([0.0f64; LANES], [0.0f64; LANES]);
+                let wide = if inner >= LONG_RUN { WIDE_LANES } else { LANES };
+                for (j, (&v, &g)) in run.iter().zip(grun).enumerate() {
+                    let (d, g) = (v as f64 - k[i % c], g as f64);
+                    l1[j % wide] += d;
+                    l2[j % wide] = d.mul_add(d, l2[j % wide]);
+                    h1[j % LANES] += g;
+                    h2[j % LANES] = g.mul_add(d, h2[j % LANES]);
+                }
+                let sum8 = |l: &[f64; WIDE_LANES]| lane_sum(&<[f64; LANES]>::try_from(&l[..LANES]).unwrap());
+                w1[i % c] += if wide == LANES { sum8(&l1) } else { lane_sum(&l1) };
+                w2[i % c] += if wide == LANES { sum8(&l2) } else { lane_sum(&l2) };
+                g1[i % c] += lane_sum(&h1);
+                g2[i % c] += lane_sum(&h2);
+            }
+            let (mut a1, mut a2) = (vec![0.5; c], vec![0.25; c]);
+            runs_shifted(&x, inner, &k, &mut a1, &mut a2);
+            assert_eq!((&a1, &a2), (&w1, &w2), "runs_shifted, runs of {inner}");
+            let (mut a1, mut a2) = (vec![0.5; c], vec![0.25; c]);
+            runs_grad(&x, &dy, inner, &k, &mut a1, &mut a2);
+            assert_eq!((&a1, &a2), (&g1, &g2), "runs_grad, runs of {inner}");
         }
     }
 

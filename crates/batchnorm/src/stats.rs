@@ -4,7 +4,7 @@ use crate::error::{check_len, Result};
 use crate::layout::Dims;
 use crate::moments::Moments;
 use crate::parallel::{for_each_chunk, sum_blocks, Plan};
-use crate::simd::{acc_shifted, lane_sum, multiversion, rows_acc_shifted, LANES, WIDE_LANES, WIDE_MIN_RUN};
+use crate::simd::{acc_shifted, lane_sum, multiversion, rows_acc_shifted, runs_shifted, LANES};
 use crate::tiles::{moments_tiled, tile_width};
 use crate::workspace::{lined, Workspace};
 
@@ -31,25 +31,7 @@ multiversion! {
             rows_acc_shifted(x, k, a1, a2, crate::strips::ahead(d));
             return;
         }
-        if d.inner >= WIDE_MIN_RUN {
-            runs_shifted::<WIDE_LANES>(x, d.inner, k, a1, a2);
-        } else {
-            runs_shifted::<LANES>(x, d.inner, k, a1, a2);
-        }
-    }
-}
-
-/// `a1[ch] += sum(x - k[ch])`, `a2[ch] += sum((x - k[ch])^2)` over consecutive runs of
-/// `inner` values, run `i` of channel `i % C`, each run summed in `L` lanes of its own.
-#[inline(always)]
-fn runs_shifted<const L: usize>(x: &[f32], inner: usize, k: &[f64], a1: &mut [f64], a2: &mut [f64]) {
-    let c = k.len();
-    for (i, run) in x.chunks_exact(inner).enumerate() {
-        let ch = i % c;
-        let (mut l1, mut l2) = ([0.0f64; L], [0.0f64; L]);
-        acc_shifted(run, k[ch], &mut l1, &mut l2);
-        a1[ch] += lane_sum(&l1);
-        a2[ch] += lane_sum(&l2);
+        runs_shifted(x, d.inner, k, a1, a2);
     }
 }
 
