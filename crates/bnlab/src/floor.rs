@@ -10,26 +10,26 @@
 //! with ordinary and with streaming stores (the faster skeleton counts). Separately,
 //! the float64 arithmetic of the statistics (`d = x - k`, `s1 += d`, `s2 += d * d` per
 //! value, on data in the L2 cache, all threads at once) gives the time `A` exact
-//! statistics take even when memory is free. The gradient sums (`s1 += dy`, `s2 += dy *
-//! (x - mean)`, two values widened where the statistics widen one) take the same time over
-//! as many pairs: timed the same way with [`batchnorm::param_grads_into`], 2.32 against
-//! 2.30 ms for 16.8 million values at 1 thread, 1.15 against 1.16 at 2 (within 1% on every
-//! suite shape), so `A` stands for both. Then:
+//! statistics take even when memory is free, and the same timing of the gradient sums
+//! (`s1 += dy`, `s2 += dy * (x - mean)`, [`batchnorm::param_grads_into`]) the time `G` of
+//! theirs. `G` was `A` within 1% while both summed in 8 lanes; since the statistics sum
+//! long runs in 16 lanes, `A` is about 0.8x `G` (widening two values a pair bounds the
+//! gradient sums, see `WIDE_LANES` in the core's `simd.rs`). Then:
 //!
 //! - eval: W1 (read `x`, write `y`).
 //! - training forward: every value must be read before the first output is written (the
 //!   statistics come first): `max(S1, A) + W1`; when the kernels take the shape channel by
 //!   channel ([`batchnorm::reads_once`]) the second read comes from cache and overlaps the
 //!   next channel's first: `max(W1, A)`.
-//! - training forward + backward: that, then `max(S2, A) + W2` (channel by channel
-//!   `max(W2, A)`).
+//! - training forward + backward: that, then `max(S2, G) + W2` (channel by channel
+//!   `max(W2, G)`).
 //!
 //! The floor leaves out the arithmetic of the output passes and the per-channel work, so
 //! no kernel can beat it by more than noise; `PyTorch ms / floor ms` is the largest speedup
 //! any exact float64-accumulating kernel could show on that entry.
 
 use crate::bench::{median, middle};
-use batchnorm::{batch_moments_into, reads_once, Dims, Layout, Moments, Workspace};
+use batchnorm::{batch_moments_into, param_grads_into, reads_once, Dims, Layout, Moments, SavedStats, Workspace};
 use rayon::prelude::*;
 use std::time::Instant;
 
@@ -93,22 +93,32 @@ impl Tensors {
     }
 }
 
-/// Seconds of the float64 statistics arithmetic over `n` values at the pool's thread count.
-fn arithmetic(n: usize, reps: usize) -> f64 {
+/// Seconds of the float64 arithmetic over `n` values at the pool's thread count: of the
+/// statistics, or with `grad` of the gradient sums.
+fn arithmetic(n: usize, reps: usize, grad: bool) -> f64 {
     let threads = rayon::current_num_threads();
     // Every thread sums its own block over and over, all at once (two logical CPUs may
     // share one core's arithmetic units).
     let calls = n.div_ceil(ARITH_BLOCK * threads).max(1);
     let block = Dims::new(Layout::Nchw, &[1, 1, 64, ARITH_BLOCK / 64]).expect("block shape");
     let blocks: Vec<Vec<f32>> = (0..threads).map(|t| (0..ARITH_BLOCK).map(|i| ((i * 7 + t) % 1000) as f32).collect()).collect();
+    let dy: Vec<f32> = (0..ARITH_BLOCK).map(|i| ((i * 13) % 997) as f32).collect();
+    let mut saved = SavedStats::with_channels(1);
+    saved.mean[0] = 499.5;
+    saved.invstd[0] = 0.0035;
     let run = median(
         || {
             blocks.par_iter().for_each(|b| {
                 let (mut m, mut ws) = ([Moments::EMPTY], Workspace::new());
+                let (mut dw, mut db) = ([0.0f32], [0.0f32]);
                 for _ in 0..calls {
-                    batch_moments_into(b, block, &mut m, &mut ws).expect("moments");
+                    if grad {
+                        param_grads_into(b, &dy, block, &saved, Some(&mut dw), Some(&mut db), &mut ws).expect("gradient sums");
+                    } else {
+                        batch_moments_into(b, block, &mut m, &mut ws).expect("moments");
+                    }
                 }
-                std::hint::black_box(m);
+                std::hint::black_box((m, dw, db));
             })
         },
         reps,
@@ -128,11 +138,11 @@ pub fn floor_ms(d: Dims, reps: usize) -> [f64; 3] {
         grad: vec![0.0; n],
         chunk,
     };
-    let a = arithmetic(n, reps);
+    let (a, g) = (arithmetic(n, reps, false), arithmetic(n, reps, true));
     let best = |f: &mut dyn FnMut(bool) -> f64| f(false).min(f(true));
     let once = reads_once(d);
     let fwd_of = |s1: f64, w1: f64| if once { w1.max(a) } else { s1.max(a) + w1 };
-    let bwd_of = |s2: f64, w2: f64| if once { w2.max(a) } else { s2.max(a) + w2 };
+    let bwd_of = |s2: f64, w2: f64| if once { w2.max(g) } else { s2.max(g) + w2 };
     let eval = best(&mut |st| t.skeleton(&[Pass::W1], st, reps)[0]);
     let fwd = best(&mut |st| {
         let p = t.skeleton(&[Pass::S1, Pass::W1], st, reps);
