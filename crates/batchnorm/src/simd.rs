@@ -1,12 +1,12 @@
 //! Inner loops shaped for auto-vectorisation, and the CPU-feature dispatch around them.
 //!
-//! Every reduction keeps `LANES` (or `WIDE_LANES`) independent float64 accumulators and reduces them in a fixed
-//! tree at the end, so the arithmetic (and the result) is the same whichever instruction set
-//! runs it. Every product added into a float64 sum is one fused multiply-add (`mul_add`,
-//! rounded once, on every instruction set), which keeps the AVX-512, AVX2 and baseline builds
-//! bitwise identical (a CPU without FMA runs the baseline loops through the C library's
-//! correctly rounded `fma`: slower, same results); the float32 output passes use a separate
-//! multiply and add everywhere.
+//! Every reduction keeps `LANES` (or `WIDE_LANES`) independent float64 accumulators and
+//! reduces them in a fixed tree at the end, so the arithmetic (and the result) is the same
+//! whichever instruction set runs it. Every product added into a float64 sum is one fused
+//! multiply-add (`mul_add`, rounded once, on every instruction set), which keeps the AVX-512,
+//! AVX2 and baseline builds bitwise identical (a CPU without FMA runs the baseline loops
+//! through the C library's correctly rounded `fma`: slower, same results); the float32 output
+//! passes use a separate multiply and add everywhere.
 
 use crate::interleave::Interleaved;
 
@@ -265,7 +265,8 @@ pub(crate) const NT_GROUP: usize = 8;
 /// Hand-written AVX2 versions of the slice reductions, which the compiler does not vectorise
 /// on its own (the float32 to float64 widening defeats it). Same lanes, same operations
 /// (the same fused multiply-adds), so results equal the portable loops bit for bit. Each handles
-/// the whole chunks of 8 and leaves the tail to the caller.
+/// the whole chunks of its lanes and leaves the tail to the caller (the run kernels, whole
+/// runs).
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use super::{affine1, grad1, prefetch_values, LANES, NT_GROUP, WIDE_LANES};
