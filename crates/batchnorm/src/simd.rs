@@ -20,23 +20,25 @@ pub(crate) fn head_of(p: *const f32) -> usize {
 /// Independent accumulators per reduction.
 pub(crate) const LANES: usize = 8;
 
-/// Independent accumulators of the statistics over channels-first runs of at least
-/// [`LONG_RUN`] values in memory order. With [`LANES`], one chain of float64 additions per
-/// 4 lanes bounds a core to 8 values per add latency; 16 lanes (two chains per 4 lanes)
-/// summed runs of 3136 values in L2 1.25x as fast (NCHW 8x8x56x56 moments 0.027 -> 0.021
-/// ms at 1 thread) and cut the forward of NCHW 32x64x56x56 to 0.93-0.95x (1 thread, old
-/// and new builds alternating, medians of 10-14). The gradient sums gain nothing from them
-/// (widening two inputs bounds those: 0.028 ms either way), nor do the channel-by-channel
-/// passes, whose reduction of the next channel runs beside the normalising of this one:
-/// there the forward of NCHW 8x64x112x112 took 1.13x as long. Both keep [`LANES`].
+/// Independent accumulators of the statistics and the gradient sums over channels-first runs
+/// of at least [`LONG_RUN`] values in memory order. With [`LANES`], one chain of float64
+/// additions per 4 lanes bounds a core to 8 values per add latency (0.5 cycles a value);
+/// with 16 lanes (two chains per 4 lanes) and the adds on the multiply-add pipes
+/// (`x86::hidden_one`), runs of 3136 values in L2 sum 1.6x as fast for the statistics (NCHW
+/// 8x8x56x56 at 1 thread: 0.027 -> 0.021 ms with 16 lanes, -> 0.017 with the adds moved)
+/// and 1.3x for the gradient sums (0.028 -> 0.0215 ms; 16 lanes alone gained nothing there,
+/// their adds and widenings shared two pipes). 16 lanes cut the forward of NCHW 32x64x56x56
+/// to 0.93-0.95x (1 thread, old and new builds alternating, medians of 10-14). The
+/// channel-by-channel passes keep [`LANES`]: there the next channel's reduction runs beside
+/// this one's normalising, and 16 lanes made the forward of NCHW 8x64x112x112 1.13x as long.
 pub(crate) const WIDE_LANES: usize = 16;
 
-/// Shortest channels-first run that the memory-order reductions sum with [`runs_shifted`]
-/// (16 lanes) and [`runs_grad`], lanes in registers. Shorter runs go one at a time through
-/// [`acc_shifted`] and [`acc_grad`] in 8 lanes: on runs of 49 values (NCHW 8x512x7x7 in L2,
-/// 1 thread) 16 lanes summed the statistics in 0.036-0.040 ms against 0.034, and the
-/// register kernels took 0.038 and 0.047 ms against 0.034 and 0.043; on runs of 196 the
-/// register kernels took 0.025 and 0.031 against 0.029 and 0.034 (2x512x14x14).
+/// Shortest channels-first run that the memory-order reductions sum in [`WIDE_LANES`] lanes
+/// held in registers ([`runs_shifted`], [`runs_grad`]). Shorter runs go one at a time through
+/// [`acc_shifted`] and [`acc_grad`] in [`LANES`] lanes: on runs of 49 values (NCHW 8x512x7x7
+/// in L2, 1 thread) 16 lanes summed the statistics in 0.036-0.040 ms against 0.034, and
+/// registers took 0.038 and 0.047 ms against 0.034 and 0.043; on runs of 196 the register
+/// kernels took 0.025 and 0.031 against 0.029 and 0.034 (2x512x14x14).
 pub(crate) const LONG_RUN: usize = 128;
 
 /// Defines `fn $name(args)` whose body is compiled twice, for the baseline target and for
@@ -163,9 +165,10 @@ pub(crate) fn acc_shifted<const L: usize>(x: &[f32], k: f64, a1: &mut [f64; L], 
     }
 }
 
-/// `a1 += dy`, `a2 += dy * (x - k)`, lane by lane.
+/// `a1 += dy`, `a2 += dy * (x - k)`, lane by lane in `L` lanes ([`LANES`] or
+/// [`WIDE_LANES`]): lane i takes elements i, i + L, ...
 #[inline(always)]
-pub(crate) fn acc_grad(x: &[f32], dy: &[f32], k: f64, a1: &mut [f64; LANES], a2: &mut [f64; LANES]) {
+pub(crate) fn acc_grad<const L: usize>(x: &[f32], dy: &[f32], k: f64, a1: &mut [f64; L], a2: &mut [f64; L]) {
     let n = x.len().min(dy.len());
     let (mut x, mut dy) = (&x[..n], &dy[..n]);
     if has_avx2_fma() {
@@ -174,13 +177,13 @@ pub(crate) fn acc_grad(x: &[f32], dy: &[f32], k: f64, a1: &mut [f64; LANES], a2:
         unsafe {
             x86::acc_grad(x, dy, k, a1, a2)
         };
-        let done = n - n % LANES;
+        let done = n - n % L;
         (x, dy) = (&x[done..], &dy[done..]);
     }
-    let mut ix = x.chunks_exact(LANES);
-    let mut id = dy.chunks_exact(LANES);
+    let mut ix = x.chunks_exact(L);
+    let mut id = dy.chunks_exact(L);
     for (cx, cd) in (&mut ix).zip(&mut id) {
-        for i in 0..LANES {
+        for i in 0..L {
             let g = cd[i] as f64;
             a1[i] += g;
             a2[i] = g.mul_add(cx[i] as f64 - k, a2[i]);
@@ -225,19 +228,28 @@ fn runs_shifted_each<const L: usize>(x: &[f32], inner: usize, k: &[f64], a1: &mu
 }
 
 /// [`runs_shifted`] for the gradient sums: `a1[ch] += sum(dy)`, `a2[ch] += sum(dy * (x -
-/// k[ch]))` per run, in the [`LANES`] lanes of [`acc_grad`] whatever the run's length
-/// (lanes in registers for runs of at least [`LONG_RUN`]).
+/// k[ch]))` per run, as [`acc_grad`] sums them from zero, in the same lanes as
+/// [`runs_shifted`].
 #[inline(always)]
 pub(crate) fn runs_grad(x: &[f32], dy: &[f32], inner: usize, k: &[f64], a1: &mut [f64], a2: &mut [f64]) {
+    if inner < LONG_RUN {
+        return runs_grad_each::<LANES>(x, dy, inner, k, a1, a2);
+    }
     #[cfg(target_arch = "x86_64")]
-    if inner >= LONG_RUN && has_avx2_fma() {
+    if has_avx2_fma() {
         // SAFETY: the CPU has AVX2 and FMA.
         return unsafe { x86::runs_grad(x, dy, inner, k, a1, a2) };
     }
+    runs_grad_each::<WIDE_LANES>(x, dy, inner, k, a1, a2)
+}
+
+/// [`runs_grad`] run by run, each run's `L` lanes summed through memory.
+#[inline(always)]
+fn runs_grad_each<const L: usize>(x: &[f32], dy: &[f32], inner: usize, k: &[f64], a1: &mut [f64], a2: &mut [f64]) {
     let c = k.len();
     for (i, (xr, gr)) in x.chunks_exact(inner).zip(dy.chunks_exact(inner)).enumerate() {
         let ch = i % c;
-        let (mut l1, mut l2) = ([0.0f64; LANES], [0.0f64; LANES]);
+        let (mut l1, mut l2) = ([0.0f64; L], [0.0f64; L]);
         acc_grad(xr, gr, k[ch], &mut l1, &mut l2);
         a1[ch] += lane_sum(&l1);
         a2[ch] += lane_sum(&l2);
@@ -269,7 +281,7 @@ pub(crate) const NT_GROUP: usize = 8;
 /// runs).
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::{affine1, grad1, prefetch_values, LANES, NT_GROUP, WIDE_LANES};
+    use super::{affine1, grad1, prefetch_values, NT_GROUP, WIDE_LANES};
     use crate::interleave::Interleaved;
     use std::arch::x86_64::*;
 
@@ -280,6 +292,7 @@ mod x86 {
     pub(super) unsafe fn acc_shifted<const L: usize>(x: &[f32], k: f64, a1: &mut [f64; L], a2: &mut [f64; L]) {
         const { assert!(L == 8 || L == 16, "acc_shifted: 8 or 16 lanes") };
         let kv = _mm256_set1_pd(k);
+        let one = if L == 16 { Some(hidden_one()) } else { None };
         let (p1, p2) = (a1.as_mut_ptr(), a2.as_mut_ptr());
         // L / 4 vectors per sum: lanes 0-3, 4-7 (, 8-11, 12-15).
         let z = _mm256_setzero_pd();
@@ -290,13 +303,7 @@ mod x86 {
         }
         for c in x.chunks_exact(L) {
             for h in 0..L / 8 {
-                let v = _mm256_loadu_ps(c.as_ptr().add(8 * h));
-                let lo = _mm256_sub_pd(_mm256_cvtps_pd(_mm256_castps256_ps128(v)), kv);
-                let hi = _mm256_sub_pd(_mm256_cvtps_pd(_mm256_extractf128_ps::<1>(v)), kv);
-                s1[2 * h] = _mm256_add_pd(s1[2 * h], lo);
-                s1[2 * h + 1] = _mm256_add_pd(s1[2 * h + 1], hi);
-                s2[2 * h] = _mm256_fmadd_pd(lo, lo, s2[2 * h]);
-                s2[2 * h + 1] = _mm256_fmadd_pd(hi, hi, s2[2 * h + 1]);
+                add_shifted(load8::<L>(c.as_ptr().add(8 * h)), h, kv, one, None, &mut s1, &mut s2);
             }
         }
         for q in 0..L / 4 {
@@ -306,28 +313,27 @@ mod x86 {
     }
 
     #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn acc_grad(x: &[f32], dy: &[f32], k: f64, a1: &mut [f64; LANES], a2: &mut [f64; LANES]) {
+    #[inline]
+    pub(super) unsafe fn acc_grad<const L: usize>(x: &[f32], dy: &[f32], k: f64, a1: &mut [f64; L], a2: &mut [f64; L]) {
+        const { assert!(L == 8 || L == 16, "acc_grad: 8 or 16 lanes") };
         let kv = _mm256_set1_pd(k);
-        let mut s1a = _mm256_loadu_pd(a1.as_ptr());
-        let mut s1b = _mm256_loadu_pd(a1.as_ptr().add(4));
-        let mut s2a = _mm256_loadu_pd(a2.as_ptr());
-        let mut s2b = _mm256_loadu_pd(a2.as_ptr().add(4));
-        for (cx, cd) in x.chunks_exact(LANES).zip(dy.chunks_exact(LANES)) {
-            let v = _mm256_loadu_ps(cx.as_ptr());
-            let g = _mm256_loadu_ps(cd.as_ptr());
-            let xlo = _mm256_sub_pd(_mm256_cvtps_pd(_mm256_castps256_ps128(v)), kv);
-            let xhi = _mm256_sub_pd(_mm256_cvtps_pd(_mm256_extractf128_ps::<1>(v)), kv);
-            let glo = _mm256_cvtps_pd(_mm256_castps256_ps128(g));
-            let ghi = _mm256_cvtps_pd(_mm256_extractf128_ps::<1>(g));
-            s1a = _mm256_add_pd(s1a, glo);
-            s1b = _mm256_add_pd(s1b, ghi);
-            s2a = _mm256_fmadd_pd(glo, xlo, s2a);
-            s2b = _mm256_fmadd_pd(ghi, xhi, s2b);
+        let one = if L == 16 { Some(hidden_one()) } else { None };
+        let (p1, p2) = (a1.as_mut_ptr(), a2.as_mut_ptr());
+        let z = _mm256_setzero_pd();
+        let (mut s1, mut s2) = ([z; 4], [z; 4]);
+        for q in 0..L / 4 {
+            s1[q] = _mm256_loadu_pd(p1.add(4 * q));
+            s2[q] = _mm256_loadu_pd(p2.add(4 * q));
         }
-        _mm256_storeu_pd(a1.as_mut_ptr(), s1a);
-        _mm256_storeu_pd(a1.as_mut_ptr().add(4), s1b);
-        _mm256_storeu_pd(a2.as_mut_ptr(), s2a);
-        _mm256_storeu_pd(a2.as_mut_ptr().add(4), s2b);
+        for (cx, cd) in x.chunks_exact(L).zip(dy.chunks_exact(L)) {
+            for h in 0..L / 8 {
+                add_grad(load8::<L>(cx.as_ptr().add(8 * h)), load8::<L>(cd.as_ptr().add(8 * h)), h, kv, one, None, &mut s1, &mut s2);
+            }
+        }
+        for q in 0..L / 4 {
+            _mm256_storeu_pd(p1.add(4 * q), s1[q]);
+            _mm256_storeu_pd(p2.add(4 * q), s2[q]);
+        }
     }
 
     /// [`super::lane_sum`] of 8 or 16 lanes held as `L / 4` vectors of 4, in registers:
@@ -384,18 +390,62 @@ mod x86 {
         [_mm256_cvtps_pd(_mm256_castps256_ps128(v)), _mm256_cvtps_pd(_mm256_extractf128_ps::<1>(v))]
     }
 
+    /// The 8 floats at `p` widened to two vectors of float64, each converted straight from
+    /// memory (a 256-bit load and an extract cost one more operation on the pipes that
+    /// convert and add).
+    #[inline(always)]
+    unsafe fn load_wide(p: *const f32) -> [__m256d; 2] {
+        [_mm256_cvtps_pd(_mm_loadu_ps(p)), _mm256_cvtps_pd(_mm_loadu_ps(p.add(4)))]
+    }
+
+    /// The 8 floats at `p` widened: for 16 lanes with [`load_wide`], for 8 as one 256-bit load
+    /// and an extract, as the 8-lane sums always loaded (the conversions' pipes do not bound
+    /// those, and converting from memory measured no faster there).
+    #[inline(always)]
+    unsafe fn load8<const L: usize>(p: *const f32) -> [__m256d; 2] {
+        if L == 16 {
+            load_wide(p)
+        } else {
+            widen2(_mm256_loadu_ps(p))
+        }
+    }
+
+    /// 1.0, hidden from the compiler. Sums in 16 lanes add with `fma(d, one, s)`, which is
+    /// `d + s` rounded once, bit for bit an add, but runs on the two multiply-add pipes; a
+    /// plain add (and a literal 1.0, which the compiler folds back into one) shares its two
+    /// pipes with the conversions and subtractions, which then bound the loop at about 3
+    /// cycles per 8 values (a probe: runs of 49, 196 and 3136 values at 0.41-0.57 cycles a
+    /// value, two or four runs interleaved or not, until the adds moved). Sums in 8 lanes keep
+    /// plain adds: one add chain per 4 lanes bounds them anyway, and hiding the 1.0 per call
+    /// of a short run cost more than it gave (NCHW 8x512x7x7 statistics 0.034 -> 0.035 ms).
+    #[inline(always)]
+    unsafe fn hidden_one() -> __m256d {
+        _mm256_set1_pd(std::hint::black_box(1.0))
+    }
+
     /// Adds the 8 values `v` (lanes `8h..8h + 8` of a chunk) into the lanes: `s1 += x - k`,
     /// `s2 += (x - k)^2`; lanes outside `keep` add zeros, which leave every sum as it is
     /// (sums from +0 are never -0).
     #[inline(always)]
-    unsafe fn add_shifted(v: __m256, h: usize, kv: __m256d, keep: Option<[__m256d; 4]>, s1: &mut [__m256d; 4], s2: &mut [__m256d; 4]) {
-        let w = widen2(v);
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn add_shifted(
+        w: [__m256d; 2],
+        h: usize,
+        kv: __m256d,
+        one: Option<__m256d>,
+        keep: Option<[__m256d; 4]>,
+        s1: &mut [__m256d; 4],
+        s2: &mut [__m256d; 4],
+    ) {
         for q in 0..2 {
             let mut d = _mm256_sub_pd(w[q], kv);
             if let Some(m) = keep {
                 d = _mm256_and_pd(d, m[2 * h + q]);
             }
-            s1[2 * h + q] = _mm256_add_pd(s1[2 * h + q], d);
+            s1[2 * h + q] = match one {
+                Some(one) => _mm256_fmadd_pd(d, one, s1[2 * h + q]),
+                None => _mm256_add_pd(s1[2 * h + q], d),
+            };
             s2[2 * h + q] = _mm256_fmadd_pd(d, d, s2[2 * h + q]);
         }
     }
@@ -403,15 +453,26 @@ mod x86 {
     /// [`add_shifted`] for the gradient sums: `s1 += dy`, `s2 += dy * (x - k)`.
     #[inline(always)]
     #[allow(clippy::too_many_arguments)]
-    unsafe fn add_grad(v: __m256, g: __m256, h: usize, kv: __m256d, keep: Option<[__m256d; 4]>, s1: &mut [__m256d; 4], s2: &mut [__m256d; 4]) {
-        let (w, gw) = (widen2(v), widen2(g));
+    unsafe fn add_grad(
+        w: [__m256d; 2],
+        gw: [__m256d; 2],
+        h: usize,
+        kv: __m256d,
+        one: Option<__m256d>,
+        keep: Option<[__m256d; 4]>,
+        s1: &mut [__m256d; 4],
+        s2: &mut [__m256d; 4],
+    ) {
         for q in 0..2 {
             let (mut d, mut e) = (_mm256_sub_pd(w[q], kv), gw[q]);
             if let Some(m) = keep {
                 d = _mm256_and_pd(d, m[2 * h + q]);
                 e = _mm256_and_pd(e, m[2 * h + q]);
             }
-            s1[2 * h + q] = _mm256_add_pd(s1[2 * h + q], e);
+            s1[2 * h + q] = match one {
+                Some(one) => _mm256_fmadd_pd(e, one, s1[2 * h + q]),
+                None => _mm256_add_pd(s1[2 * h + q], e),
+            };
             s2[2 * h + q] = _mm256_fmadd_pd(e, d, s2[2 * h + q]);
         }
     }
@@ -422,7 +483,7 @@ mod x86 {
         let c = k.len();
         assert!(inner >= 8 && a1.len() >= c && a2.len() >= c, "runs_shifted: runs of 8 values or more");
         let (full, r) = (inner - inner % L, inner % L);
-        let tail = Tail::new(r);
+        let (tail, one) = (Tail::new(r), Some(hidden_one()));
         let mut ch = 0;
         for run in x.chunks_exact(inner) {
             let p = run.as_ptr();
@@ -432,16 +493,16 @@ mod x86 {
             let mut i = 0;
             while i < full {
                 for h in 0..L / 8 {
-                    add_shifted(_mm256_loadu_ps(p.add(i + 8 * h)), h, kv, None, &mut s1, &mut s2);
+                    add_shifted(load_wide(p.add(i + 8 * h)), h, kv, one, None, &mut s1, &mut s2);
                 }
                 i += L;
             }
             // Constant halves, so that the lanes stay in registers.
             if r > 0 {
-                add_shifted(tail.load(p, inner, p.wrapping_add(i), 0), 0, kv, Some(tail.keep), &mut s1, &mut s2);
+                add_shifted(widen2(tail.load(p, inner, p.wrapping_add(i), 0)), 0, kv, one, Some(tail.keep), &mut s1, &mut s2);
             }
             if r > 8 {
-                add_shifted(tail.load(p, inner, p.wrapping_add(i), 1), 1, kv, Some(tail.keep), &mut s1, &mut s2);
+                add_shifted(widen2(tail.load(p, inner, p.wrapping_add(i), 1)), 1, kv, one, Some(tail.keep), &mut s1, &mut s2);
             }
             a1[ch] += lanes_tree::<WIDE_LANES>(s1);
             a2[ch] += lanes_tree::<WIDE_LANES>(s2);
@@ -451,10 +512,11 @@ mod x86 {
 
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn runs_grad(x: &[f32], dy: &[f32], inner: usize, k: &[f64], a1: &mut [f64], a2: &mut [f64]) {
+        const L: usize = WIDE_LANES;
         let c = k.len();
         assert!(inner >= 8 && a1.len() >= c && a2.len() >= c, "runs_grad: runs of 8 values or more");
-        let (full, r) = (inner - inner % LANES, inner % LANES);
-        let tail = Tail::new(r);
+        let (full, r) = (inner - inner % L, inner % L);
+        let (tail, one) = (Tail::new(r), Some(hidden_one()));
         let mut ch = 0;
         for (run, grun) in x.chunks_exact(inner).zip(dy.chunks_exact(inner)) {
             let (p, q) = (run.as_ptr(), grun.as_ptr());
@@ -463,15 +525,22 @@ mod x86 {
             let (mut s1, mut s2) = ([z; 4], [z; 4]);
             let mut i = 0;
             while i < full {
-                add_grad(_mm256_loadu_ps(p.add(i)), _mm256_loadu_ps(q.add(i)), 0, kv, None, &mut s1, &mut s2);
-                i += LANES;
+                for h in 0..L / 8 {
+                    add_grad(load_wide(p.add(i + 8 * h)), load_wide(q.add(i + 8 * h)), h, kv, one, None, &mut s1, &mut s2);
+                }
+                i += L;
             }
+            // Constant halves, so that the lanes stay in registers.
             if r > 0 {
                 let (v, g) = (tail.load(p, inner, p.wrapping_add(i), 0), tail.load(q, inner, q.wrapping_add(i), 0));
-                add_grad(v, g, 0, kv, Some(tail.keep), &mut s1, &mut s2);
+                add_grad(widen2(v), widen2(g), 0, kv, one, Some(tail.keep), &mut s1, &mut s2);
             }
-            a1[ch] += lanes_tree::<LANES>(s1);
-            a2[ch] += lanes_tree::<LANES>(s2);
+            if r > 8 {
+                let (v, g) = (tail.load(p, inner, p.wrapping_add(i), 1), tail.load(q, inner, q.wrapping_add(i), 1));
+                add_grad(widen2(v), widen2(g), 1, kv, one, Some(tail.keep), &mut s1, &mut s2);
+            }
+            a1[ch] += lanes_tree::<WIDE_LANES>(s1);
+            a2[ch] += lanes_tree::<WIDE_LANES>(s2);
             ch = if ch + 1 == c { 0 } else { ch + 1 };
         }
     }
@@ -1603,11 +1672,20 @@ mod tests {
             let (mut a1, mut a2) = ([0.5f64; LANES], [0.25f64; LANES]);
             acc_grad(&x, &dy, k, &mut a1, &mut a2);
             assert_eq!((a1, a2), (g1, g2), "acc_grad, {n} values");
+            let (mut v1, mut v2) = ([0.5f64; WIDE_LANES], [0.25f64; WIDE_LANES]);
+            for (i, (&v, &g)) in x.iter().zip(&dy).enumerate() {
+                let (d, g) = (v as f64 - k, g as f64);
+                v1[i % WIDE_LANES] += g;
+                v2[i % WIDE_LANES] = g.mul_add(d, v2[i % WIDE_LANES]);
+            }
+            let (mut a1, mut a2) = ([0.5f64; WIDE_LANES], [0.25f64; WIDE_LANES]);
+            acc_grad(&x, &dy, k, &mut a1, &mut a2);
+            assert_eq!((a1, a2), (v1, v2), "acc_grad in wide lanes, {n} values");
         }
     }
 
-    /// The run reductions sum each run as [`acc_shifted`] (16 lanes from [`LONG_RUN`]
-    /// values, 8 below) or [`acc_grad`] (8 lanes) from zero, then [`lane_sum`], bit for bit:
+    /// The run reductions sum each run as [`acc_shifted`] or [`acc_grad`] (16 lanes from
+    /// [`LONG_RUN`] values, 8 below) from zero, then [`lane_sum`], bit for bit:
     /// every tail length of both lane counts, runs past the last channel wrapping to the
     /// first, sums that start non-zero.
     #[test]
@@ -1621,20 +1699,20 @@ mod tests {
             let (mut w1, mut w2, mut g1, mut g2) = (vec![0.5; c], vec![0.25; c], vec![0.5; c], vec![0.25; c]);
             for (i, (run, grun)) in x.chunks_exact(inner).zip(dy.chunks_exact(inner)).enumerate() {
                 let (mut l1, mut l2) = ([0.0f64; WIDE_LANES], [0.0f64; WIDE_LANES]);
-                let (mut h1, mut h2) = ([0.0f64; LANES], [0.0f64; LANES]);
+                let (mut h1, mut h2) = ([0.0f64; WIDE_LANES], [0.0f64; WIDE_LANES]);
                 let wide = if inner >= LONG_RUN { WIDE_LANES } else { LANES };
                 for (j, (&v, &g)) in run.iter().zip(grun).enumerate() {
                     let (d, g) = (v as f64 - k[i % c], g as f64);
                     l1[j % wide] += d;
                     l2[j % wide] = d.mul_add(d, l2[j % wide]);
-                    h1[j % LANES] += g;
-                    h2[j % LANES] = g.mul_add(d, h2[j % LANES]);
+                    h1[j % wide] += g;
+                    h2[j % wide] = g.mul_add(d, h2[j % wide]);
                 }
-                let sum8 = |l: &[f64; WIDE_LANES]| lane_sum(&<[f64; LANES]>::try_from(&l[..LANES]).unwrap());
-                w1[i % c] += if wide == LANES { sum8(&l1) } else { lane_sum(&l1) };
-                w2[i % c] += if wide == LANES { sum8(&l2) } else { lane_sum(&l2) };
-                g1[i % c] += lane_sum(&h1);
-                g2[i % c] += lane_sum(&h2);
+                let sum = |l: &[f64; WIDE_LANES]| if wide == LANES { lane_sum(&<[f64; LANES]>::try_from(&l[..LANES]).unwrap()) } else { lane_sum(l) };
+                w1[i % c] += sum(&l1);
+                w2[i % c] += sum(&l2);
+                g1[i % c] += sum(&h1);
+                g2[i % c] += sum(&h2);
             }
             let (mut a1, mut a2) = (vec![0.5; c], vec![0.25; c]);
             runs_shifted(&x, inner, &k, &mut a1, &mut a2);
