@@ -27,7 +27,13 @@
 //! 0.135 -> 0.107 ns a value (512-bit without fused multiply-adds: 38.2 us, bound by the
 //! adds); the moments alone, medians of 5 interleaved runs, 1 thread: NC 256x1024 0.040 ->
 //! 0.032 ms, NHWC 64x14x14x256 0.49 -> 0.38, NHWC 32x56x56x64 1.11 -> 0.86, NC 4096x4096
-//! 3.50 -> 3.23; 2 threads: NHWC 32x56x56x64 0.59 -> 0.43.
+//! 3.50 -> 3.23; 2 threads: NHWC 32x56x56x64 0.59 -> 0.43. The sums of `x - k` and of `dy`
+//! add as `fma(d, one, s)` (bit for bit an add) with a 1.0 the compiler cannot fold, which
+//! moves those adds to the multiply-add pipes, away from the widening (see
+//! `simd::x86::hidden_one`): in L2 at 1 thread the statistics of NHWC 4x14x14x256 0.024 ->
+//! 0.022 ms and their gradient sums 0.034 -> 0.032, NHWC 2x28x28x64 0.012 -> 0.011 and
+//! 0.0159 -> 0.0148 (the strips gain less than the channels-first runs did: their loads and
+//! stores of the sums bound them too).
 //!
 //! With `dy` beside `x` (the backward sums) strips of rows of more than 512 channels go in
 //! blocks of 4 rows; rows of 128 to 512 channels need their rows asked for ahead to beat a
@@ -227,10 +233,11 @@ mod x86 {
         unsafe fn store(self, p: *mut f64);
         /// `N` float32 values from `p`, widened.
         unsafe fn widen(p: *const f32) -> Self;
-        unsafe fn add(self, o: Self) -> Self;
         unsafe fn sub(self, o: Self) -> Self;
         /// `self * b + c`, rounded once.
         unsafe fn fmadd(self, b: Self, c: Self) -> Self;
+        /// `v` in every lane.
+        unsafe fn splat(v: f64) -> Self;
     }
 
     impl F64s for __m256d {
@@ -248,16 +255,16 @@ mod x86 {
             _mm256_cvtps_pd(_mm_loadu_ps(p))
         }
         #[inline(always)]
-        unsafe fn add(self, o: Self) -> Self {
-            _mm256_add_pd(self, o)
-        }
-        #[inline(always)]
         unsafe fn sub(self, o: Self) -> Self {
             _mm256_sub_pd(self, o)
         }
         #[inline(always)]
         unsafe fn fmadd(self, b: Self, c: Self) -> Self {
             _mm256_fmadd_pd(self, b, c)
+        }
+        #[inline(always)]
+        unsafe fn splat(v: f64) -> Self {
+            _mm256_set1_pd(v)
         }
     }
 
@@ -276,16 +283,16 @@ mod x86 {
             _mm512_cvtps_pd(_mm256_loadu_ps(p))
         }
         #[inline(always)]
-        unsafe fn add(self, o: Self) -> Self {
-            _mm512_add_pd(self, o)
-        }
-        #[inline(always)]
         unsafe fn sub(self, o: Self) -> Self {
             _mm512_sub_pd(self, o)
         }
         #[inline(always)]
         unsafe fn fmadd(self, b: Self, c: Self) -> Self {
             _mm512_fmadd_pd(self, b, c)
+        }
+        #[inline(always)]
+        unsafe fn splat(v: f64) -> Self {
+            _mm512_set1_pd(v)
         }
     }
 
@@ -328,6 +335,7 @@ mod x86 {
         a1: *mut f64,
         a2: *mut f64,
         pf: Prefetch,
+        one: T,
     ) {
         let kv = load::<T, V>(k.add(j));
         let (mut s1, mut s2) = (load::<T, V>(a1.add(j)), load::<T, V>(a2.add(j)));
@@ -337,7 +345,7 @@ mod x86 {
             let v = widen::<T, V>(p);
             for i in 0..V {
                 let d = v[i].sub(kv[i]);
-                s1[i] = s1[i].add(d);
+                s1[i] = d.fmadd(one, s1[i]);
                 s2[i] = d.fmadd(d, s2[i]);
             }
             p = p.add(c);
@@ -359,6 +367,7 @@ mod x86 {
         a1: *mut f64,
         a2: *mut f64,
         pf: Prefetch,
+        one: T,
     ) {
         let kv = load::<T, V>(k.add(j));
         let (mut s1, mut s2) = (load::<T, V>(a1.add(j)), load::<T, V>(a2.add(j)));
@@ -368,7 +377,7 @@ mod x86 {
             prefetch(q, V * T::N, pf);
             let (v, g) = (widen::<T, V>(p), widen::<T, V>(q));
             for i in 0..V {
-                s1[i] = s1[i].add(g[i]);
+                s1[i] = g[i].fmadd(one, s1[i]);
                 s2[i] = g[i].fmadd(v[i].sub(kv[i]), s2[i]);
             }
             p = p.add(c);
@@ -403,11 +412,12 @@ mod x86 {
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn acc_shifted(x: &[f32], c: usize, j0: usize, k: &[f64], a1: &mut [f64], a2: &mut [f64], pf: Prefetch) -> usize {
         let (xp, kp, p1, p2) = (x.as_ptr().wrapping_add(j0), k.as_ptr(), a1.as_mut_ptr(), a2.as_mut_ptr());
+        let one = __m256d::splat(std::hint::black_box(1.0));
         blocks(x.len() / c, k.len(), BLOCK_ROWS, 16, |r, j, s| {
             if s == 16 {
-                strip_shifted::<__m256d, 4>(xp, c, r, j, kp, p1, p2, pf)
+                strip_shifted::<__m256d, 4>(xp, c, r, j, kp, p1, p2, pf, one)
             } else {
-                strip_shifted::<__m256d, 2>(xp, c, r, j, kp, p1, p2, pf)
+                strip_shifted::<__m256d, 2>(xp, c, r, j, kp, p1, p2, pf, one)
             }
         })
     }
@@ -416,10 +426,11 @@ mod x86 {
     #[target_feature(enable = "avx512f,avx2,fma")]
     pub(super) unsafe fn acc_shifted_512(x: &[f32], c: usize, j0: usize, k: &[f64], a1: &mut [f64], a2: &mut [f64], pf: Prefetch) -> usize {
         let (xp, kp, p1, p2) = (x.as_ptr().wrapping_add(j0), k.as_ptr(), a1.as_mut_ptr(), a2.as_mut_ptr());
+        let one = __m512d::splat(std::hint::black_box(1.0));
         blocks(x.len() / c, k.len(), BLOCK_ROWS, 32, |r, j, s| match s {
-            32 => strip_shifted::<__m512d, 4>(xp, c, r, j, kp, p1, p2, pf),
-            16 => strip_shifted::<__m512d, 2>(xp, c, r, j, kp, p1, p2, pf),
-            _ => strip_shifted::<__m512d, 1>(xp, c, r, j, kp, p1, p2, pf),
+            32 => strip_shifted::<__m512d, 4>(xp, c, r, j, kp, p1, p2, pf, one),
+            16 => strip_shifted::<__m512d, 2>(xp, c, r, j, kp, p1, p2, pf, one),
+            _ => strip_shifted::<__m512d, 1>(xp, c, r, j, kp, p1, p2, pf, one),
         })
     }
 
@@ -429,11 +440,12 @@ mod x86 {
     pub(super) unsafe fn acc_grad(x: &[f32], dy: &[f32], c: usize, j0: usize, k: &[f64], a1: &mut [f64], a2: &mut [f64], pf: Prefetch) -> usize {
         let (xp, gp, kp, p1, p2) = (x.as_ptr().wrapping_add(j0), dy.as_ptr().wrapping_add(j0), k.as_ptr(), a1.as_mut_ptr(), a2.as_mut_ptr());
         let block = if c > WIDE { WIDE_BLOCK_ROWS } else { BLOCK_ROWS };
+        let one = __m256d::splat(std::hint::black_box(1.0));
         blocks(x.len() / c, k.len(), block, 16, |r, j, s| {
             if s == 16 {
-                strip_grad::<__m256d, 4>(xp, gp, c, r, j, kp, p1, p2, pf)
+                strip_grad::<__m256d, 4>(xp, gp, c, r, j, kp, p1, p2, pf, one)
             } else {
-                strip_grad::<__m256d, 2>(xp, gp, c, r, j, kp, p1, p2, pf)
+                strip_grad::<__m256d, 2>(xp, gp, c, r, j, kp, p1, p2, pf, one)
             }
         })
     }
@@ -444,10 +456,11 @@ mod x86 {
     pub(super) unsafe fn acc_grad_512(x: &[f32], dy: &[f32], c: usize, j0: usize, k: &[f64], a1: &mut [f64], a2: &mut [f64], pf: Prefetch) -> usize {
         let (xp, gp, kp, p1, p2) = (x.as_ptr().wrapping_add(j0), dy.as_ptr().wrapping_add(j0), k.as_ptr(), a1.as_mut_ptr(), a2.as_mut_ptr());
         let block = if c > WIDE { WIDE_BLOCK_ROWS } else { BLOCK_ROWS };
+        let one = __m512d::splat(std::hint::black_box(1.0));
         blocks(x.len() / c, k.len(), block, 32, |r, j, s| match s {
-            32 => strip_grad::<__m512d, 4>(xp, gp, c, r, j, kp, p1, p2, pf),
-            16 => strip_grad::<__m512d, 2>(xp, gp, c, r, j, kp, p1, p2, pf),
-            _ => strip_grad::<__m512d, 1>(xp, gp, c, r, j, kp, p1, p2, pf),
+            32 => strip_grad::<__m512d, 4>(xp, gp, c, r, j, kp, p1, p2, pf, one),
+            16 => strip_grad::<__m512d, 2>(xp, gp, c, r, j, kp, p1, p2, pf, one),
+            _ => strip_grad::<__m512d, 1>(xp, gp, c, r, j, kp, p1, p2, pf, one),
         })
     }
 }
