@@ -10,7 +10,7 @@ use crate::parallel::{for_each_chunk, for_each_pass_chunk, from_end, sum_blocks,
 use crate::saved::{SavedStats, StatsSource};
 use crate::simd::{
     acc_grad, grad_combine_out, lane_sum, multiversion, rows_acc_grad, rows_grad_combine_out, rows_per_task, rows_scale, runs_grad, scale, store_fence,
-    streams_backward, LANES,
+    streams_backward, WIDE_LANES,
 };
 use crate::tiles::{backward_tiled, tile_width};
 use crate::workspace::{lined, placed, sized, Workspace};
@@ -18,8 +18,8 @@ use crate::workspace::{lined, placed, sized, Workspace};
 multiversion! {
     /// `(sum(dy), sum(dy * (x - k)))` of channel c of a channels-first tensor.
     fn channel_grad_sums(x: &[f32], dy: &[f32], d: Dims, c: usize, k: f64) -> (f64, f64) {
-        let mut a1 = [0.0f64; LANES];
-        let mut a2 = [0.0f64; LANES];
+        let mut a1 = [0.0f64; WIDE_LANES];
+        let mut a2 = [0.0f64; WIDE_LANES];
         for n in 0..d.outer {
             let off = (n * d.channels + c) * d.inner;
             let r = off..off + d.inner;
@@ -49,8 +49,8 @@ multiversion! {
     /// [`channel_grad_sums`] returns for it.
     fn combine_channel(x: &[f32], dy: &[f32], dx: &SharedMut, d: Dims, c: usize, q: (f32, f32, f32, f32), next: Option<(usize, f64)>) -> Option<(f64, f64)> {
         let nt = streams_backward(d);
-        let mut a1 = [0.0f64; LANES];
-        let mut a2 = [0.0f64; LANES];
+        let mut a1 = [0.0f64; WIDE_LANES];
+        let mut a2 = [0.0f64; WIDE_LANES];
         for n in 0..d.outer {
             if let Some((nc, k)) = next {
                 let nx = (n * d.channels + nc) * d.inner;

@@ -29,8 +29,10 @@ pub(crate) const LANES: usize = 8;
 /// and 1.3x for the gradient sums (0.028 -> 0.0215 ms; 16 lanes alone gained nothing there,
 /// their adds and widenings shared two pipes). 16 lanes cut the forward of NCHW 32x64x56x56
 /// to 0.93-0.95x (1 thread, old and new builds alternating, medians of 10-14). The
-/// channel-by-channel passes keep [`LANES`]: there the next channel's reduction runs beside
-/// this one's normalising, and 16 lanes made the forward of NCHW 8x64x112x112 1.13x as long.
+/// backward's channel-by-channel pass sums in 16 lanes too (in L2: NCHW 1x16x96x96 backward
+/// 0.043 -> 0.034 ms; tensors of 25-67 MB within noise); the forward's keeps [`LANES`]:
+/// there the next channel's reduction runs beside this one's normalising, and 16 lanes made
+/// the forward of NCHW 8x64x112x112 1.11-1.13x as long at 1 thread (twice, 10-14 rounds).
 pub(crate) const WIDE_LANES: usize = 16;
 
 /// Shortest channels-first run that the memory-order reductions sum in [`WIDE_LANES`] lanes
