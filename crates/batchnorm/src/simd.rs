@@ -36,11 +36,12 @@ pub(crate) const LANES: usize = 8;
 pub(crate) const WIDE_LANES: usize = 16;
 
 /// Shortest channels-first run that the memory-order reductions sum in [`WIDE_LANES`] lanes
-/// held in registers ([`runs_shifted`], [`runs_grad`]). Shorter runs go one at a time through
-/// [`acc_shifted`] and [`acc_grad`] in [`LANES`] lanes: on runs of 49 values (NCHW 8x512x7x7
-/// in L2, 1 thread) 16 lanes summed the statistics in 0.036-0.040 ms against 0.034, and
-/// registers took 0.038 and 0.047 ms against 0.034 and 0.043; on runs of 196 the register
-/// kernels took 0.025 and 0.031 against 0.029 and 0.034 (2x512x14x14).
+/// ([`runs_shifted`], [`runs_grad`]). Shorter runs sum their whole chunks of 8 in [`LANES`]
+/// lanes, two runs side by side, and their last values in order: on runs of 49 values (NCHW
+/// 8x512x7x7 in L2, 1 thread) 16 lanes summed the statistics in 0.036-0.040 ms against 0.034,
+/// and one run at a time in registers (the tail as lanes) took 0.038 and 0.047 ms against
+/// 0.034 and 0.043; two side by side with the tail in order take 0.032 and 0.037 (runs of
+/// 60: 0.050 -> 0.038 and 0.059 -> 0.045; tensors of 12.8-25.7 MB within noise).
 pub(crate) const LONG_RUN: usize = 128;
 
 /// Defines `fn $name(args)` whose body is compiled twice, for the baseline target and for
@@ -199,63 +200,91 @@ pub(crate) fn acc_grad<const L: usize>(x: &[f32], dy: &[f32], k: f64, a1: &mut [
 }
 
 /// Channels-first runs of `inner` values, run `i` of channel `i % C` (`C = k.len()`):
-/// `a1[ch] += lane_sum(l1)`, `a2[ch] += lane_sum(l2)` where `l1`, `l2` are what
-/// [`acc_shifted`] sums from zero over that run, in [`WIDE_LANES`] lanes for runs of at
-/// least [`LONG_RUN`] values and in [`LANES`] for shorter ones. The vector version for long
-/// runs keeps a run's lanes in registers and sums them there, with the same additions.
+/// `a1[ch] += sum(x - k[ch])`, `a2[ch] += sum((x - k[ch])^2)` over the run. Runs of at least
+/// [`LONG_RUN`] values are summed as [`acc_shifted`] sums them from zero in [`WIDE_LANES`]
+/// lanes, then [`lane_sum`]; shorter runs as [`acc_shifted`] sums their whole chunks of 8 in
+/// [`LANES`] lanes, then [`lane_sum`], plus their last `inner % 8` values summed in order
+/// ([`short_run_tail`]). The vector versions keep a run's lanes in registers and sum them
+/// there, with the same additions, and take short runs two at a time, side by side.
 #[inline(always)]
 pub(crate) fn runs_shifted(x: &[f32], inner: usize, k: &[f64], a1: &mut [f64], a2: &mut [f64]) {
-    if inner < LONG_RUN {
-        return runs_shifted_each::<LANES>(x, inner, k, a1, a2);
-    }
     #[cfg(target_arch = "x86_64")]
     if has_avx2_fma() {
         // SAFETY: the CPU has AVX2 and FMA.
-        return unsafe { x86::runs_shifted(x, inner, k, a1, a2) };
+        return unsafe {
+            if inner < LONG_RUN {
+                x86::short_runs::<false>(x, &[], inner, k, a1, a2)
+            } else {
+                x86::runs_shifted(x, inner, k, a1, a2)
+            }
+        };
     }
-    runs_shifted_each::<WIDE_LANES>(x, inner, k, a1, a2)
-}
-
-/// [`runs_shifted`] run by run, each run's `L` lanes summed through memory.
-#[inline(always)]
-fn runs_shifted_each<const L: usize>(x: &[f32], inner: usize, k: &[f64], a1: &mut [f64], a2: &mut [f64]) {
     let c = k.len();
+    let full = if inner < LONG_RUN { inner - inner % LANES } else { inner };
     for (i, run) in x.chunks_exact(inner).enumerate() {
-        let ch = i % c;
-        let (mut l1, mut l2) = ([0.0f64; L], [0.0f64; L]);
-        acc_shifted(run, k[ch], &mut l1, &mut l2);
-        a1[ch] += lane_sum(&l1);
-        a2[ch] += lane_sum(&l2);
+        let (ch, (body, tail)) = (i % c, run.split_at(full));
+        let (u, w) = if inner < LONG_RUN {
+            let (mut l1, mut l2) = ([0.0f64; LANES], [0.0f64; LANES]);
+            acc_shifted(body, k[ch], &mut l1, &mut l2);
+            (lane_sum(&l1), lane_sum(&l2))
+        } else {
+            let (mut l1, mut l2) = ([0.0f64; WIDE_LANES], [0.0f64; WIDE_LANES]);
+            acc_shifted(body, k[ch], &mut l1, &mut l2);
+            (lane_sum(&l1), lane_sum(&l2))
+        };
+        let t = short_run_tail(tail, None, k[ch]);
+        a1[ch] += u + t.0;
+        a2[ch] += w + t.1;
     }
 }
 
 /// [`runs_shifted`] for the gradient sums: `a1[ch] += sum(dy)`, `a2[ch] += sum(dy * (x -
-/// k[ch]))` per run, as [`acc_grad`] sums them from zero, in the same lanes as
-/// [`runs_shifted`].
+/// k[ch]))` per run, as [`acc_grad`] sums them, in the same lanes and with the same tails.
 #[inline(always)]
 pub(crate) fn runs_grad(x: &[f32], dy: &[f32], inner: usize, k: &[f64], a1: &mut [f64], a2: &mut [f64]) {
-    if inner < LONG_RUN {
-        return runs_grad_each::<LANES>(x, dy, inner, k, a1, a2);
-    }
     #[cfg(target_arch = "x86_64")]
     if has_avx2_fma() {
         // SAFETY: the CPU has AVX2 and FMA.
-        return unsafe { x86::runs_grad(x, dy, inner, k, a1, a2) };
+        return unsafe {
+            if inner < LONG_RUN {
+                x86::short_runs::<true>(x, dy, inner, k, a1, a2)
+            } else {
+                x86::runs_grad(x, dy, inner, k, a1, a2)
+            }
+        };
     }
-    runs_grad_each::<WIDE_LANES>(x, dy, inner, k, a1, a2)
-}
-
-/// [`runs_grad`] run by run, each run's `L` lanes summed through memory.
-#[inline(always)]
-fn runs_grad_each<const L: usize>(x: &[f32], dy: &[f32], inner: usize, k: &[f64], a1: &mut [f64], a2: &mut [f64]) {
     let c = k.len();
+    let full = if inner < LONG_RUN { inner - inner % LANES } else { inner };
     for (i, (xr, gr)) in x.chunks_exact(inner).zip(dy.chunks_exact(inner)).enumerate() {
         let ch = i % c;
-        let (mut l1, mut l2) = ([0.0f64; L], [0.0f64; L]);
-        acc_grad(xr, gr, k[ch], &mut l1, &mut l2);
-        a1[ch] += lane_sum(&l1);
-        a2[ch] += lane_sum(&l2);
+        let (u, w) = if inner < LONG_RUN {
+            let (mut l1, mut l2) = ([0.0f64; LANES], [0.0f64; LANES]);
+            acc_grad(&xr[..full], &gr[..full], k[ch], &mut l1, &mut l2);
+            (lane_sum(&l1), lane_sum(&l2))
+        } else {
+            let (mut l1, mut l2) = ([0.0f64; WIDE_LANES], [0.0f64; WIDE_LANES]);
+            acc_grad(xr, gr, k[ch], &mut l1, &mut l2);
+            (lane_sum(&l1), lane_sum(&l2))
+        };
+        let t = short_run_tail(&xr[full..], Some(&gr[full..]), k[ch]);
+        a1[ch] += u + t.0;
+        a2[ch] += w + t.1;
     }
+}
+
+/// The last values of a short run summed in order: `(sum(x - k), sum((x - k)^2))`, or with
+/// `dy`, `(sum(dy), sum(dy * (x - k)))`. Fewer than 8 values: as lanes they cost a whole
+/// masked chunk, and the run's last value of a 7x7 map is alone in its chunk.
+#[inline(always)]
+pub(crate) fn short_run_tail(x: &[f32], dy: Option<&[f32]>, k: f64) -> (f64, f64) {
+    let mut t = (0.0f64, 0.0f64);
+    for (i, &v) in x.iter().enumerate() {
+        let d = v as f64 - k;
+        let g = dy.map_or(d, |g| g[i] as f64);
+        t.0 += g;
+        t.1 = g.mul_add(d, t.1);
+    }
+    t
 }
 
 /// Asks for the `n` values from `p`, a cache line per 16, into L2 (into L1 measured slower
@@ -509,6 +538,88 @@ mod x86 {
             a1[ch] += lanes_tree::<WIDE_LANES>(s1);
             a2[ch] += lanes_tree::<WIDE_LANES>(s2);
             ch = if ch + 1 == c { 0 } else { ch + 1 };
+        }
+    }
+
+    /// The last `inner - full` values of a short run from `p` (with `q`, of `dy` beside),
+    /// summed in order as [`super::short_run_tail`] sums them.
+    #[inline(always)]
+    unsafe fn short_tail(p: *const f32, q: Option<*const f32>, full: usize, inner: usize, k: f64) -> (f64, f64) {
+        let mut t = (0.0f64, 0.0f64);
+        for i in full..inner {
+            let d = *p.add(i) as f64 - k;
+            let g = match q {
+                Some(q) => *q.add(i) as f64,
+                None => d,
+            };
+            t.0 += g;
+            t.1 = g.mul_add(d, t.1);
+        }
+        t
+    }
+
+    /// [`super::runs_shifted`] (`G` false) or [`super::runs_grad`] (`G`, with `dy`) over runs
+    /// shorter than [`super::LONG_RUN`]: two runs side by side, so that each step has two
+    /// independent chains of additions per lane (one run alone waits on its chains: about 28
+    /// cycles a run of 49 values, whatever else changed), the adds on the multiply-add pipes.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn short_runs<const G: bool>(x: &[f32], dy: &[f32], inner: usize, k: &[f64], a1: &mut [f64], a2: &mut [f64]) {
+        let c = k.len();
+        let runs = x.len() / inner;
+        assert!(inner > 0 && a1.len() >= c && a2.len() >= c && (!G || dy.len() >= runs * inner));
+        let full = inner - inner % 8;
+        let one = Some(hidden_one());
+        let z = _mm256_setzero_pd();
+        let (xp, gp) = (x.as_ptr(), dy.as_ptr());
+        let mut ch = 0;
+        let mut j = 0;
+        while j < runs {
+            let two = j + 1 < runs;
+            let cb = if ch + 1 == c { 0 } else { ch + 1 };
+            let (p, pb) = (xp.add(j * inner), xp.wrapping_add((j + 1) * inner));
+            let (q, qb) = (gp.wrapping_add(j * inner), gp.wrapping_add((j + 1) * inner));
+            let (ka, kb) = (_mm256_set1_pd(k[ch]), _mm256_set1_pd(k[cb]));
+            let (mut s1a, mut s2a, mut s1b, mut s2b) = ([z; 4], [z; 4], [z; 4], [z; 4]);
+            let mut i = 0;
+            if two {
+                while i < full {
+                    if G {
+                        add_grad(load_wide(p.add(i)), load_wide(q.add(i)), 0, ka, one, None, &mut s1a, &mut s2a);
+                        add_grad(load_wide(pb.add(i)), load_wide(qb.add(i)), 0, kb, one, None, &mut s1b, &mut s2b);
+                    } else {
+                        add_shifted(load_wide(p.add(i)), 0, ka, one, None, &mut s1a, &mut s2a);
+                        add_shifted(load_wide(pb.add(i)), 0, kb, one, None, &mut s1b, &mut s2b);
+                    }
+                    i += 8;
+                }
+            } else {
+                while i < full {
+                    if G {
+                        add_grad(load_wide(p.add(i)), load_wide(q.add(i)), 0, ka, one, None, &mut s1a, &mut s2a);
+                    } else {
+                        add_shifted(load_wide(p.add(i)), 0, ka, one, None, &mut s1a, &mut s2a);
+                    }
+                    i += 8;
+                }
+            }
+            let ta = short_tail(p, G.then_some(q), full, inner, k[ch]);
+            a1[ch] += lanes_tree::<8>(s1a) + ta.0;
+            a2[ch] += lanes_tree::<8>(s2a) + ta.1;
+            if two {
+                let tb = short_tail(pb, G.then_some(qb), full, inner, k[cb]);
+                a1[cb] += lanes_tree::<8>(s1b) + tb.0;
+                a2[cb] += lanes_tree::<8>(s2b) + tb.1;
+            }
+            ch = if two {
+                if cb + 1 == c {
+                    0
+                } else {
+                    cb + 1
+                }
+            } else {
+                cb
+            };
+            j += 2;
         }
     }
 
@@ -1686,8 +1797,9 @@ mod tests {
         }
     }
 
-    /// The run reductions sum each run as [`acc_shifted`] or [`acc_grad`] (16 lanes from
-    /// [`LONG_RUN`] values, 8 below) from zero, then [`lane_sum`], bit for bit:
+    /// The run reductions sum each run as [`acc_shifted`] or [`acc_grad`] from zero (16 lanes
+    /// from [`LONG_RUN`] values; below, 8 lanes over the whole chunks of 8 and the rest in
+    /// order), then [`lane_sum`], bit for bit:
     /// every tail length of both lane counts, runs past the last channel wrapping to the
     /// first, sums that start non-zero.
     #[test]
@@ -1702,19 +1814,28 @@ mod tests {
             for (i, (run, grun)) in x.chunks_exact(inner).zip(dy.chunks_exact(inner)).enumerate() {
                 let (mut l1, mut l2) = ([0.0f64; WIDE_LANES], [0.0f64; WIDE_LANES]);
                 let (mut h1, mut h2) = ([0.0f64; WIDE_LANES], [0.0f64; WIDE_LANES]);
-                let wide = if inner >= LONG_RUN { WIDE_LANES } else { LANES };
+                // Short runs: whole chunks of 8 in 8 lanes, the rest summed in order after.
+                let (wide, full) = if inner >= LONG_RUN { (WIDE_LANES, inner) } else { (LANES, inner - inner % LANES) };
+                let (mut t1, mut t2, mut u1, mut u2) = (0.0f64, 0.0f64, 0.0f64, 0.0f64);
                 for (j, (&v, &g)) in run.iter().zip(grun).enumerate() {
                     let (d, g) = (v as f64 - k[i % c], g as f64);
-                    l1[j % wide] += d;
-                    l2[j % wide] = d.mul_add(d, l2[j % wide]);
-                    h1[j % wide] += g;
-                    h2[j % wide] = g.mul_add(d, h2[j % wide]);
+                    if j < full {
+                        l1[j % wide] += d;
+                        l2[j % wide] = d.mul_add(d, l2[j % wide]);
+                        h1[j % wide] += g;
+                        h2[j % wide] = g.mul_add(d, h2[j % wide]);
+                    } else {
+                        t1 += d;
+                        t2 = d.mul_add(d, t2);
+                        u1 += g;
+                        u2 = g.mul_add(d, u2);
+                    }
                 }
                 let sum = |l: &[f64; WIDE_LANES]| if wide == LANES { lane_sum(&<[f64; LANES]>::try_from(&l[..LANES]).unwrap()) } else { lane_sum(l) };
-                w1[i % c] += sum(&l1);
-                w2[i % c] += sum(&l2);
-                g1[i % c] += sum(&h1);
-                g2[i % c] += sum(&h2);
+                w1[i % c] += sum(&l1) + t1;
+                w2[i % c] += sum(&l2) + t2;
+                g1[i % c] += sum(&h1) + u1;
+                g2[i % c] += sum(&h2) + u2;
             }
             let (mut a1, mut a2) = (vec![0.5; c], vec![0.25; c]);
             runs_shifted(&x, inner, &k, &mut a1, &mut a2);
