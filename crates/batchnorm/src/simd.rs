@@ -334,7 +334,7 @@ mod x86 {
         }
         for c in x.chunks_exact(L) {
             for h in 0..L / 8 {
-                add_shifted(load8::<L>(c.as_ptr().add(8 * h)), h, kv, one, None, &mut s1, &mut s2);
+                add_lanes(load8::<L>(c.as_ptr().add(8 * h)), None, h, kv, one, None, &mut s1, &mut s2);
             }
         }
         for q in 0..L / 4 {
@@ -358,7 +358,7 @@ mod x86 {
         }
         for (cx, cd) in x.chunks_exact(L).zip(dy.chunks_exact(L)) {
             for h in 0..L / 8 {
-                add_grad(load8::<L>(cx.as_ptr().add(8 * h)), load8::<L>(cd.as_ptr().add(8 * h)), h, kv, one, None, &mut s1, &mut s2);
+                add_lanes(load8::<L>(cx.as_ptr().add(8 * h)), Some(load8::<L>(cd.as_ptr().add(8 * h))), h, kv, one, None, &mut s1, &mut s2);
             }
         }
         for q in 0..L / 4 {
@@ -454,13 +454,15 @@ mod x86 {
         _mm256_set1_pd(std::hint::black_box(1.0))
     }
 
-    /// Adds the 8 values `v` (lanes `8h..8h + 8` of a chunk) into the lanes: `s1 += x - k`,
-    /// `s2 += (x - k)^2`; lanes outside `keep` add zeros, which leave every sum as it is
-    /// (sums from +0 are never -0).
+    /// Adds 8 values `w` of `x` (lanes `8h..8h + 8` of a chunk, widened) into the lanes:
+    /// `s1 += x - k`, `s2 += (x - k)^2`, or with `dy`'s values `g`, `s1 += dy`, `s2 += dy * (x -
+    /// k)`. Lanes outside `keep` add zeros, which leave every sum as it is (sums from +0 are
+    /// never -0).
     #[inline(always)]
     #[allow(clippy::too_many_arguments)]
-    unsafe fn add_shifted(
+    unsafe fn add_lanes(
         w: [__m256d; 2],
+        g: Option<[__m256d; 2]>,
         h: usize,
         kv: __m256d,
         one: Option<__m256d>,
@@ -470,32 +472,7 @@ mod x86 {
     ) {
         for q in 0..2 {
             let mut d = _mm256_sub_pd(w[q], kv);
-            if let Some(m) = keep {
-                d = _mm256_and_pd(d, m[2 * h + q]);
-            }
-            s1[2 * h + q] = match one {
-                Some(one) => _mm256_fmadd_pd(d, one, s1[2 * h + q]),
-                None => _mm256_add_pd(s1[2 * h + q], d),
-            };
-            s2[2 * h + q] = _mm256_fmadd_pd(d, d, s2[2 * h + q]);
-        }
-    }
-
-    /// [`add_shifted`] for the gradient sums: `s1 += dy`, `s2 += dy * (x - k)`.
-    #[inline(always)]
-    #[allow(clippy::too_many_arguments)]
-    unsafe fn add_grad(
-        w: [__m256d; 2],
-        gw: [__m256d; 2],
-        h: usize,
-        kv: __m256d,
-        one: Option<__m256d>,
-        keep: Option<[__m256d; 4]>,
-        s1: &mut [__m256d; 4],
-        s2: &mut [__m256d; 4],
-    ) {
-        for q in 0..2 {
-            let (mut d, mut e) = (_mm256_sub_pd(w[q], kv), gw[q]);
+            let mut e = g.map_or(d, |g| g[q]);
             if let Some(m) = keep {
                 d = _mm256_and_pd(d, m[2 * h + q]);
                 e = _mm256_and_pd(e, m[2 * h + q]);
@@ -524,16 +501,16 @@ mod x86 {
             let mut i = 0;
             while i < full {
                 for h in 0..L / 8 {
-                    add_shifted(load_wide(p.add(i + 8 * h)), h, kv, one, None, &mut s1, &mut s2);
+                    add_lanes(load_wide(p.add(i + 8 * h)), None, h, kv, one, None, &mut s1, &mut s2);
                 }
                 i += L;
             }
             // Constant halves, so that the lanes stay in registers.
             if r > 0 {
-                add_shifted(widen2(tail.load(p, inner, p.wrapping_add(i), 0)), 0, kv, one, Some(tail.keep), &mut s1, &mut s2);
+                add_lanes(widen2(tail.load(p, inner, p.wrapping_add(i), 0)), None, 0, kv, one, Some(tail.keep), &mut s1, &mut s2);
             }
             if r > 8 {
-                add_shifted(widen2(tail.load(p, inner, p.wrapping_add(i), 1)), 1, kv, one, Some(tail.keep), &mut s1, &mut s2);
+                add_lanes(widen2(tail.load(p, inner, p.wrapping_add(i), 1)), None, 1, kv, one, Some(tail.keep), &mut s1, &mut s2);
             }
             a1[ch] += lanes_tree::<WIDE_LANES>(s1);
             a2[ch] += lanes_tree::<WIDE_LANES>(s2);
@@ -584,20 +561,20 @@ mod x86 {
             if two {
                 while i < full {
                     if G {
-                        add_grad(load_wide(p.add(i)), load_wide(q.add(i)), 0, ka, one, None, &mut s1a, &mut s2a);
-                        add_grad(load_wide(pb.add(i)), load_wide(qb.add(i)), 0, kb, one, None, &mut s1b, &mut s2b);
+                        add_lanes(load_wide(p.add(i)), Some(load_wide(q.add(i))), 0, ka, one, None, &mut s1a, &mut s2a);
+                        add_lanes(load_wide(pb.add(i)), Some(load_wide(qb.add(i))), 0, kb, one, None, &mut s1b, &mut s2b);
                     } else {
-                        add_shifted(load_wide(p.add(i)), 0, ka, one, None, &mut s1a, &mut s2a);
-                        add_shifted(load_wide(pb.add(i)), 0, kb, one, None, &mut s1b, &mut s2b);
+                        add_lanes(load_wide(p.add(i)), None, 0, ka, one, None, &mut s1a, &mut s2a);
+                        add_lanes(load_wide(pb.add(i)), None, 0, kb, one, None, &mut s1b, &mut s2b);
                     }
                     i += 8;
                 }
             } else {
                 while i < full {
                     if G {
-                        add_grad(load_wide(p.add(i)), load_wide(q.add(i)), 0, ka, one, None, &mut s1a, &mut s2a);
+                        add_lanes(load_wide(p.add(i)), Some(load_wide(q.add(i))), 0, ka, one, None, &mut s1a, &mut s2a);
                     } else {
-                        add_shifted(load_wide(p.add(i)), 0, ka, one, None, &mut s1a, &mut s2a);
+                        add_lanes(load_wide(p.add(i)), None, 0, ka, one, None, &mut s1a, &mut s2a);
                     }
                     i += 8;
                 }
@@ -639,18 +616,18 @@ mod x86 {
             let mut i = 0;
             while i < full {
                 for h in 0..L / 8 {
-                    add_grad(load_wide(p.add(i + 8 * h)), load_wide(q.add(i + 8 * h)), h, kv, one, None, &mut s1, &mut s2);
+                    add_lanes(load_wide(p.add(i + 8 * h)), Some(load_wide(q.add(i + 8 * h))), h, kv, one, None, &mut s1, &mut s2);
                 }
                 i += L;
             }
             // Constant halves, so that the lanes stay in registers.
             if r > 0 {
                 let (v, g) = (tail.load(p, inner, p.wrapping_add(i), 0), tail.load(q, inner, q.wrapping_add(i), 0));
-                add_grad(widen2(v), widen2(g), 0, kv, one, Some(tail.keep), &mut s1, &mut s2);
+                add_lanes(widen2(v), Some(widen2(g)), 0, kv, one, Some(tail.keep), &mut s1, &mut s2);
             }
             if r > 8 {
                 let (v, g) = (tail.load(p, inner, p.wrapping_add(i), 1), tail.load(q, inner, q.wrapping_add(i), 1));
-                add_grad(widen2(v), widen2(g), 1, kv, one, Some(tail.keep), &mut s1, &mut s2);
+                add_lanes(widen2(v), Some(widen2(g)), 1, kv, one, Some(tail.keep), &mut s1, &mut s2);
             }
             a1[ch] += lanes_tree::<WIDE_LANES>(s1);
             a2[ch] += lanes_tree::<WIDE_LANES>(s2);
