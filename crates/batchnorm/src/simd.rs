@@ -149,7 +149,7 @@ pub(crate) fn acc_shifted<const L: usize>(x: &[f32], k: f64, a1: &mut [f64; L], 
         #[cfg(target_arch = "x86_64")]
         // SAFETY: the CPU has AVX2 and FMA.
         unsafe {
-            x86::acc_shifted(x, k, a1, a2)
+            x86::acc_lanes::<L, false>(x, &[], k, a1, a2)
         };
         x = &x[x.len() - x.len() % L..];
     }
@@ -178,7 +178,7 @@ pub(crate) fn acc_grad<const L: usize>(x: &[f32], dy: &[f32], k: f64, a1: &mut [
         #[cfg(target_arch = "x86_64")]
         // SAFETY: the CPU has AVX2 and FMA.
         unsafe {
-            x86::acc_grad(x, dy, k, a1, a2)
+            x86::acc_lanes::<L, true>(x, dy, k, a1, a2)
         };
         let done = n - n % L;
         (x, dy) = (&x[done..], &dy[done..]);
@@ -215,7 +215,7 @@ pub(crate) fn runs_shifted(x: &[f32], inner: usize, k: &[f64], a1: &mut [f64], a
             if inner < LONG_RUN {
                 x86::short_runs::<false>(x, &[], inner, k, a1, a2)
             } else {
-                x86::runs_shifted(x, inner, k, a1, a2)
+                x86::long_runs::<false>(x, &[], inner, k, a1, a2)
             }
         };
     }
@@ -249,7 +249,7 @@ pub(crate) fn runs_grad(x: &[f32], dy: &[f32], inner: usize, k: &[f64], a1: &mut
             if inner < LONG_RUN {
                 x86::short_runs::<true>(x, dy, inner, k, a1, a2)
             } else {
-                x86::runs_grad(x, dy, inner, k, a1, a2)
+                x86::long_runs::<true>(x, dy, inner, k, a1, a2)
             }
         };
     }
@@ -316,12 +316,13 @@ mod x86 {
     use crate::interleave::Interleaved;
     use std::arch::x86_64::*;
 
-    // `#[inline]`: with 16 lanes the compiler stopped inlining it into the per-run loops on
-    // its own, and a call per run of 49 values took twice as long.
+    /// [`super::acc_shifted`] (`G` false, `dy` unused) or [`super::acc_grad`] over the whole
+    /// chunks of `L` values. `#[inline]`: with 16 lanes the compiler stopped inlining it into
+    /// the per-run loops on its own, and a call per run of 49 values took twice as long.
     #[target_feature(enable = "avx2,fma")]
     #[inline]
-    pub(super) unsafe fn acc_shifted<const L: usize>(x: &[f32], k: f64, a1: &mut [f64; L], a2: &mut [f64; L]) {
-        const { assert!(L == 8 || L == 16, "acc_shifted: 8 or 16 lanes") };
+    pub(super) unsafe fn acc_lanes<const L: usize, const G: bool>(x: &[f32], dy: &[f32], k: f64, a1: &mut [f64; L], a2: &mut [f64; L]) {
+        const { assert!(L == 8 || L == 16, "acc_lanes: 8 or 16 lanes") };
         let kv = _mm256_set1_pd(k);
         let one = if L == 16 { Some(hidden_one()) } else { None };
         let (p1, p2) = (a1.as_mut_ptr(), a2.as_mut_ptr());
@@ -332,34 +333,14 @@ mod x86 {
             s1[q] = _mm256_loadu_pd(p1.add(4 * q));
             s2[q] = _mm256_loadu_pd(p2.add(4 * q));
         }
-        for c in x.chunks_exact(L) {
+        let n = if G { x.len().min(dy.len()) } else { x.len() };
+        let mut i = 0;
+        while i + L <= n {
             for h in 0..L / 8 {
-                add_lanes(load8::<L>(c.as_ptr().add(8 * h)), None, h, kv, one, None, &mut s1, &mut s2);
+                let g = if G { Some(load8::<L>(dy.as_ptr().add(i + 8 * h))) } else { None };
+                add_lanes(load8::<L>(x.as_ptr().add(i + 8 * h)), g, h, kv, one, None, &mut s1, &mut s2);
             }
-        }
-        for q in 0..L / 4 {
-            _mm256_storeu_pd(p1.add(4 * q), s1[q]);
-            _mm256_storeu_pd(p2.add(4 * q), s2[q]);
-        }
-    }
-
-    #[target_feature(enable = "avx2,fma")]
-    #[inline]
-    pub(super) unsafe fn acc_grad<const L: usize>(x: &[f32], dy: &[f32], k: f64, a1: &mut [f64; L], a2: &mut [f64; L]) {
-        const { assert!(L == 8 || L == 16, "acc_grad: 8 or 16 lanes") };
-        let kv = _mm256_set1_pd(k);
-        let one = if L == 16 { Some(hidden_one()) } else { None };
-        let (p1, p2) = (a1.as_mut_ptr(), a2.as_mut_ptr());
-        let z = _mm256_setzero_pd();
-        let (mut s1, mut s2) = ([z; 4], [z; 4]);
-        for q in 0..L / 4 {
-            s1[q] = _mm256_loadu_pd(p1.add(4 * q));
-            s2[q] = _mm256_loadu_pd(p2.add(4 * q));
-        }
-        for (cx, cd) in x.chunks_exact(L).zip(dy.chunks_exact(L)) {
-            for h in 0..L / 8 {
-                add_lanes(load8::<L>(cx.as_ptr().add(8 * h)), Some(load8::<L>(cd.as_ptr().add(8 * h))), h, kv, one, None, &mut s1, &mut s2);
-            }
+            i += L;
         }
         for q in 0..L / 4 {
             _mm256_storeu_pd(p1.add(4 * q), s1[q]);
@@ -485,32 +466,38 @@ mod x86 {
         }
     }
 
+    /// [`super::runs_shifted`] (`G` false, `dy` unused) or [`super::runs_grad`] over runs of
+    /// at least [`super::LONG_RUN`] values, in 16 lanes held in registers.
     #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn runs_shifted(x: &[f32], inner: usize, k: &[f64], a1: &mut [f64], a2: &mut [f64]) {
+    pub(super) unsafe fn long_runs<const G: bool>(x: &[f32], dy: &[f32], inner: usize, k: &[f64], a1: &mut [f64], a2: &mut [f64]) {
         const L: usize = WIDE_LANES;
         let c = k.len();
-        assert!(inner >= 8 && a1.len() >= c && a2.len() >= c, "runs_shifted: runs of 8 values or more");
+        let runs = x.len() / inner;
+        assert!(inner >= 8 && a1.len() >= c && a2.len() >= c && (!G || dy.len() >= runs * inner), "long_runs: runs of 8 values or more");
         let (full, r) = (inner - inner % L, inner % L);
         let (tail, one) = (Tail::new(r), Some(hidden_one()));
+        let z = _mm256_setzero_pd();
         let mut ch = 0;
-        for run in x.chunks_exact(inner) {
-            let p = run.as_ptr();
+        for j in 0..runs {
+            let (p, q) = (x.as_ptr().add(j * inner), dy.as_ptr().wrapping_add(j * inner));
             let kv = _mm256_set1_pd(k[ch]);
-            let z = _mm256_setzero_pd();
             let (mut s1, mut s2) = ([z; 4], [z; 4]);
             let mut i = 0;
             while i < full {
                 for h in 0..L / 8 {
-                    add_lanes(load_wide(p.add(i + 8 * h)), None, h, kv, one, None, &mut s1, &mut s2);
+                    let g = if G { Some(load_wide(q.add(i + 8 * h))) } else { None };
+                    add_lanes(load_wide(p.add(i + 8 * h)), g, h, kv, one, None, &mut s1, &mut s2);
                 }
                 i += L;
             }
             // Constant halves, so that the lanes stay in registers.
             if r > 0 {
-                add_lanes(widen2(tail.load(p, inner, p.wrapping_add(i), 0)), None, 0, kv, one, Some(tail.keep), &mut s1, &mut s2);
+                let g = if G { Some(widen2(tail.load(q, inner, q.add(i), 0))) } else { None };
+                add_lanes(widen2(tail.load(p, inner, p.add(i), 0)), g, 0, kv, one, Some(tail.keep), &mut s1, &mut s2);
             }
             if r > 8 {
-                add_lanes(widen2(tail.load(p, inner, p.wrapping_add(i), 1)), None, 1, kv, one, Some(tail.keep), &mut s1, &mut s2);
+                let g = if G { Some(widen2(tail.load(q, inner, q.add(i), 1))) } else { None };
+                add_lanes(widen2(tail.load(p, inner, p.add(i), 1)), g, 1, kv, one, Some(tail.keep), &mut s1, &mut s2);
             }
             a1[ch] += lanes_tree::<WIDE_LANES>(s1);
             a2[ch] += lanes_tree::<WIDE_LANES>(s2);
@@ -597,41 +584,6 @@ mod x86 {
                 cb
             };
             j += 2;
-        }
-    }
-
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn runs_grad(x: &[f32], dy: &[f32], inner: usize, k: &[f64], a1: &mut [f64], a2: &mut [f64]) {
-        const L: usize = WIDE_LANES;
-        let c = k.len();
-        assert!(inner >= 8 && a1.len() >= c && a2.len() >= c, "runs_grad: runs of 8 values or more");
-        let (full, r) = (inner - inner % L, inner % L);
-        let (tail, one) = (Tail::new(r), Some(hidden_one()));
-        let mut ch = 0;
-        for (run, grun) in x.chunks_exact(inner).zip(dy.chunks_exact(inner)) {
-            let (p, q) = (run.as_ptr(), grun.as_ptr());
-            let kv = _mm256_set1_pd(k[ch]);
-            let z = _mm256_setzero_pd();
-            let (mut s1, mut s2) = ([z; 4], [z; 4]);
-            let mut i = 0;
-            while i < full {
-                for h in 0..L / 8 {
-                    add_lanes(load_wide(p.add(i + 8 * h)), Some(load_wide(q.add(i + 8 * h))), h, kv, one, None, &mut s1, &mut s2);
-                }
-                i += L;
-            }
-            // Constant halves, so that the lanes stay in registers.
-            if r > 0 {
-                let (v, g) = (tail.load(p, inner, p.wrapping_add(i), 0), tail.load(q, inner, q.wrapping_add(i), 0));
-                add_lanes(widen2(v), Some(widen2(g)), 0, kv, one, Some(tail.keep), &mut s1, &mut s2);
-            }
-            if r > 8 {
-                let (v, g) = (tail.load(p, inner, p.wrapping_add(i), 1), tail.load(q, inner, q.wrapping_add(i), 1));
-                add_lanes(widen2(v), Some(widen2(g)), 1, kv, one, Some(tail.keep), &mut s1, &mut s2);
-            }
-            a1[ch] += lanes_tree::<WIDE_LANES>(s1);
-            a2[ch] += lanes_tree::<WIDE_LANES>(s2);
-            ch = if ch + 1 == c { 0 } else { ch + 1 };
         }
     }
 
