@@ -118,8 +118,9 @@ pub fn forward_train_into(
     } else {
         // Two passes, one after the other. On a cached tensor the first is bound by float64
         // arithmetic (widen, subtract, add, multiply-add: 0.136 ns a value, 0.095 with the
-        // widening and one add alone; moving the adds to the FMA pipes changed nothing) and
-        // the second by the cache, so overlapping them would pay. Measured at 1 thread on NC
+        // widening and one add alone, when this was written; the adds now run on the FMA pipes,
+        // see `simd::x86::hidden_one`) and the second by the cache, so overlapping them would
+        // pay. Measured at 1 thread on NC
         // 256x1024, medians of 6,000 alternating calls: reducing a strip of 64 channels while
         // normalising the strip before it, constants and sums in registers (the same
         // additions), took 0.051-0.057 ms against 0.063-0.064 for the two passes when `y`
