@@ -219,23 +219,7 @@ pub(crate) fn runs_shifted(x: &[f32], inner: usize, k: &[f64], a1: &mut [f64], a
             }
         };
     }
-    let c = k.len();
-    let full = if inner < LONG_RUN { inner - inner % LANES } else { inner };
-    for (i, run) in x.chunks_exact(inner).enumerate() {
-        let (ch, (body, tail)) = (i % c, run.split_at(full));
-        let (u, w) = if inner < LONG_RUN {
-            let (mut l1, mut l2) = ([0.0f64; LANES], [0.0f64; LANES]);
-            acc_shifted(body, k[ch], &mut l1, &mut l2);
-            (lane_sum(&l1), lane_sum(&l2))
-        } else {
-            let (mut l1, mut l2) = ([0.0f64; WIDE_LANES], [0.0f64; WIDE_LANES]);
-            acc_shifted(body, k[ch], &mut l1, &mut l2);
-            (lane_sum(&l1), lane_sum(&l2))
-        };
-        let t = short_run_tail(tail, None, k[ch]);
-        a1[ch] += u + t.0;
-        a2[ch] += w + t.1;
-    }
+    runs_each(x, None, inner, k, a1, a2)
 }
 
 /// [`runs_shifted`] for the gradient sums: `a1[ch] += sum(dy)`, `a2[ch] += sum(dy * (x -
@@ -253,30 +237,41 @@ pub(crate) fn runs_grad(x: &[f32], dy: &[f32], inner: usize, k: &[f64], a1: &mut
             }
         };
     }
+    runs_each(x, Some(dy), inner, k, a1, a2)
+}
+
+/// [`runs_shifted`] (`dy` none) or [`runs_grad`] run by run, each run's lanes summed through
+/// memory: the portable definition the vector kernels follow.
+fn runs_each(x: &[f32], dy: Option<&[f32]>, inner: usize, k: &[f64], a1: &mut [f64], a2: &mut [f64]) {
     let c = k.len();
     let full = if inner < LONG_RUN { inner - inner % LANES } else { inner };
-    for (i, (xr, gr)) in x.chunks_exact(inner).zip(dy.chunks_exact(inner)).enumerate() {
-        let ch = i % c;
-        let (u, w) = if inner < LONG_RUN {
-            let (mut l1, mut l2) = ([0.0f64; LANES], [0.0f64; LANES]);
-            acc_grad(&xr[..full], &gr[..full], k[ch], &mut l1, &mut l2);
-            (lane_sum(&l1), lane_sum(&l2))
-        } else {
-            let (mut l1, mut l2) = ([0.0f64; WIDE_LANES], [0.0f64; WIDE_LANES]);
-            acc_grad(xr, gr, k[ch], &mut l1, &mut l2);
-            (lane_sum(&l1), lane_sum(&l2))
-        };
-        let t = short_run_tail(&xr[full..], Some(&gr[full..]), k[ch]);
+    for (i, run) in x.chunks_exact(inner).enumerate() {
+        let (ch, g) = (i % c, dy.map(|g| &g[i * inner..(i + 1) * inner]));
+        let (body, g_body) = (&run[..full], g.map(|g| &g[..full]));
+        let (u, w) = if inner < LONG_RUN { run_lanes::<LANES>(body, g_body, k[ch]) } else { run_lanes::<WIDE_LANES>(body, g_body, k[ch]) };
+        let t = short_run_tail(&run[full..], g.map(|g| &g[full..]), k[ch]);
         a1[ch] += u + t.0;
         a2[ch] += w + t.1;
     }
+}
+
+/// `(lane_sum(l1), lane_sum(l2))` of what [`acc_shifted`] (`dy` none) or [`acc_grad`] sums
+/// from zero over `x` in `L` lanes.
+#[inline(always)]
+fn run_lanes<const L: usize>(x: &[f32], dy: Option<&[f32]>, k: f64) -> (f64, f64) {
+    let (mut l1, mut l2) = ([0.0f64; L], [0.0f64; L]);
+    match dy {
+        None => acc_shifted(x, k, &mut l1, &mut l2),
+        Some(dy) => acc_grad(x, dy, k, &mut l1, &mut l2),
+    }
+    (lane_sum(&l1), lane_sum(&l2))
 }
 
 /// The last values of a short run summed in order: `(sum(x - k), sum((x - k)^2))`, or with
 /// `dy`, `(sum(dy), sum(dy * (x - k)))`. Fewer than 8 values: as lanes they cost a whole
 /// masked chunk, and the run's last value of a 7x7 map is alone in its chunk.
 #[inline(always)]
-pub(crate) fn short_run_tail(x: &[f32], dy: Option<&[f32]>, k: f64) -> (f64, f64) {
+fn short_run_tail(x: &[f32], dy: Option<&[f32]>, k: f64) -> (f64, f64) {
     let mut t = (0.0f64, 0.0f64);
     for (i, &v) in x.iter().enumerate() {
         let d = v as f64 - k;
@@ -1772,6 +1767,13 @@ mod tests {
             let (mut a1, mut a2) = (vec![0.5; c], vec![0.25; c]);
             runs_grad(&x, &dy, inner, &k, &mut a1, &mut a2);
             assert_eq!((&a1, &a2), (&g1, &g2), "runs_grad, runs of {inner}");
+            // The portable loops, which the vector kernels replace where the CPU has AVX2.
+            let (mut a1, mut a2) = (vec![0.5; c], vec![0.25; c]);
+            runs_each(&x, None, inner, &k, &mut a1, &mut a2);
+            assert_eq!((&a1, &a2), (&w1, &w2), "portable statistics, runs of {inner}");
+            let (mut a1, mut a2) = (vec![0.5; c], vec![0.25; c]);
+            runs_each(&x, Some(&dy), inner, &k, &mut a1, &mut a2);
+            assert_eq!((&a1, &a2), (&g1, &g2), "portable gradient sums, runs of {inner}");
         }
     }
 
