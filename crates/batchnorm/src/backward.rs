@@ -1,6 +1,6 @@
 //! Backward pass: dx, dweight (dgamma) and dbias (dbeta), fused.
 
-use crate::coefficients::fold_backward;
+use crate::coefficients::{fold_backward, parts};
 use crate::error::{check_len, Result};
 use crate::forward_eval::check_params;
 use crate::interleave::{interleave, interleaves, Interleaved};
@@ -114,10 +114,8 @@ fn combine_rows_plain(x: &[f32], dy: &[f32], dx: &mut [f32], coef: &[f32], il: O
     if coef.len() == ch {
         rows_scale(dy, dx, coef);
     } else {
-        let (ctr, rest) = coef.split_at(ch);
-        let (a, rest) = rest.split_at(ch);
-        let (b, dd) = rest.split_at(ch);
-        rows_grad_combine_out(x, dy, dx, ctr, a, b, &dd[..ch], il, nt);
+        let [ctr, a, b, dd] = parts(coef, ch);
+        rows_grad_combine_out(x, dy, dx, ctr, a, b, dd, il, nt);
     }
 }
 
@@ -261,18 +259,13 @@ pub fn backward_into(
         let (coef, il): (&[f32], _) = match saved.source {
             StatsSource::Batch => {
                 let il = interleaves(d, streams_backward(d));
-                let parts = if il { 8 } else { 4 };
-                let (q, spare) = placed(&mut ws.coef, parts * c, parts, d.len(), &[x.as_ptr(), dy.as_ptr(), dx.as_ptr()]).split_at_mut(4 * c);
+                let arrays = if il { 8 } else { 4 };
+                let (q, spare) = placed(&mut ws.coef, arrays * c, arrays, d.len(), &[x.as_ptr(), dy.as_ptr(), dx.as_ptr()]).split_at_mut(4 * c);
                 for ch in 0..c {
                     let (ctr, a, b, dd) = fold_backward(saved.mean[ch], saved.invstd[ch], gamma(ch), m, sums[ch], sums[c + ch]);
                     (q[ch], q[c + ch], q[2 * c + ch], q[3 * c + ch]) = (ctr, a, b, dd);
                 }
-                let il = il.then(|| {
-                    let (ctr, rest) = q.split_at(c);
-                    let (a, rest) = rest.split_at(c);
-                    let (b, dd) = rest.split_at(c);
-                    interleave([ctr, a, b, dd], dx.as_ptr(), spare)
-                });
+                let il = il.then(|| interleave(parts::<4>(q, c), dx.as_ptr(), spare));
                 (&*q, il)
             }
             StatsSource::Running => {

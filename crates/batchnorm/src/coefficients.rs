@@ -33,3 +33,10 @@ pub fn fold_backward(mean: f64, invstd: f64, gamma: f64, m: f64, sum_dy: f64, su
     let d = c + b * (ctr as f64 - mean);
     (ctr, a as f32, b as f32, d as f32)
 }
+
+/// The `N` per-channel arrays of a coefficient buffer laid out `[p0 (c) | p1 (c) | ...]`:
+/// `[ctr | s | t]` for the normalising pass, `[ctr | a | b | d]` for dx. Whatever lies past
+/// `N * c` (the interleaved copy) is not part of them.
+pub(crate) fn parts<const N: usize>(coef: &[f32], c: usize) -> [&[f32]; N] {
+    std::array::from_fn(|i| &coef[i * c..(i + 1) * c])
+}

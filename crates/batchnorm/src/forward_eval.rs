@@ -1,6 +1,6 @@
 //! Eval-mode forward: normalise with given (running) statistics, one read and one write.
 
-use crate::coefficients::fold_affine;
+use crate::coefficients::{fold_affine, parts};
 use crate::error::{check_len, Result};
 use crate::interleave::{interleave, interleaves, Interleaved};
 use crate::layout::Dims;
@@ -40,19 +40,16 @@ multiversion! {
 /// [`affine_rows`] for rows `c` wide, `coef = [ctr | s | t]` per position.
 #[inline(always)]
 fn affine_rows_plain(x: &[f32], y: &mut [f32], coef: &[f32], il: Option<Interleaved>, c: usize, nt: bool) {
-    let (ctr, rest) = coef.split_at(c);
-    let (s, t) = rest.split_at(c);
-    rows_affine_out(x, y, ctr, s, &t[..c], il, nt);
+    let [ctr, s, t] = parts(coef, c);
+    rows_affine_out(x, y, ctr, s, t, il, nt);
 }
 
-/// `y = (x - ctr[c]) * s[c] + t[c]` over the whole tensor; `coef = [ctr | s | t]`. `back`:
-/// run from the end (the pass follows a reduction of `x`, see `parallel::from_end`).
-/// `y` from `x` with `coef = [ctr | s | t]` and `il` as [`fill_coef`] gives them.
+/// `y = (x - ctr[c]) * s[c] + t[c]` over the whole tensor, with `coef = [ctr | s | t]` and
+/// `il` as [`fill_coef`] gives them. `back`: run from the end (the pass follows a reduction
+/// of `x`, see `parallel::from_end`).
 pub(crate) fn normalize_unchecked(x: &[f32], d: Dims, coef: &[f32], il: Option<Interleaved>, y: &mut [f32], back: bool) {
     let c = d.channels;
-    let (ctr, rest) = coef.split_at(c);
-    let (s, t) = rest.split_at(c);
-    let t = &t[..c];
+    let [ctr, s, t] = parts(coef, c);
     if d.is_empty() {
         return;
     }
@@ -87,8 +84,8 @@ pub(crate) fn fill_coef<'a>(
 ) -> (&'a [f32], Option<Interleaved<'a>>) {
     let c = mean.len();
     let interleave_for = interleaves(d, streams(d)).then_some(y.as_ptr());
-    let parts = if interleave_for.is_some() { 6 } else { 3 };
-    let (buf, spare) = placed(coef, parts * c, parts, d.len(), &[x.as_ptr(), y.as_ptr()]).split_at_mut(3 * c);
+    let arrays = if interleave_for.is_some() { 6 } else { 3 };
+    let (buf, spare) = placed(coef, arrays * c, arrays, d.len(), &[x.as_ptr(), y.as_ptr()]).split_at_mut(3 * c);
     let (ctr, st) = buf.split_at_mut(c);
     let (s, t) = st.split_at_mut(c);
     let fill = |first: usize, ctr: &mut [f32], s: &mut [f32], t: &mut [f32]| {
