@@ -120,10 +120,9 @@ pub fn forward_train_into(
         // arithmetic (widen, subtract, add, multiply-add: 0.136 ns a value, 0.095 with the
         // widening and one add alone, when this was written; the adds now run on the FMA pipes,
         // see `simd::x86::hidden_one`) and the second by the cache, so overlapping them would
-        // pay. Measured at 1 thread on NC
-        // 256x1024, medians of 6,000 alternating calls: reducing a strip of 64 channels while
-        // normalising the strip before it, constants and sums in registers (the same
-        // additions), took 0.051-0.057 ms against 0.063-0.064 for the two passes when `y`
+        // pay. Measured at 1 thread on NC 256x1024, medians of 6,000 alternating calls:
+        // reducing a strip of 64 channels while normalising the strip before it, constants
+        // and sums in registers (the same additions), took 0.051-0.057 ms against 0.063-0.064 for the two passes when `y`
         // started 512 B or 2 KB past `x` modulo 4 KB, but 0.071-0.075 against 0.066-0.067
         // when `y` and `x` were 4 KB-aligned alike, as page-aligned buffers are: rows of 4 KB
         // make each row's loads alias the stores of the row before. At that placement,
