@@ -380,14 +380,14 @@ mod x86 {
             Tail { r, perm, keep: [w(m0, 0), w(m0, 1), w(m1, 0), w(m1, 1)] }
         }
 
-        /// Half `h` of the tail that starts at `p`, in a run of `inner >= 8` values from `run`.
+        /// Half `h` of the tail of the run of at least 8 values that ends at `end`, widened.
         #[inline(always)]
-        unsafe fn load(&self, run: *const f32, inner: usize, p: *const f32, h: usize) -> __m256 {
-            if self.r >= 8 * (h + 1) {
-                _mm256_loadu_ps(p.add(8 * h))
+        unsafe fn load(&self, end: *const f32, h: usize) -> [__m256d; 2] {
+            widen2(if self.r >= 8 * (h + 1) {
+                _mm256_loadu_ps(end.sub(self.r - 8 * h))
             } else {
-                _mm256_permutevar8x32_ps(_mm256_loadu_ps(run.add(inner - 8)), self.perm)
-            }
+                _mm256_permutevar8x32_ps(_mm256_loadu_ps(end.sub(8)), self.perm)
+            })
         }
     }
 
@@ -487,12 +487,12 @@ mod x86 {
             }
             // Constant halves, so that the lanes stay in registers.
             if r > 0 {
-                let g = if G { Some(widen2(tail.load(q, inner, q.add(i), 0))) } else { None };
-                add_lanes(widen2(tail.load(p, inner, p.add(i), 0)), g, 0, kv, one, Some(tail.keep), &mut s1, &mut s2);
+                let g = if G { Some(tail.load(q.add(inner), 0)) } else { None };
+                add_lanes(tail.load(p.add(inner), 0), g, 0, kv, one, Some(tail.keep), &mut s1, &mut s2);
             }
             if r > 8 {
-                let g = if G { Some(widen2(tail.load(q, inner, q.add(i), 1))) } else { None };
-                add_lanes(widen2(tail.load(p, inner, p.add(i), 1)), g, 1, kv, one, Some(tail.keep), &mut s1, &mut s2);
+                let g = if G { Some(tail.load(q.add(inner), 1)) } else { None };
+                add_lanes(tail.load(p.add(inner), 1), g, 1, kv, one, Some(tail.keep), &mut s1, &mut s2);
             }
             a1[ch] += lanes_tree::<WIDE_LANES>(s1);
             a2[ch] += lanes_tree::<WIDE_LANES>(s2);
