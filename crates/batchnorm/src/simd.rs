@@ -140,6 +140,20 @@ pub(crate) fn has_avx512() -> bool {
     }
 }
 
+/// Whether the reductions that need AVX-512's 32 vector registers for 256-bit vectors
+/// (AVX-512VL) may run.
+#[inline(always)]
+pub(crate) fn has_avx512vl() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::is_x86_feature_detected!("avx512vl") && has_avx512()
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
 /// `a1 += x - k`, `a2 += (x - k)^2`, lane by lane in `L` lanes ([`LANES`] or
 /// [`WIDE_LANES`]): lane i takes elements i, i + L, ...
 #[inline(always)]

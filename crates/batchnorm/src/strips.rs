@@ -2,9 +2,10 @@
 //!
 //! Reduced a row at a time, every value of a row costs a load and a store of each of its
 //! channel's two float64 accumulators: the loop is bound by the stores, not by memory. Here a
-//! strip of 16 channels (8 at the edge; 32, then 16 and 8, in 512-bit vectors) is summed down
-//! a block of 8 rows with its accumulators in registers, then the next strip of the same
-//! rows, which are in L1 by then.
+//! strip of 16 channels (8 at the edge; 32, then 16 and 8, with AVX-512) is summed down a
+//! block of 8 rows (16 for the statistics of rows of up to 256 channels with AVX-512) with
+//! its accumulators in registers, then the next strip of the same rows, which are in L1 by
+//! then.
 //! Each channel still adds its rows in row order, exactly as a row at a time, so the
 //! results are bitwise those of [`strip_acc_shifted_1`] and [`strip_acc_grad_1`] (which the
 //! non-AVX2 build runs).
@@ -35,14 +36,41 @@
 //! 0.0159 -> 0.0148 (the strips gain less than the channels-first runs did: their loads and
 //! stores of the sums bound them too).
 //!
+//! The statistics' strips later moved to 256-bit vectors with AVX-512's 32 registers (eight
+//! vectors for 32 channels; with AVX2's 16 they spill): once the adds ran on the
+//! multiply-add pipes, 512-bit vectors, which this machine (Zen 4) runs as two halves, no
+//! longer paid. On L1-resident rows of 64 channels (a standalone probe, medians of 301) the
+//! loop runs at 0.072 ns a value against 0.098 in four 512-bit vectors. Blocks of 16 rows for
+//! rows of up to 256 channels (a strip's block 4-16 KB) halve the loads and stores of the
+//! sums per value; wider rows keep 8 (at 16 the statistics of NC 4096x4096 ran at 22 GB/s
+//! against 25-27, those of NC 16384x512, which ask for rows 16 further down, at 30-34
+//! against 35-39). Measured (`examples/shapes`, moments alone, 1 thread, 3 alternating runs,
+//! GB/s, 512-bit in blocks of 8 -> 256-bit in blocks of 16): NHWC 2x28x28x64 (in L2)
+//! 37.1-37.5 -> 41.7-43.5, NHWC 4x14x14x256 34.5-36.3 -> 38.1-40.0, NHWC 32x56x56x64
+//! 25.7-34.6 -> 34.2-38.9, NHWC 64x14x14x256 36.5-38.1 -> 40.7-43.2, NC 2048x128 33.1-35.2 ->
+//! 36.6-37.2, NHWC 8x56x56x256 32.7-34.4 -> 38.2-40.8; rows of 512 channels and more, in
+//! blocks of 8 either way, within noise (NC 256x1024 33.9-35.6 -> 35.2-35.6, NC 4096x4096
+//! 24.9-27.4 -> 25.0-27.2). The gradient sums keep 512-bit vectors: 256-bit ones were 8-12%
+//! faster in L2 (NHWC 2x28x28x64 0.0154-0.0160 -> 0.0139-0.0141 ms, NHWC 4x14x14x256
+//! 0.033 -> 0.030) and on NC 4096x4096 (6.27-6.38 -> 6.01-6.05), but NHWC 8x56x56x256, whose
+//! rows are asked for 16 rows ahead, took 1.71-2.03 ms against 1.35-1.71 (best of 15, 4
+//! alternating runs), and its backward 1.04-1.07x as long.
+//!
 //! With `dy` beside `x` (the backward sums) strips of rows of more than 512 channels go in
 //! blocks of 4 rows; rows of 128 to 512 channels need their rows asked for ahead to beat a
 //! row at a time once the tensor leaves the cache (see `ahead_grad`).
 
-use crate::simd::{has_avx2_fma, has_avx512, strip_acc_grad_1, strip_acc_shifted_1};
+use crate::simd::{has_avx2_fma, has_avx512, has_avx512vl, strip_acc_grad_1, strip_acc_shifted_1};
 
 /// Rows per block: a strip's values of a block of rows are one cache line per row.
 const BLOCK_ROWS: usize = 8;
+
+/// Rows per block of the statistics' 32-channel strips over rows of at most
+/// [`TALL_MAX_CHANNELS`] channels (see the module's notes).
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+const TALL_BLOCK_ROWS: usize = 16;
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+const TALL_MAX_CHANNELS: usize = 256;
 
 /// Rows wider than this many channels are summed with `dy` in blocks of
 /// [`WIDE_BLOCK_ROWS`]: with two inputs a block of 8 wide rows is 16 pages.
@@ -166,10 +194,10 @@ pub(crate) fn strips_acc_shifted(x: &[f32], c: usize, j0: usize, k: &[f64], a1: 
     #[cfg(target_arch = "x86_64")]
     let pf = Prefetch::new(ahead, c);
     #[cfg(target_arch = "x86_64")]
-    if has_avx512() {
-        // SAFETY: the CPU has AVX-512F, AVX2 and FMA; the strips stay within channels
+    if has_avx512vl() {
+        // SAFETY: the CPU has AVX-512F and VL, AVX2 and FMA; the strips stay within channels
         // j0..j0 + w of whole rows (prefetches may point past them: they never fault).
-        done = unsafe { x86::acc_shifted_512(x, c, j0, k, a1, a2, pf) };
+        done = unsafe { x86::acc_shifted_32(x, c, j0, k, a1, a2, pf) };
     } else if has_avx2_fma() {
         // SAFETY: the CPU has AVX2 and FMA; as above.
         done = unsafe { x86::acc_shifted(x, c, j0, k, a1, a2, pf) };
@@ -190,7 +218,7 @@ pub(crate) fn strips_acc_grad(x: &[f32], dy: &[f32], c: usize, j0: usize, k: &[f
     let pf = Prefetch::new(ahead, c);
     #[cfg(target_arch = "x86_64")]
     if has_avx512() {
-        // SAFETY: as above, for both inputs.
+        // SAFETY: the CPU has AVX-512F, AVX2 and FMA; as above, for both inputs.
         done = unsafe { x86::acc_grad_512(x, dy, c, j0, k, a1, a2, pf) };
     } else if has_avx2_fma() {
         // SAFETY: as above, for both inputs.
@@ -220,7 +248,7 @@ impl Prefetch {
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::{Prefetch, BLOCK_ROWS, WIDE, WIDE_BLOCK_ROWS};
+    use super::{Prefetch, BLOCK_ROWS, TALL_BLOCK_ROWS, TALL_MAX_CHANNELS, WIDE, WIDE_BLOCK_ROWS};
     use std::arch::x86_64::*;
 
     /// The float64 vector operations of a strip, in 256-bit (AVX2) and 512-bit (AVX-512)
@@ -422,15 +450,17 @@ mod x86 {
         })
     }
 
-    /// [`acc_shifted`] in strips of 32 channels (then 16, then 8) with 512-bit vectors.
-    #[target_feature(enable = "avx512f,avx2,fma")]
-    pub(super) unsafe fn acc_shifted_512(x: &[f32], c: usize, j0: usize, k: &[f64], a1: &mut [f64], a2: &mut [f64], pf: Prefetch) -> usize {
+    /// [`acc_shifted`] with AVX-512's 32 registers: strips of 32 channels (then 16, then 8)
+    /// in 256-bit vectors, in blocks of 16 rows where the rows are at most 256 channels wide.
+    #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
+    pub(super) unsafe fn acc_shifted_32(x: &[f32], c: usize, j0: usize, k: &[f64], a1: &mut [f64], a2: &mut [f64], pf: Prefetch) -> usize {
         let (xp, kp, p1, p2) = (x.as_ptr().wrapping_add(j0), k.as_ptr(), a1.as_mut_ptr(), a2.as_mut_ptr());
-        let one = __m512d::splat(std::hint::black_box(1.0));
-        blocks(x.len() / c, k.len(), BLOCK_ROWS, 32, |r, j, s| match s {
-            32 => strip_shifted::<__m512d, 4>(xp, c, r, j, kp, p1, p2, pf, one),
-            16 => strip_shifted::<__m512d, 2>(xp, c, r, j, kp, p1, p2, pf, one),
-            _ => strip_shifted::<__m512d, 1>(xp, c, r, j, kp, p1, p2, pf, one),
+        let one = __m256d::splat(std::hint::black_box(1.0));
+        let block = if c <= TALL_MAX_CHANNELS { TALL_BLOCK_ROWS } else { BLOCK_ROWS };
+        blocks(x.len() / c, k.len(), block, 32, |r, j, s| match s {
+            32 => strip_shifted::<__m256d, 8>(xp, c, r, j, kp, p1, p2, pf, one),
+            16 => strip_shifted::<__m256d, 4>(xp, c, r, j, kp, p1, p2, pf, one),
+            _ => strip_shifted::<__m256d, 2>(xp, c, r, j, kp, p1, p2, pf, one),
         })
     }
 
@@ -493,10 +523,22 @@ mod tests {
     }
 
     /// Strips add each channel's rows in row order, so they must equal a row at a time bit
-    /// for bit, for every mix of 16-wide, 8-wide and scalar strips and partial row blocks.
+    /// for bit, for every mix of 32-, 16- and 8-wide and scalar strips and partial row blocks
+    /// (of 8 rows, and of 16 for the statistics of rows of up to 256 channels).
     #[test]
     fn strips_equal_a_row_at_a_time() {
-        for (rows, c, j0, w) in [(19, 16, 0, 16), (8, 24, 0, 24), (13, 37, 0, 37), (21, 300, 5, 283), (3, 1024, 512, 512), (0, 64, 0, 64), (9, 21, 2, 19)] {
+        for (rows, c, j0, w) in [
+            (19, 16, 0, 16),
+            (8, 24, 0, 24),
+            (13, 37, 0, 37),
+            (21, 300, 5, 283),
+            (3, 1024, 512, 512),
+            (0, 64, 0, 64),
+            (9, 21, 2, 19),
+            (37, 64, 0, 64),
+            (40, 256, 0, 256),
+            (33, 120, 8, 104),
+        ] {
             let x: Vec<f32> = (0..rows * c).map(|i| ((i * 7919) % 1013) as f32 * 0.37 - 150.0).collect();
             let dy: Vec<f32> = (0..rows * c).map(|i| ((i * 104_729) % 997) as f32 * 0.01 - 5.0).collect();
             let k: Vec<f64> = (0..w).map(|j| j as f64 * 0.5 - 3.0).collect();
