@@ -419,6 +419,17 @@ mod x86 {
         [_mm256_cvtps_pd(_mm_loadu_ps(p)), _mm256_cvtps_pd(_mm_loadu_ps(p.add(4)))]
     }
 
+    /// With `G` (the gradient sums), `dy`'s 8 values at `q + i` as [`load_wide`] loads them;
+    /// else none (`q` then points into no `dy` and is not offset).
+    #[inline(always)]
+    unsafe fn load_dy<const G: bool>(q: *const f32, i: usize) -> Option<[__m256d; 2]> {
+        if G {
+            Some(load_wide(q.add(i)))
+        } else {
+            None
+        }
+    }
+
     /// The 8 floats at `p` widened: for 16 lanes with [`load_wide`], for 8 as one 256-bit load
     /// and an extract, as the 8-lane sums always loaded (the conversions' pipes do not bound
     /// those, and converting from memory measured no faster there).
@@ -494,7 +505,7 @@ mod x86 {
             let mut i = 0;
             while i < full {
                 for h in 0..L / 8 {
-                    let g = if G { Some(load_wide(q.add(i + 8 * h))) } else { None };
+                    let g = load_dy::<G>(q, i + 8 * h);
                     add_lanes(load_wide(p.add(i + 8 * h)), g, h, kv, one, None, &mut s1, &mut s2);
                 }
                 i += L;
@@ -556,22 +567,13 @@ mod x86 {
             let mut i = 0;
             if two {
                 while i < full {
-                    if G {
-                        add_lanes(load_wide(p.add(i)), Some(load_wide(q.add(i))), 0, ka, one, None, &mut s1a, &mut s2a);
-                        add_lanes(load_wide(pb.add(i)), Some(load_wide(qb.add(i))), 0, kb, one, None, &mut s1b, &mut s2b);
-                    } else {
-                        add_lanes(load_wide(p.add(i)), None, 0, ka, one, None, &mut s1a, &mut s2a);
-                        add_lanes(load_wide(pb.add(i)), None, 0, kb, one, None, &mut s1b, &mut s2b);
-                    }
+                    add_lanes(load_wide(p.add(i)), load_dy::<G>(q, i), 0, ka, one, None, &mut s1a, &mut s2a);
+                    add_lanes(load_wide(pb.add(i)), load_dy::<G>(qb, i), 0, kb, one, None, &mut s1b, &mut s2b);
                     i += 8;
                 }
             } else {
                 while i < full {
-                    if G {
-                        add_lanes(load_wide(p.add(i)), Some(load_wide(q.add(i))), 0, ka, one, None, &mut s1a, &mut s2a);
-                    } else {
-                        add_lanes(load_wide(p.add(i)), None, 0, ka, one, None, &mut s1a, &mut s2a);
-                    }
+                    add_lanes(load_wide(p.add(i)), load_dy::<G>(q, i), 0, ka, one, None, &mut s1a, &mut s2a);
                     i += 8;
                 }
             }
