@@ -15,15 +15,17 @@
 //! (NHWC 32x56x56x64; four rows at a time before) 1.22-1.37 -> 0.96-1.05 ms, of 4096 (NC
 //! 4096x4096) 6.3-7.5 -> 3.2-3.9 ms; float64 accumulation of L1-resident data runs at
 //! 0.136 ns a value on this machine (256-bit), so the first two are within 1.3x of the
-//! arithmetic itself. Blocks of 4 or 16 rows were no better for any of them, 32 and more slower for
-//! wide rows (16 KB rows: every row of a block is another page).
+//! arithmetic itself. Blocks of 4 or 16 rows were no better for any of them then (16 are now,
+//! see below), 32 and more slower for wide rows (16 KB rows: every row of a block is another
+//! page).
 //!
 //! Where the CPU has AVX-512 the strips are 32 channels wide (then 16, then 8) in 512-bit
-//! vectors, and the squares and cross products are added with fused multiply-adds (as every
-//! other path does, scalar included, so the results stay bitwise alike). The float32 to
-//! float64 widening is what bounds these loops: 256-bit widening runs at one vector of 4
-//! every 2 cycles here whatever else the loop does (fused multiply-adds alone, or a float32
-//! subtraction before the widening, gained nothing), 512-bit widening does 8 in about 3.
+//! vectors (the statistics' since in 256-bit ones, see below), and the squares and cross
+//! products are added with fused multiply-adds (as every other path does, scalar included,
+//! so the results stay bitwise alike). The float32 to float64 widening is what bounds these
+//! loops: 256-bit widening runs at one vector of 4 every 2 cycles here whatever else the
+//! loop does (fused multiply-adds alone, or a float32 subtraction before the widening,
+//! gained nothing), 512-bit widening does 8 in about 3.
 //! Measured on L1-resident data (262,144 values, medians of 31): 35.5 -> 28.0 us, i.e.
 //! 0.135 -> 0.107 ns a value (512-bit without fused multiply-adds: 38.2 us, bound by the
 //! adds); the moments alone, medians of 5 interleaved runs, 1 thread: NC 256x1024 0.040 ->
@@ -266,6 +268,12 @@ mod x86 {
         unsafe fn fmadd(self, b: Self, c: Self) -> Self;
         /// `v` in every lane.
         unsafe fn splat(v: f64) -> Self;
+        /// 1.0 in every lane, hidden from the compiler, which would fold `fma(d, one, s)` with
+        /// a literal 1.0 back into an add (see the module's notes).
+        #[inline(always)]
+        unsafe fn hidden_one() -> Self {
+            Self::splat(std::hint::black_box(1.0))
+        }
     }
 
     impl F64s for __m256d {
@@ -440,7 +448,7 @@ mod x86 {
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn acc_shifted(x: &[f32], c: usize, j0: usize, k: &[f64], a1: &mut [f64], a2: &mut [f64], pf: Prefetch) -> usize {
         let (xp, kp, p1, p2) = (x.as_ptr().wrapping_add(j0), k.as_ptr(), a1.as_mut_ptr(), a2.as_mut_ptr());
-        let one = __m256d::splat(std::hint::black_box(1.0));
+        let one = __m256d::hidden_one();
         blocks(x.len() / c, k.len(), BLOCK_ROWS, 16, |r, j, s| {
             if s == 16 {
                 strip_shifted::<__m256d, 4>(xp, c, r, j, kp, p1, p2, pf, one)
@@ -455,7 +463,7 @@ mod x86 {
     #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
     pub(super) unsafe fn acc_shifted_32(x: &[f32], c: usize, j0: usize, k: &[f64], a1: &mut [f64], a2: &mut [f64], pf: Prefetch) -> usize {
         let (xp, kp, p1, p2) = (x.as_ptr().wrapping_add(j0), k.as_ptr(), a1.as_mut_ptr(), a2.as_mut_ptr());
-        let one = __m256d::splat(std::hint::black_box(1.0));
+        let one = __m256d::hidden_one();
         let block = if c <= TALL_MAX_CHANNELS { TALL_BLOCK_ROWS } else { BLOCK_ROWS };
         blocks(x.len() / c, k.len(), block, 32, |r, j, s| match s {
             32 => strip_shifted::<__m256d, 8>(xp, c, r, j, kp, p1, p2, pf, one),
@@ -470,7 +478,7 @@ mod x86 {
     pub(super) unsafe fn acc_grad(x: &[f32], dy: &[f32], c: usize, j0: usize, k: &[f64], a1: &mut [f64], a2: &mut [f64], pf: Prefetch) -> usize {
         let (xp, gp, kp, p1, p2) = (x.as_ptr().wrapping_add(j0), dy.as_ptr().wrapping_add(j0), k.as_ptr(), a1.as_mut_ptr(), a2.as_mut_ptr());
         let block = if c > WIDE { WIDE_BLOCK_ROWS } else { BLOCK_ROWS };
-        let one = __m256d::splat(std::hint::black_box(1.0));
+        let one = __m256d::hidden_one();
         blocks(x.len() / c, k.len(), block, 16, |r, j, s| {
             if s == 16 {
                 strip_grad::<__m256d, 4>(xp, gp, c, r, j, kp, p1, p2, pf, one)
@@ -486,7 +494,7 @@ mod x86 {
     pub(super) unsafe fn acc_grad_512(x: &[f32], dy: &[f32], c: usize, j0: usize, k: &[f64], a1: &mut [f64], a2: &mut [f64], pf: Prefetch) -> usize {
         let (xp, gp, kp, p1, p2) = (x.as_ptr().wrapping_add(j0), dy.as_ptr().wrapping_add(j0), k.as_ptr(), a1.as_mut_ptr(), a2.as_mut_ptr());
         let block = if c > WIDE { WIDE_BLOCK_ROWS } else { BLOCK_ROWS };
-        let one = __m512d::splat(std::hint::black_box(1.0));
+        let one = __m512d::hidden_one();
         blocks(x.len() / c, k.len(), block, 32, |r, j, s| match s {
             32 => strip_grad::<__m512d, 4>(xp, gp, c, r, j, kp, p1, p2, pf, one),
             16 => strip_grad::<__m512d, 2>(xp, gp, c, r, j, kp, p1, p2, pf, one),
