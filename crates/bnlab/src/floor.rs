@@ -102,7 +102,7 @@ fn arithmetic(n: usize, reps: usize, grad: bool) -> f64 {
     let calls = n.div_ceil(ARITH_BLOCK * threads).max(1);
     let block = Dims::new(Layout::Nchw, &[1, 1, 64, ARITH_BLOCK / 64]).expect("block shape");
     let blocks: Vec<Vec<f32>> = (0..threads).map(|t| (0..ARITH_BLOCK).map(|i| ((i * 7 + t) % 1000) as f32).collect()).collect();
-    let dy: Vec<f32> = (0..ARITH_BLOCK).map(|i| ((i * 13) % 997) as f32).collect();
+    let dy: Vec<f32> = if grad { (0..ARITH_BLOCK).map(|i| ((i * 13) % 997) as f32).collect() } else { Vec::new() };
     let mut saved = SavedStats::with_channels(1);
     saved.mean[0] = 499.5;
     saved.invstd[0] = 0.0035;
