@@ -61,6 +61,18 @@
 //! With `dy` beside `x` (the backward sums) strips of rows of more than 512 channels go in
 //! blocks of 4 rows; rows of 128 to 512 channels need their rows asked for ahead to beat a
 //! row at a time once the tensor leaves the cache (see `ahead_grad`).
+//!
+//! Rows of 2048 channels and more reload their sums from L2 for every strip (see [`ahead`]).
+//! Column panels were tried there: each block of rows walked panel by panel (1024 channels,
+//! 24 KB of shifts and sums, in L1), each panel down all the block's rows, then the next
+//! (each channel's additions still in row order, so bit for bit the same results). Measured
+//! on NC 4096x4096 in one process, alternating, medians of 16: the gradient sums alone at 1
+//! thread 5.57-5.60 ms against 6.60-6.74 (a plain read of `x` beside `dy`: 5.1-5.5), but at
+//! 2 threads 4.87-5.30 against 4.43-4.63, and the whole backward at 1 thread no faster
+//! (11.9-13.2 against 11.9-13.0 ms, 3 alternating runs). Panels of 512 channels gained less
+//! (6.44-6.49 ms at 1 thread), rows asked for 16 rows down instead of along the row lost
+//! (8.4-9.1), blocks of 2 or 8 rows lost (7.0-7.2), and the statistics lost with any panel
+//! (3.15-3.32 ms against 2.79-3.05 at 1 thread). The strips span the whole row.
 
 use crate::simd::{has_avx2_fma, has_avx512, has_avx512vl, strip_acc_grad_1, strip_acc_shifted_1};
 
