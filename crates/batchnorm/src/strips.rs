@@ -67,12 +67,17 @@
 //! 24 KB of shifts and sums, in L1), each panel down all the block's rows, then the next
 //! (each channel's additions still in row order, so bit for bit the same results). Measured
 //! on NC 4096x4096 in one process, alternating, medians of 16: the gradient sums alone at 1
-//! thread 5.57-5.60 ms against 6.60-6.74 (a plain read of `x` beside `dy`: 5.1-5.5), but at
-//! 2 threads 4.87-5.30 against 4.43-4.63, and the whole backward at 1 thread no faster
-//! (11.9-13.2 against 11.9-13.0 ms, 3 alternating runs). Panels of 512 channels gained less
-//! (6.44-6.49 ms at 1 thread), rows asked for 16 rows down instead of along the row lost
-//! (8.4-9.1), blocks of 2 or 8 rows lost (7.0-7.2), and the statistics lost with any panel
-//! (3.15-3.32 ms against 2.79-3.05 at 1 thread). The strips span the whole row.
+//! thread 5.57-5.60 ms against 6.60-6.74 (a plain read of `x` beside `dy`: 5.1-5.5), the
+//! backward after a forward 11.5-12.2 against 12.3-13.5 in one probe (3 alternating runs)
+//! and no faster in another (11.9-13.2 against 11.9-13.0); but at 2 threads, where the two
+//! cores share the memory bus, slower with every prefetch tried (gradient sums 4.4-5.0 ms
+//! against 3.8-4.2, backward 8.6-9.2 against 7.9-8.4), and at 1 thread no better on other
+//! wide rows (NC 1024x8192 gradient sums 2.79-3.03 against 2.77-2.92 ms, NC 512x16384
+//! 2.68-3.12 against 2.84-2.97, NC 8192x2048 5.65-7.87 against 6.44-7.65). Panels of 512
+//! channels gained less (6.44-6.49 ms at 1 thread), rows asked for 16 rows down instead of
+//! along the row lost (8.4-9.1), blocks of 2 or 8 rows lost (7.0-7.2), and the statistics
+//! lost with any panel (3.15-3.32 ms against 2.79-3.05 at 1 thread). The strips span the
+//! whole row.
 
 use crate::simd::{has_avx2_fma, has_avx512, has_avx512vl, strip_acc_grad_1, strip_acc_shifted_1};
 
