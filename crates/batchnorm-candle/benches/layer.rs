@@ -10,11 +10,27 @@
 //! gradient `dy` (as the next layer of a network would): `(y * dy).sum_all()` would instead
 //! spend ~140 ms of candle's own backprop on a broadcast gradient (32x64x56x56), drowning
 //! the batch norm in what both layers pay alike.
+//!
+//! Every step allocates a handful of tensor-sized buffers (outputs, gradients, the gradient
+//! store's zeros) and frees them. Left to itself glibc serves some of them with fresh `mmap`s,
+//! whose pages fault in (and are zeroed) on first touch, and which ones depends on the
+//! history of the process: in three runs under glibc's defaults the identity step of NCHW
+//! 64x256x14x14 took 27.4, 3.7 and 27.2 ms, and within one run the three steps compared
+//! could land in different regimes (our step alone, in its own process, 21.5 ms with about
+//! 12,000 page faults a step against 4.8 ms with the setting below). So the bench fixes the
+//! allocator first (glibc only), chosen by `BN_ALLOC`:
+//!
+//! - `heap` (the default, as `bnlab` runs): blocks up to 32 MB come from the heap and freed
+//!   memory stays there, so a step reuses the last step's pages, as a training loop settles
+//!   to.
+//! - `fresh`: every block from 128 KB is a fresh `mmap` (glibc's starting threshold, never
+//!   raised): every step pays its page faults.
+//! - `glibc`: glibc's defaults, untouched.
 
 use batchnorm_candle::{batch_norm, BatchNormConfig};
 use candle_core::{CpuStorage, CustomOp1, DType, Device, Layout, ModuleT, Shape, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
+use criterion::{criterion_group, BenchmarkId, Criterion};
 use std::time::Duration;
 
 /// A loss whose gradient with respect to its input is `dy`.
@@ -86,5 +102,31 @@ fn layer(c: &mut Criterion) {
     g.finish();
 }
 
+/// Sets the allocator regime `BN_ALLOC` names (see the module's notes) and says which.
+fn fix_allocator() {
+    let regime = std::env::var("BN_ALLOC").unwrap_or_else(|_| "heap".into());
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: mallopt only changes allocator parameters, before any tensor exists.
+        let ok = unsafe {
+            match regime.as_str() {
+                "heap" => libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20) == 1 && libc::mallopt(libc::M_TRIM_THRESHOLD, libc::c_int::MAX) == 1,
+                "fresh" => libc::mallopt(libc::M_MMAP_THRESHOLD, 128 << 10) == 1,
+                "glibc" => true,
+                other => panic!("BN_ALLOC={other:?}: expected heap, fresh or glibc"),
+            }
+        };
+        assert!(ok, "mallopt refused the {regime} setting");
+        eprintln!("allocator: {regime} (BN_ALLOC=heap|fresh|glibc)");
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    eprintln!("allocator: the platform's own (BN_ALLOC={regime} applies to glibc only)");
+}
+
 criterion_group!(benches, layer);
-criterion_main!(benches);
+
+fn main() {
+    fix_allocator();
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}
