@@ -49,8 +49,8 @@ fn settle_thread_count() {
 /// `free`, so every training step faults in (and the kernel zeroes) each activation and
 /// gradient page again: in a profile of one batch-norm training step of 32x64x56x56 in
 /// candle more than half the time was page faults. Measured (2 threads): that step 56 ->
-/// 15 ms, candle_nn's 302 -> 83 ms (`cargo bench -p batchnorm-candle --bench layer` with the
-/// same settings as GLIBC_TUNABLES); `bnlab train --model cnn --channels 32,64 --bn --steps
+/// 15 ms, candle_nn's 302 -> 83 ms (`cargo bench -p batchnorm-candle --bench layer`, which
+/// now makes this setting itself unless `BN_ALLOC` says otherwise); `bnlab train --model cnn --channels 32,64 --bn --steps
 /// 300 --batch-size 128` 62.9 -> 47.5 s, peak memory 398 vs 400 MB. Memory freed at the
 /// peak is kept until the process ends.
 fn reuse_freed_memory() {
