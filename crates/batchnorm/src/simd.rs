@@ -585,15 +585,8 @@ mod x86 {
                 a1[cb] += lanes_tree::<8>(s1b) + tb.0;
                 a2[cb] += lanes_tree::<8>(s2b) + tb.1;
             }
-            ch = if two {
-                if cb + 1 == c {
-                    0
-                } else {
-                    cb + 1
-                }
-            } else {
-                cb
-            };
+            // Without `two` that was the last run, and `ch` is not read again.
+            ch = if cb + 1 == c { 0 } else { cb + 1 };
             j += 2;
         }
     }
