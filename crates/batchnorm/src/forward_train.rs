@@ -118,22 +118,22 @@ pub fn forward_train_into(
     } else {
         // Two passes, one after the other. On a cached tensor the first is bound by float64
         // arithmetic (widen, subtract, add, multiply-add: 0.136 ns a value, 0.095 with the
-        // widening and one add alone, when this was written; the adds now run on the FMA pipes,
-        // see `simd::x86::hidden_one`) and the second by the cache, so overlapping them would
-        // pay. Measured at 1 thread on NC 256x1024, medians of 6,000 alternating calls:
-        // reducing a strip of 64 channels while normalising the strip before it, constants
-        // and sums in registers (the same additions), took 0.051-0.057 ms against 0.063-0.064 for the two passes when `y`
-        // started 512 B or 2 KB past `x` modulo 4 KB, but 0.071-0.075 against 0.066-0.067
-        // when `y` and `x` were 4 KB-aligned alike, as page-aligned buffers are: rows of 4 KB
-        // make each row's loads alias the stores of the row before. At that placement,
-        // prefetching 1-2 rows ahead (0.087-0.093), streaming stores (0.067), loading rows 1-3
-        // ahead of their stores with the constants read from L1 (0.078-0.085), strips of 16
-        // or 32 channels (0.27 / 0.13), normalising from a copy of each strip that the
-        // reducing pass writes to a buffer of its own (0.072-0.073) and two cursors over column
-        // parts of 128-512 channels (0.071-0.088) did not help. One fused per-channel loop for
-        // the moments, saved statistics and constants saved 0.5%. (The two passes have taken
-        // 0.062 ms at that placement since their constants are placed away from `x` and `y`:
-        // see `workspace::placed`.)
+        // widening and one add alone, when this was written; the adds now run on the FMA
+        // pipes, see `simd::x86::hidden_one`) and the second by the cache, so overlapping
+        // them would pay. Measured at 1 thread on NC 256x1024, medians of 6,000 alternating
+        // calls: reducing a strip of 64 channels while normalising the strip before it,
+        // constants and sums in registers (the same additions), took 0.051-0.057 ms against
+        // 0.063-0.064 for the two passes when `y` started 512 B or 2 KB past `x` modulo 4 KB,
+        // but 0.071-0.075 against 0.066-0.067 when `y` and `x` were 4 KB-aligned alike, as
+        // page-aligned buffers are: rows of 4 KB make each row's loads alias the stores of
+        // the row before. At that placement, prefetching 1-2 rows ahead (0.087-0.093),
+        // streaming stores (0.067), loading rows 1-3 ahead of their stores with the constants
+        // read from L1 (0.078-0.085), strips of 16 or 32 channels (0.27 / 0.13), normalising
+        // from a copy of each strip that the reducing pass writes to a buffer of its own
+        // (0.072-0.073) and two cursors over column parts of 128-512 channels (0.071-0.088)
+        // did not help. One fused per-channel loop for the moments, saved statistics and
+        // constants saved 0.5%. (The two passes have taken 0.062 ms at that placement since
+        // their constants are placed away from `x` and `y`: see `workspace::placed`.)
         moments_unchecked(x, d, moments, ws);
         save_stats(moments, eps, saved);
         normalize_with_saved(x, d, weight, bias, saved, y, ws, from_end(d));
