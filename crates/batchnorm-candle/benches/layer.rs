@@ -20,9 +20,9 @@
 //! 12,000 page faults a step against 4.8 ms with the setting below). So the bench fixes the
 //! allocator first (glibc only), chosen by `BN_ALLOC`:
 //!
-//! - `heap` (the default, as `bnlab` runs): blocks up to 32 MB come from the heap and freed
-//!   memory stays there, so a step reuses the last step's pages, as a training loop settles
-//!   to.
+//! - `heap` (the default, as `bnlab` runs): [`batchnorm_candle::keep_freed_memory`], blocks
+//!   up to 32 MB from the heap and freed memory kept there, so a step reuses the last step's
+//!   pages, as a training loop settles to.
 //! - `fresh`: every block from 128 KB is a fresh `mmap` (glibc's starting threshold, never
 //!   raised): every step pays its page faults.
 //! - `glibc`: glibc's defaults, untouched.
@@ -110,7 +110,7 @@ fn fix_allocator() {
         // SAFETY: mallopt only changes allocator parameters, before any tensor exists.
         let ok = unsafe {
             match regime.as_str() {
-                "heap" => libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20) == 1 && libc::mallopt(libc::M_TRIM_THRESHOLD, libc::c_int::MAX) == 1,
+                "heap" => batchnorm_candle::keep_freed_memory(),
                 "fresh" => libc::mallopt(libc::M_MMAP_THRESHOLD, 128 << 10) == 1,
                 "glibc" => true,
                 other => panic!("BN_ALLOC={other:?}: expected heap, fresh or glibc"),

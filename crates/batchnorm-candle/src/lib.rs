@@ -9,35 +9,19 @@
 //!
 //! ## Training loops on glibc
 //!
-//! Every candle training step allocates and frees tensor-sized buffers (this layer's output
-//! and input gradient, the gradient store's zeros and sums). Under glibc's defaults some of
-//! them come from fresh `mmap`s whose pages fault in again every step, which can cost more
-//! than the layer itself: a training step of NCHW 64x256x14x14 through this layer took 21.5
-//! ms with about 12,000 page faults a step, and 4.8 ms once freed memory was kept for reuse
-//! (2 threads, the project's machine). A loop that keeps it, as `bnlab` does, sets before
-//! building any tensor:
-//!
-//! ```
-//! # #[cfg(all(target_os = "linux", target_env = "gnu"))] {
-//! // SAFETY: mallopt only changes allocator parameters.
-//! let kept = unsafe {
-//!     libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20) == 1 // blocks up to 32 MB from the heap
-//!         && libc::mallopt(libc::M_TRIM_THRESHOLD, libc::c_int::MAX) == 1 // freed memory kept there
-//! };
-//! assert!(kept, "glibc refused the setting");
-//! # }
-//! ```
-//!
-//! (or `GLIBC_TUNABLES=glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=4294967296`
-//! in the environment). Nothing else changes: the same memory is simply reused.
+//! Under glibc's defaults a candle training step can spend more time faulting in fresh
+//! pages for its tensors than in this layer; [`keep_freed_memory`], called first thing,
+//! has glibc keep freed memory for reuse instead (a 64x256x14x14 step 21.5 -> 4.8 ms).
 
 #![warn(missing_docs)]
 
+mod alloc;
 mod dims;
 mod fallback;
 mod layer;
 mod ops;
 
+pub use alloc::keep_freed_memory;
 pub use batchnorm::Moments;
 pub use batchnorm::{BatchNormConfig, Momentum, RunningVar};
 pub use layer::{batch_norm, BatchNorm, Observer};

@@ -10,10 +10,6 @@
 /// for 100 steps).
 const GEMM_THREADING_THRESHOLD: usize = 10_000_000;
 
-/// Blocks up to this size come from the heap (glibc's largest allowed threshold).
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-const MMAP_THRESHOLD: libc::c_int = 32 << 20;
-
 /// Applies every setting below; call first thing in `main`.
 pub fn configure() {
     settle_thread_count();
@@ -42,7 +38,8 @@ fn settle_thread_count() {
 }
 
 /// Asks the C allocator to keep freed memory for reuse instead of returning it to the
-/// kernel after every free (glibc only; elsewhere nothing changes).
+/// kernel after every free ([`batchnorm_candle::keep_freed_memory`]; glibc only, elsewhere
+/// nothing changes).
 ///
 /// candle gives every op a freshly allocated output and frees it once backprop is done.
 /// glibc serves blocks of a few MB or more with `mmap` and hands them back to the kernel on
@@ -50,14 +47,9 @@ fn settle_thread_count() {
 /// gradient page again: in a profile of one batch-norm training step of 32x64x56x56 in
 /// candle more than half the time was page faults. Measured (2 threads): that step 56 ->
 /// 15 ms, candle_nn's 302 -> 83 ms (`cargo bench -p batchnorm-candle --bench layer`, which
-/// now makes this setting itself unless `BN_ALLOC` says otherwise); `bnlab train --model cnn --channels 32,64 --bn --steps
-/// 300 --batch-size 128` 62.9 -> 47.5 s, peak memory 398 vs 400 MB. Memory freed at the
-/// peak is kept until the process ends.
+/// makes this setting itself unless `BN_ALLOC` says otherwise); `bnlab train --model cnn
+/// --channels 32,64 --bn --steps 300 --batch-size 128` 62.9 -> 47.5 s, peak memory 398 vs
+/// 400 MB. Memory freed at the peak is kept until the process ends.
 fn reuse_freed_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only changes allocator parameters.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, libc::c_int::MAX);
-    }
+    batchnorm_candle::keep_freed_memory();
 }
