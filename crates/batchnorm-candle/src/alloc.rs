@@ -26,9 +26,12 @@ const MMAP_THRESHOLD: libc::c_int = 32 << 20;
 /// ```
 pub fn keep_freed_memory() -> bool {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only changes allocator parameters.
+    // SAFETY: mallopt only changes allocator parameters. Both are asked for whatever the
+    // first answers.
     unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1 && libc::mallopt(libc::M_TRIM_THRESHOLD, libc::c_int::MAX) == 1
+        let heap = libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1;
+        let kept = libc::mallopt(libc::M_TRIM_THRESHOLD, libc::c_int::MAX) == 1;
+        heap && kept
     }
     #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
     false
