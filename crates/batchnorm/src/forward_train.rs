@@ -134,6 +134,19 @@ pub fn forward_train_into(
         // did not help. One fused per-channel loop for the moments, saved statistics and
         // constants saved 0.5%. (The two passes have taken 0.062 ms at that placement since
         // their constants are placed away from `x` and `y`: see `workspace::placed`.)
+        //
+        // Nor does keeping a group of channels in L3 between the passes pay on a tensor too
+        // large for it (the forward and the backward alike). On the passes' skeleton over NC
+        // 4096x4096 (a plain read, then a read with streamed writes; 1 thread, medians of 9,
+        // 3 alternating runs each with 4 KB and 2 MB pages), groups of 256 to 1024 channels
+        // (slices of 4-16 MB, each normalised right after it is read) took 5.6-8.8 ms
+        // against 5.7-6.9 for two whole passes (the best, 256 channels asked 8 rows ahead,
+        // 5.6-6.6), the backward's 10.7-16.3 against 10.1-12.0. The second pass is bound by
+        // its writes: 64 MB of streamed writes alone take 2.5 ms at 1 or 2 threads, and an
+        // L3-resident 8 MB copied with them runs at that rate (27 GB/s), but a group's rows,
+        // one page each, were copied right after their read at 10-17 GB/s (20-26 with 2 MB
+        // pages). At 2 threads: 4.8-6.1 ms against 4.9-5.2, the backward's 8.2-11.5 against
+        // 8.7-8.9.
         moments_unchecked(x, d, moments, ws);
         save_stats(moments, eps, saved);
         normalize_with_saved(x, d, weight, bias, saved, y, ws, from_end(d));
