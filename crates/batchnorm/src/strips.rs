@@ -132,7 +132,10 @@ pub(crate) const ALONG: usize = 512;
 /// 4.78-4.91 -> 2.57-2.60, NC 16384x1024 3.65-3.69 -> 2.84-2.87, NHWC 16x56x56x96
 /// 1.04-1.21 -> 0.67-0.71; no prefetch at all 6.45-6.71, 2.19-2.40, 3.93-4.20, 5.56-5.90
 /// for the first four. Rows of 64 channels lose with it (NHWC 32x56x56x64 1.09-1.10 ->
-/// 1.17-1.19: adjacent rows are within the prefetchers' reach).
+/// 1.17-1.19: adjacent rows are within the prefetchers' reach), and since the 256-bit
+/// strips in blocks of 16 rows also asked into L1 (1 thread, medians of 60, 2 alternating
+/// runs): 0.68-0.71 ms with none, 1.13-1.15 with 16 rows down into L2, into L1 0.98-1.09 at
+/// 4 rows down, 1.06-1.09 at 8, 0.82-1.06 at 16, 0.70-0.77 at 32.
 ///
 /// Rows of 2048 channels and more ask for the line 2 KB further along the row they are
 /// reading, into L2 only. Their per-channel shifts and sums (24 bytes a channel) no longer
