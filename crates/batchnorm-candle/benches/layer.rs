@@ -107,14 +107,12 @@ fn fix_allocator() {
     let regime = std::env::var("BN_ALLOC").unwrap_or_else(|_| "heap".into());
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
-        // SAFETY: mallopt only changes allocator parameters, before any tensor exists.
-        let ok = unsafe {
-            match regime.as_str() {
-                "heap" => batchnorm_candle::keep_freed_memory(),
-                "fresh" => libc::mallopt(libc::M_MMAP_THRESHOLD, 128 << 10) == 1,
-                "glibc" => true,
-                other => panic!("BN_ALLOC={other:?}: expected heap, fresh or glibc"),
-            }
+        let ok = match regime.as_str() {
+            "heap" => batchnorm_candle::keep_freed_memory(),
+            // SAFETY: mallopt only changes allocator parameters, before any tensor exists.
+            "fresh" => unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, 128 << 10) == 1 },
+            "glibc" => true,
+            other => panic!("BN_ALLOC={other:?}: expected heap, fresh or glibc"),
         };
         assert!(ok, "mallopt refused the {regime} setting");
         eprintln!("allocator: {regime} (BN_ALLOC=heap|fresh|glibc)");
