@@ -56,7 +56,12 @@
 //! faster in L2 (NHWC 2x28x28x64 0.0154-0.0160 -> 0.0139-0.0141 ms, NHWC 4x14x14x256
 //! 0.033 -> 0.030) and on NC 4096x4096 (6.27-6.38 -> 6.01-6.05), but NHWC 8x56x56x256, whose
 //! rows are asked for 16 rows ahead, took 1.71-2.03 ms against 1.35-1.71 (best of 15, 4
-//! alternating runs), and its backward 1.04-1.07x as long.
+//! alternating runs), and its backward 1.04-1.07x as long. Rows of more than 512 channels
+//! (in blocks of 4 rows, see below) since sum in 256-bit vectors:
+//! the gradient sums alone at 1 thread, old and new alternating in one process (4 runs,
+//! medians of 11), NC 4096x4096 6.18-6.29 -> 5.94-6.17 ms, NC 1024x8192 2.83-2.96 ->
+//! 2.72-2.83, NC 2048x2048 1.30-1.39 -> 1.25-1.29, NC 16384x1024 6.09-6.65 -> 6.11-6.52; the
+//! backward 0-3% faster; at 2 threads, bound by memory, within 2% either way.
 //!
 //! With `dy` beside `x` (the backward sums) strips of rows of more than 512 channels go in
 //! blocks of 4 rows; rows of 128 to 512 channels need their rows asked for ahead to beat a
@@ -239,7 +244,10 @@ pub(crate) fn strips_acc_grad(x: &[f32], dy: &[f32], c: usize, j0: usize, k: &[f
     #[cfg(target_arch = "x86_64")]
     let pf = Prefetch::new(ahead, c);
     #[cfg(target_arch = "x86_64")]
-    if has_avx512() {
+    if c > WIDE && has_avx512vl() {
+        // SAFETY: the CPU has AVX-512F and VL, AVX2 and FMA; as above, for both inputs.
+        done = unsafe { x86::acc_grad_32(x, dy, c, j0, k, a1, a2, pf) };
+    } else if has_avx512() {
         // SAFETY: the CPU has AVX-512F, AVX2 and FMA; as above, for both inputs.
         done = unsafe { x86::acc_grad_512(x, dy, c, j0, k, a1, a2, pf) };
     } else if has_avx2_fma() {
@@ -508,6 +516,21 @@ mod x86 {
         })
     }
 
+    /// [`acc_grad`] over rows of more than [`WIDE`] channels with AVX-512's 32 registers:
+    /// strips of 32 channels (then 16, then 8) in 256-bit vectors, in blocks of
+    /// [`WIDE_BLOCK_ROWS`] rows.
+    #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn acc_grad_32(x: &[f32], dy: &[f32], c: usize, j0: usize, k: &[f64], a1: &mut [f64], a2: &mut [f64], pf: Prefetch) -> usize {
+        let (xp, gp, kp, p1, p2) = (x.as_ptr().wrapping_add(j0), dy.as_ptr().wrapping_add(j0), k.as_ptr(), a1.as_mut_ptr(), a2.as_mut_ptr());
+        let one = __m256d::hidden_one();
+        blocks(x.len() / c, k.len(), WIDE_BLOCK_ROWS, 32, |r, j, s| match s {
+            32 => strip_grad::<__m256d, 8>(xp, gp, c, r, j, kp, p1, p2, pf, one),
+            16 => strip_grad::<__m256d, 4>(xp, gp, c, r, j, kp, p1, p2, pf, one),
+            _ => strip_grad::<__m256d, 2>(xp, gp, c, r, j, kp, p1, p2, pf, one),
+        })
+    }
+
     /// [`acc_grad`] in strips of 32 channels (then 16, then 8) with 512-bit vectors.
     #[target_feature(enable = "avx512f,avx2,fma")]
     #[allow(clippy::too_many_arguments)]
@@ -566,6 +589,7 @@ mod tests {
             (37, 64, 0, 64),
             (40, 256, 0, 256),
             (33, 120, 8, 104),
+            (7, 1100, 3, 1093),
         ] {
             let x: Vec<f32> = (0..rows * c).map(|i| ((i * 7919) % 1013) as f32 * 0.37 - 150.0).collect();
             let dy: Vec<f32> = (0..rows * c).map(|i| ((i * 104_729) % 997) as f32 * 0.01 - 5.0).collect();
