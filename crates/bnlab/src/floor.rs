@@ -2,19 +2,19 @@
 //! in the same run as the kernels (so the floor and the timing see the same neighbours).
 //!
 //! Each operation is replayed as its skeleton: the passes over memory it cannot avoid, in
-//! its order, over tensors of its size, with no arithmetic beyond a float32 add, at the
-//! pool's thread count; so every pass finds the caches as the real one does. The passes
-//! are a sum of `x` (S1, each thread reading its part as four streams side by side), `y =
-//! x` (W1), a sum of `x` and `dy` (S2, the two side by side) and `dx = x + dy` (W2, into a
-//! buffer of its own, as the step writes `y` and `dx` apart), each
-//! with ordinary and with streaming stores (the faster skeleton counts). Separately,
-//! the float64 arithmetic of the statistics (`d = x - k`, `s1 += d`, `s2 += d * d` per
-//! value, on data in the L2 cache, all threads at once) gives the time `A` exact
-//! statistics take even when memory is free, and the same timing of the gradient sums
-//! (`s1 += dy`, `s2 += dy * (x - mean)`, [`batchnorm::param_grads_into`]) the time `G` of
-//! theirs. `G` was `A` within 1% while both summed in 8 lanes; since the statistics sum
-//! long runs in 16 lanes, `A` is about 0.8x `G` (widening two values a pair bounds the
-//! gradient sums, see `WIDE_LANES` in the core's `simd.rs`). Then:
+//! its order, over tensors of its size, at the pool's thread count; so every pass finds the
+//! caches as the real one does. The passes are the statistics' float64 arithmetic over `x`
+//! (S1: `d = x - k`, `s1 += d`, `s2 += d * d`, each thread reading its part as four streams
+//! side by side, into lanes that hold no channel), `y = x` (W1), the gradient sums'
+//! float64 arithmetic over `x` beside `dy` (S2: `s1 += dy`, `s2 += dy * (x - k)`) and `dx =
+//! x + dy` (W2, into a buffer of its own, as the step writes `y` and `dx` apart), each with
+//! ordinary and with streaming stores (the faster skeleton counts). The reads carry the
+//! arithmetic because on this machine the two do not overlap completely even in that
+//! simplest loop (see [`stats_streams`]); they were float32 sums, with the arithmetic timed
+//! apart and assumed free under the read. Separately, the same arithmetic on data in the L2
+//! cache, all threads at once, gives the time `A` exact statistics take even when memory is
+//! free, and the same timing of the gradient sums ([`batchnorm::param_grads_into`]) the
+//! time `G` of theirs. Then:
 //!
 //! - eval: W1 (read `x`, write `y`).
 //! - training forward: every value must be read before the first output is written (the
@@ -36,11 +36,11 @@ use std::time::Instant;
 /// A pass of an operation's skeleton.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Pass {
-    /// Sum of `x`.
+    /// The statistics' float64 arithmetic over `x` ([`stats_streams`]).
     S1,
     /// `y = x`.
     W1,
-    /// Sum of `x` and `dy`.
+    /// The gradient sums' float64 arithmetic over `x` and `dy` ([`grad_streams`]).
     S2,
     /// `dx = x + dy`.
     W2,
@@ -66,10 +66,10 @@ impl Tensors {
         let (x, dy, c) = (&self.x, &self.dy, self.chunk);
         match p {
             Pass::S1 => {
-                std::hint::black_box(x.par_chunks(c).map(|a| sum_streams(&quarters(a))).sum::<f32>());
+                std::hint::black_box(x.par_chunks(c).map(|a| stats_streams(&quarters(a))).sum::<f64>());
             }
             Pass::S2 => {
-                std::hint::black_box(x.par_chunks(c).zip(dy.par_chunks(c)).map(|(a, b)| sum_streams(&[a, b])).sum::<f32>());
+                std::hint::black_box(x.par_chunks(c).zip(dy.par_chunks(c)).map(|(a, b)| grad_streams(a, b)).sum::<f64>());
             }
             Pass::W1 => self.out.par_chunks_mut(c).zip(x.par_chunks(c)).for_each(|(o, a)| add(a, None, o, stream)),
             Pass::W2 => self.grad.par_chunks_mut(c).zip(x.par_chunks(c)).zip(dy.par_chunks(c)).for_each(|((o, a), b)| add(a, Some(b), o, stream)),
@@ -239,34 +239,117 @@ avx2_or_not! {
     }
 }
 
-/// `a` cut into four parts of equal length (the last one takes the remainder).
-fn quarters(a: &[f32]) -> [&[f32]; 4] {
-    let q = a.len() / 4;
-    [&a[..q], &a[q..2 * q], &a[2 * q..3 * q], &a[3 * q..]]
+/// The shift the read skeletons subtract (any value: the arithmetic is what is timed).
+const SKELETON_SHIFT: f64 = 0.25;
+
+/// `sum(d) + sum(d * d)` with `d = x - k` in float64 over every value of `parts`, read side
+/// by side 16 values of each in turn, into lanes that hold no channel: the statistics'
+/// arithmetic (widen, subtract, two multiply-adds, as the kernels do it) in the reads'
+/// most favourable order. It is the read a two-pass forward cannot avoid, with the
+/// arithmetic it cannot avoid either: a plain float32 sum of `x` plus the arithmetic timed
+/// apart assumed the two overlap completely, and on the project's machine they do not
+/// (NHWC 32x56x56x64 after a normalising pass, 1 thread, medians of 41, 2 runs: a plain
+/// read 0.55-0.59 ms, this read 0.62-0.64, the arithmetic alone on L2-resident data 0.46,
+/// the kernels' statistics 0.69-0.70).
+fn stats_streams(parts: &[&[f32]]) -> f64 {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU has AVX2 and FMA.
+        return unsafe { x86::stats_streams(parts, SKELETON_SHIFT) };
+    }
+    parts
+        .iter()
+        .flat_map(|p| p.iter())
+        .map(|&v| {
+            let d = v as f64 - SKELETON_SHIFT;
+            d + d * d
+        })
+        .sum()
 }
 
-avx2_or_not! {
-    /// The sum of every value of `parts`, read side by side, 32 values of each in turn.
-    ///
-    /// One core reads memory faster over several streams than over one (its prefetchers
-    /// keep more misses in flight). Measured on the project's machine, 64 MB at 1 thread,
-    /// medians of 11: one stream 3.29 ms (20.4 GB/s), 2 parts side by side 2.58-2.69, 4
-    /// parts 2.43-2.52, 8 parts 2.35-2.42; `x` and `dy` side by side 5.65-5.67 ms for the
-    /// 128 MB, where one after the other each reads as one stream. The kernels' reductions
-    /// read several streams (rows of a strip, `x` beside `dy`), so the skeleton does too.
-    fn sum_streams(parts: &[&[f32]]) -> f32 {
-        let n = parts.iter().map(|p| p.len()).min().unwrap_or(0) / 32 * 32;
-        // Independent lanes, so the compiler vectorises it without reassociating.
-        let mut acc = [0.0f32; 32];
-        for i in (0..n).step_by(32) {
+/// `sum(dy) + sum(dy * (x - k))` in float64 over `x` beside `dy`, 16 values of each in
+/// turn, into lanes that hold no channel: the gradient sums' arithmetic in the reads' most
+/// favourable order (see [`stats_streams`]; NC 4096x4096 after a training forward, 1
+/// thread: a plain read of both 4.1-5.1 ms, this read 4.4-5.5, the kernels' sums 5.8-6.4).
+fn grad_streams(x: &[f32], dy: &[f32]) -> f64 {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU has AVX2 and FMA.
+        return unsafe { x86::grad_streams(x, dy, SKELETON_SHIFT) };
+    }
+    x.iter().zip(dy).map(|(&a, &g)| g as f64 + g as f64 * (a as f64 - SKELETON_SHIFT)).sum()
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    /// Lanes of 4 float64 per accumulator: 16 values of a stream per step.
+    const V: usize = 4;
+
+    /// The sum of the lanes of `s1` and `s2`.
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn lanes(s1: [__m256d; V], s2: [__m256d; V]) -> f64 {
+        let mut o = [0.0f64; 4];
+        let mut t = _mm256_setzero_pd();
+        for v in 0..V {
+            t = _mm256_add_pd(t, _mm256_add_pd(s1[v], s2[v]));
+        }
+        _mm256_storeu_pd(o.as_mut_ptr(), t);
+        o.iter().sum()
+    }
+
+    /// [`super::stats_streams`] in 256-bit vectors (the `one` of `fma(d, one, s1)` hidden
+    /// from the compiler, as the kernels hide it, so the add runs on the multiply-add pipes).
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn stats_streams(parts: &[&[f32]], k: f64) -> f64 {
+        let n = parts.iter().map(|p| p.len()).min().unwrap_or(0) / 16 * 16;
+        let (kv, one) = (_mm256_set1_pd(k), _mm256_set1_pd(std::hint::black_box(1.0)));
+        let (mut s1, mut s2) = ([_mm256_setzero_pd(); V], [_mm256_setzero_pd(); V]);
+        for i in (0..n).step_by(16) {
             for p in parts {
-                for (a, v) in acc.iter_mut().zip(&p[i..i + 32]) {
-                    *a += v;
+                for v in 0..V {
+                    let d = _mm256_sub_pd(_mm256_cvtps_pd(_mm_loadu_ps(p.as_ptr().add(i + 4 * v))), kv);
+                    s1[v] = _mm256_fmadd_pd(d, one, s1[v]);
+                    s2[v] = _mm256_fmadd_pd(d, d, s2[v]);
                 }
             }
         }
-        acc.iter().sum::<f32>() + parts.iter().flat_map(|p| &p[n..]).sum::<f32>()
+        let rest: f64 = parts.iter().flat_map(|p| &p[n..]).map(|&v| (v as f64 - k) * (1.0 + (v as f64 - k))).sum();
+        lanes(s1, s2) + rest
     }
+
+    /// [`super::grad_streams`] in 256-bit vectors.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn grad_streams(x: &[f32], dy: &[f32], k: f64) -> f64 {
+        let n = x.len().min(dy.len()) / 16 * 16;
+        let (kv, one) = (_mm256_set1_pd(k), _mm256_set1_pd(std::hint::black_box(1.0)));
+        let (mut s1, mut s2) = ([_mm256_setzero_pd(); V], [_mm256_setzero_pd(); V]);
+        for i in (0..n).step_by(16) {
+            for v in 0..V {
+                let a = _mm256_cvtps_pd(_mm_loadu_ps(x.as_ptr().add(i + 4 * v)));
+                let g = _mm256_cvtps_pd(_mm_loadu_ps(dy.as_ptr().add(i + 4 * v)));
+                s1[v] = _mm256_fmadd_pd(g, one, s1[v]);
+                s2[v] = _mm256_fmadd_pd(g, _mm256_sub_pd(a, kv), s2[v]);
+            }
+        }
+        let rest: f64 = x[n..].iter().zip(&dy[n..]).map(|(&a, &g)| g as f64 + g as f64 * (a as f64 - k)).sum();
+        lanes(s1, s2) + rest
+    }
+}
+
+/// `a` cut into four parts of equal length (the last one takes the remainder), which the
+/// statistics' skeleton reads side by side.
+///
+/// One core reads memory faster over several streams than over one (its prefetchers keep
+/// more misses in flight). Measured on the project's machine with float32 sums, 64 MB at 1
+/// thread, medians of 11: one stream 3.29 ms (20.4 GB/s), 2 parts side by side 2.58-2.69, 4
+/// parts 2.43-2.52, 8 parts 2.35-2.42; `x` and `dy` side by side 5.65-5.67 ms for the 128
+/// MB, where one after the other each reads as one stream. The kernels' reductions read
+/// several streams (rows of a strip, `x` beside `dy`), so the skeletons do too.
+fn quarters(a: &[f32]) -> [&[f32]; 4] {
+    let q = a.len() / 4;
+    [&a[..q], &a[q..2 * q], &a[2 * q..3 * q], &a[3 * q..]]
 }
 
 #[cfg(test)]
@@ -286,15 +369,20 @@ mod tests {
         }
     }
 
-    /// The read skeletons add every value once, whatever the lengths of the parts.
+    /// The read skeletons do their arithmetic on every value once, whatever the lengths of
+    /// the parts: `sum(d + d * d)` with `d = x - k`, and `sum(dy + dy * (x - k))`.
     #[test]
-    fn stream_sums_add_every_value_once() {
-        for n in [0, 5, 31, 32, 33, 127, 1000, 4099] {
-            let a: Vec<f32> = (0..n).map(|i| (i % 7) as f32).collect();
-            let b: Vec<f32> = (0..n + 45).map(|i| (i % 5) as f32).collect();
-            let exact = |v: &[f32]| v.iter().map(|&x| x as f64).sum::<f64>() as f32;
-            assert_eq!(sum_streams(&quarters(&a)), exact(&a), "{n} values in quarters");
-            assert_eq!(sum_streams(&[&a, &b]), exact(&a) + exact(&b), "{n} and {} values side by side", n + 45);
+    fn read_skeletons_reach_every_value_once() {
+        let k = SKELETON_SHIFT;
+        for n in [0, 5, 15, 16, 17, 127, 1000, 4099] {
+            let a: Vec<f32> = (0..n).map(|i| (i % 7) as f32 - 2.5).collect();
+            let b: Vec<f32> = (0..n + 45).map(|i| (i % 5) as f32 * 0.5).collect();
+            let stats = |v: &[f32]| v.iter().map(|&x| (x as f64 - k) + (x as f64 - k).powi(2)).sum::<f64>();
+            let close = |got: f64, want: f64| (got - want).abs() <= 1e-9 * want.abs().max(1.0);
+            assert!(close(stats_streams(&quarters(&a)), stats(&a)), "{n} values in quarters");
+            assert!(close(stats_streams(&[&a, &b]), stats(&a) + stats(&b)), "{n} and {} values side by side", n + 45);
+            let grad: f64 = a.iter().zip(&b).map(|(&x, &g)| g as f64 * (1.0 + x as f64 - k)).sum();
+            assert!(close(grad_streams(&a, &b[..n]), grad), "{n} values of x beside dy");
         }
     }
 
