@@ -95,6 +95,9 @@ impl Plan {
         if d.is_rows() {
             // Each block writes 2 x C float64 partial sums: keep that small beside its rows.
             blocks = blocks.min((outer / MIN_ROWS_PER_BLOCK).max(1));
+        } else {
+            // Short runs may be summed a few batch items at a time (`simd::run_items`).
+            blocks = blocks.min((outer / crate::simd::run_items(d.channels, d.inner)).max(1));
         }
         let block_len = outer.div_ceil(blocks);
         Plan { fused: false, blocks: outer.div_ceil(block_len), block_len, group: 1 }

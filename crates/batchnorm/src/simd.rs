@@ -37,12 +37,49 @@ pub(crate) const WIDE_LANES: usize = 16;
 
 /// Shortest channels-first run that the memory-order reductions sum in [`WIDE_LANES`] lanes
 /// ([`runs_shifted`], [`runs_grad`]). Shorter runs sum their whole chunks of 8 in [`LANES`]
-/// lanes, two runs side by side, and their last values in order: on runs of 49 values (NCHW
+/// lanes and their last values in order (over a few batch items at a time where
+/// [`run_items`] says; else two runs side by side): on runs of 49 values (NCHW
 /// 8x512x7x7 in L2, 1 thread) 16 lanes summed the statistics in 0.036-0.040 ms against 0.034,
 /// and one run at a time in registers (the tail as lanes) took 0.038 and 0.047 ms against
 /// 0.034 and 0.043; two side by side with the tail in order take 0.032 and 0.037 (runs of
 /// 60: 0.050 -> 0.038 and 0.059 -> 0.045; tensors of 12.8-25.7 MB within noise).
 pub(crate) const LONG_RUN: usize = 128;
+
+/// Batch items whose runs of a channel the reductions over runs shorter than [`LONG_RUN`]
+/// sum in the same lanes where [`run_items`] says so.
+pub(crate) const RUN_ITEMS: usize = 4;
+
+/// Fewest values a batch item holds (`C * inner`) for [`run_items`] to take [`RUN_ITEMS`]
+/// of them at a time: 16 KB.
+const RUN_ITEMS_MIN_SPAN: usize = 4096;
+
+/// How many batch items' runs of a channel the run reductions over runs of `inner` values
+/// (`c` channels) sum in the same lanes ([`runs_shifted`]): [`RUN_ITEMS`] where the runs
+/// are shorter than [`LONG_RUN`] and a batch item holds at least 16 KB, else 1. The
+/// memory-order plans give blocks at least that many items (`parallel::Plan`).
+///
+/// Summing a channel's runs run by run leaves a sum of 8 lanes, a tail and an addition into
+/// the channel's sums per run: on runs of 49 values (7x7 maps) that took as long as the
+/// rest of the run (about 25 cycles a run, twice what the skeleton of a read with the same
+/// arithmetic takes). Two channels side by side walking down four batch items, their lanes
+/// in registers, summed the statistics of NCHW 128x512x7x7 in 0.37-0.38 ms against
+/// 0.50-0.54 and their gradient sums in 0.61-0.68 against 0.88-0.94 (1 thread, in a training
+/// loop, medians of 30 calls, 3 runs each); NCHW 32x1024x4x4 0.088 against 0.141 and 0.103
+/// against 0.155, NCHW 8x512x7x7 0.022 against 0.032 and 0.027 against 0.037, NCHW
+/// 64x256x10x10 0.169 against 0.199 and 0.290 against 0.307, NCHW 512x256x4x4 0.363 against
+/// 0.501 and 0.581 against 0.738. Four channels side by side (AVX-512's registers) were
+/// slower than two (NCHW 128x512x7x7 0.40-0.42 and 0.90-0.97 ms), as were eight batch items
+/// for the gradient sums (1.51 ms: sixteen streams). Batch items of less than 16 KB lose
+/// with it, the gradient sums most (NCHW 1024x64x7x7, 12.5 KB: 1.00-1.04 against 0.81 ms; NCHW
+/// 2048x64x5x5, 6.4 KB: 1.25 against 0.84), and keep the runs one at a time in memory
+/// order.
+pub(crate) fn run_items(c: usize, inner: usize) -> usize {
+    if inner < LONG_RUN && c * inner >= RUN_ITEMS_MIN_SPAN {
+        RUN_ITEMS
+    } else {
+        1
+    }
+}
 
 /// Defines `fn $name(args)` whose body is compiled twice, for the baseline target and for
 /// AVX2+FMA, and picks the AVX2 copy at run time when the CPU has it.
@@ -213,20 +250,25 @@ pub(crate) fn acc_grad<const L: usize>(x: &[f32], dy: &[f32], k: f64, a1: &mut [
     }
 }
 
-/// Channels-first runs of `inner` values, run `i` of channel `i % C` (`C = k.len()`):
-/// `a1[ch] += sum(x - k[ch])`, `a2[ch] += sum((x - k[ch])^2)` over the run. Runs of at least
-/// [`LONG_RUN`] values are summed as [`acc_shifted`] sums them from zero in [`WIDE_LANES`]
-/// lanes, then [`lane_sum`]; shorter runs as [`acc_shifted`] sums their whole chunks of 8 in
-/// [`LANES`] lanes, then [`lane_sum`], plus their last `inner % 8` values summed in order
-/// ([`short_run_tail`]). The vector versions keep a run's lanes in registers and sum them
-/// there, with the same additions, and take short runs two at a time, side by side.
+/// Channels-first runs of `inner` values over whole batch items (`x.len()` a multiple of
+/// `inner * C`, `C = k.len()`; run `i` is of channel `i % C`): `a1[ch] += sum(x - k[ch])`,
+/// `a2[ch] += sum((x - k[ch])^2)` over the channel's runs. Runs of at least [`LONG_RUN`]
+/// values are summed one by one, as [`acc_shifted`] sums them from zero in [`WIDE_LANES`]
+/// lanes, then [`lane_sum`], each run's sum added on its own. Shorter runs are summed per
+/// channel and group of [`run_items`] batch items (1 or [`RUN_ITEMS`], counted from the
+/// first): the whole chunks of 8 of the group's runs of the channel in [`LANES`] lanes (as
+/// [`acc_shifted`] sums them, run after run), then [`lane_sum`], plus their last `inner % 8`
+/// values summed in order (run after run), one addition each into `a1` and `a2`. The vector
+/// versions keep the lanes in registers and sum them there, with the same additions.
 #[inline(always)]
 pub(crate) fn runs_shifted(x: &[f32], inner: usize, k: &[f64], a1: &mut [f64], a2: &mut [f64]) {
     #[cfg(target_arch = "x86_64")]
     if has_avx2_fma() {
         // SAFETY: the CPU has AVX2 and FMA.
         return unsafe {
-            if inner < LONG_RUN {
+            if run_items(k.len(), inner) > 1 {
+                x86::item_runs::<false>(x, &[], inner, k, a1, a2)
+            } else if inner < LONG_RUN {
                 x86::short_runs::<false>(x, &[], inner, k, a1, a2)
             } else {
                 x86::long_runs::<false>(x, &[], inner, k, a1, a2)
@@ -237,14 +279,16 @@ pub(crate) fn runs_shifted(x: &[f32], inner: usize, k: &[f64], a1: &mut [f64], a
 }
 
 /// [`runs_shifted`] for the gradient sums: `a1[ch] += sum(dy)`, `a2[ch] += sum(dy * (x -
-/// k[ch]))` per run, as [`acc_grad`] sums them, in the same lanes and with the same tails.
+/// k[ch]))`, as [`acc_grad`] sums them, in the same lanes and with the same tails.
 #[inline(always)]
 pub(crate) fn runs_grad(x: &[f32], dy: &[f32], inner: usize, k: &[f64], a1: &mut [f64], a2: &mut [f64]) {
     #[cfg(target_arch = "x86_64")]
     if has_avx2_fma() {
         // SAFETY: the CPU has AVX2 and FMA.
         return unsafe {
-            if inner < LONG_RUN {
+            if run_items(k.len(), inner) > 1 {
+                x86::item_runs::<true>(x, dy, inner, k, a1, a2)
+            } else if inner < LONG_RUN {
                 x86::short_runs::<true>(x, dy, inner, k, a1, a2)
             } else {
                 x86::long_runs::<true>(x, dy, inner, k, a1, a2)
@@ -254,46 +298,48 @@ pub(crate) fn runs_grad(x: &[f32], dy: &[f32], inner: usize, k: &[f64], a1: &mut
     runs_each(x, Some(dy), inner, k, a1, a2)
 }
 
-/// [`runs_shifted`] (`dy` none) or [`runs_grad`] run by run, each run's lanes summed through
-/// memory: the portable definition the vector kernels follow.
+/// [`runs_shifted`] (`dy` none) or [`runs_grad`], the lanes summed through memory: the
+/// portable definition the vector kernels follow.
 fn runs_each(x: &[f32], dy: Option<&[f32]>, inner: usize, k: &[f64], a1: &mut [f64], a2: &mut [f64]) {
     let c = k.len();
-    let full = if inner < LONG_RUN { inner - inner % LANES } else { inner };
-    for (i, run) in x.chunks_exact(inner).enumerate() {
-        let (ch, g) = (i % c, dy.map(|g| &g[i * inner..(i + 1) * inner]));
-        let (body, g_body) = (&run[..full], g.map(|g| &g[..full]));
-        let (u, w) = if inner < LONG_RUN { run_lanes::<LANES>(body, g_body, k[ch]) } else { run_lanes::<WIDE_LANES>(body, g_body, k[ch]) };
-        let t = short_run_tail(&run[full..], g.map(|g| &g[full..]), k[ch]);
-        a1[ch] += u + t.0;
-        a2[ch] += w + t.1;
+    assert!(inner > 0 && c > 0 && x.len().is_multiple_of(inner * c), "runs_each: whole batch items");
+    let lanes = |x: &[f32], dy: Option<&[f32]>, k: f64, l1: &mut [f64; LANES], l2: &mut [f64; LANES]| match dy {
+        None => acc_shifted(x, k, l1, l2),
+        Some(dy) => acc_grad(x, dy, k, l1, l2),
+    };
+    if inner >= LONG_RUN {
+        for (i, run) in x.chunks_exact(inner).enumerate() {
+            let (ch, g) = (i % c, dy.map(|g| &g[i * inner..(i + 1) * inner]));
+            let (mut l1, mut l2) = ([0.0f64; WIDE_LANES], [0.0f64; WIDE_LANES]);
+            match g {
+                None => acc_shifted(run, k[ch], &mut l1, &mut l2),
+                Some(g) => acc_grad(run, g, k[ch], &mut l1, &mut l2),
+            }
+            a1[ch] += lane_sum(&l1);
+            a2[ch] += lane_sum(&l2);
+        }
+        return;
     }
-}
-
-/// `(lane_sum(l1), lane_sum(l2))` of what [`acc_shifted`] (`dy` none) or [`acc_grad`] sums
-/// from zero over `x` in `L` lanes.
-#[inline(always)]
-fn run_lanes<const L: usize>(x: &[f32], dy: Option<&[f32]>, k: f64) -> (f64, f64) {
-    let (mut l1, mut l2) = ([0.0f64; L], [0.0f64; L]);
-    match dy {
-        None => acc_shifted(x, k, &mut l1, &mut l2),
-        Some(dy) => acc_grad(x, dy, k, &mut l1, &mut l2),
+    let (full, span, items) = (inner - inner % LANES, c * inner, run_items(c, inner));
+    for first in (0..x.len()).step_by(items * span) {
+        let end = (first + items * span).min(x.len());
+        for ch in 0..c {
+            let (mut l1, mut l2) = ([0.0f64; LANES], [0.0f64; LANES]);
+            let mut t = (0.0f64, 0.0f64);
+            for at in (first + ch * inner..end).step_by(span) {
+                let (run, g) = (&x[at..at + inner], dy.map(|g| &g[at..at + inner]));
+                lanes(&run[..full], g.map(|g| &g[..full]), k[ch], &mut l1, &mut l2);
+                for (i, &v) in run.iter().enumerate().skip(full) {
+                    let d = v as f64 - k[ch];
+                    let g = g.map_or(d, |g| g[i] as f64);
+                    t.0 += g;
+                    t.1 = g.mul_add(d, t.1);
+                }
+            }
+            a1[ch] += lane_sum(&l1) + t.0;
+            a2[ch] += lane_sum(&l2) + t.1;
+        }
     }
-    (lane_sum(&l1), lane_sum(&l2))
-}
-
-/// The last values of a short run summed in order: `(sum(x - k), sum((x - k)^2))`, or with
-/// `dy`, `(sum(dy), sum(dy * (x - k)))`. Fewer than 8 values: as lanes they cost a whole
-/// masked chunk, and the run's last value of a 7x7 map is alone in its chunk.
-#[inline(always)]
-fn short_run_tail(x: &[f32], dy: Option<&[f32]>, k: f64) -> (f64, f64) {
-    let mut t = (0.0f64, 0.0f64);
-    for (i, &v) in x.iter().enumerate() {
-        let d = v as f64 - k;
-        let g = dy.map_or(d, |g| g[i] as f64);
-        t.0 += g;
-        t.1 = g.mul_add(d, t.1);
-    }
-    t
 }
 
 /// Asks for the `n` values from `p`, a cache line per 16, into L2 (into L1 measured slower
@@ -526,7 +572,7 @@ mod x86 {
     }
 
     /// The last `inner - full` values of a short run from `p` (with `q`, of `dy` beside),
-    /// summed in order as [`super::short_run_tail`] sums them.
+    /// summed in order.
     #[inline(always)]
     unsafe fn short_tail(p: *const f32, q: Option<*const f32>, full: usize, inner: usize, k: f64) -> (f64, f64) {
         let mut t = (0.0f64, 0.0f64);
@@ -543,7 +589,8 @@ mod x86 {
     }
 
     /// [`super::runs_shifted`] (`G` false) or [`super::runs_grad`] (`G`, with `dy`) over runs
-    /// shorter than [`super::LONG_RUN`]: two runs side by side, so that each step has two
+    /// shorter than [`super::LONG_RUN`] of batch items taken one at a time
+    /// ([`super::run_items`] 1), in memory order: two runs side by side, so that each step has two
     /// independent chains of additions per lane (one run alone waits on its chains: about 28
     /// cycles a run of 49 values, whatever else changed), the adds on the multiply-add pipes.
     #[target_feature(enable = "avx2,fma")]
@@ -588,6 +635,76 @@ mod x86 {
             // Without `two` that was the last run, and `ch` is not read again.
             ch = if cb + 1 == c { 0 } else { cb + 1 };
             j += 2;
+        }
+    }
+
+    /// [`super::runs_shifted`] (`G` false, `dy` unused) or [`super::runs_grad`] over runs
+    /// shorter than [`super::LONG_RUN`]: two channels side by side walk down the batch items,
+    /// [`super::RUN_ITEMS`] at a time, their lanes and tails in registers, then
+    /// [`lanes_tree`] and one addition each into `a1`, `a2` (see [`super::run_items`]).
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn item_runs<const G: bool>(x: &[f32], dy: &[f32], inner: usize, k: &[f64], a1: &mut [f64], a2: &mut [f64]) {
+        let c = k.len();
+        assert!(
+            inner > 0 && c > 0 && x.len().is_multiple_of(inner * c) && a1.len() >= c && a2.len() >= c && (!G || dy.len() >= x.len()),
+            "item_runs: whole batch items"
+        );
+        let items = x.len() / (inner * c);
+        let one = hidden_one();
+        for n0 in (0..items).step_by(super::RUN_ITEMS) {
+            let n = (n0, (n0 + super::RUN_ITEMS).min(items));
+            for c0 in (0..c - c % 2).step_by(2) {
+                item_group::<G, 2>(x, dy, inner, n, c0, k, a1, a2, one);
+            }
+            if c % 2 == 1 {
+                item_group::<G, 1>(x, dy, inner, n, c - 1, k, a1, a2, one);
+            }
+        }
+    }
+
+    /// Channels `c0..c0 + R` of items `n.0..n.1` of [`item_runs`].
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn item_group<const G: bool, const R: usize>(
+        x: &[f32],
+        dy: &[f32],
+        inner: usize,
+        n: (usize, usize),
+        c0: usize,
+        k: &[f64],
+        a1: &mut [f64],
+        a2: &mut [f64],
+        one: __m256d,
+    ) {
+        let c = k.len();
+        let full = inner - inner % 8;
+        let z = _mm256_setzero_pd();
+        let (xp, gp) = (x.as_ptr(), dy.as_ptr());
+        let kv: [__m256d; R] = std::array::from_fn(|r| _mm256_set1_pd(k[c0 + r]));
+        let (mut s1, mut s2) = ([[z; 4]; R], [[z; 4]; R]);
+        let (mut t1, mut t2) = ([0.0f64; R], [0.0f64; R]);
+        for n in n.0..n.1 {
+            let base = (n * c + c0) * inner;
+            let mut i = 0;
+            while i < full {
+                for r in 0..R {
+                    let at = base + r * inner;
+                    add_lanes(load_wide(xp.add(at + i)), load_dy::<G>(gp.wrapping_add(at), i), 0, kv[r], Some(one), None, &mut s1[r], &mut s2[r]);
+                }
+                i += 8;
+            }
+            for r in 0..R {
+                for i in base + r * inner + full..base + (r + 1) * inner {
+                    let d = *xp.add(i) as f64 - k[c0 + r];
+                    let g = if G { *gp.add(i) as f64 } else { d };
+                    t1[r] += g;
+                    t2[r] = g.mul_add(d, t2[r]);
+                }
+            }
+        }
+        for r in 0..R {
+            a1[c0 + r] += lanes_tree::<8>(s1[r]) + t1[r];
+            a2[c0 + r] += lanes_tree::<8>(s2[r]) + t2[r];
         }
     }
 
@@ -1730,59 +1847,80 @@ mod tests {
         }
     }
 
-    /// The run reductions sum each run as [`acc_shifted`] or [`acc_grad`] from zero (16 lanes
-    /// from [`LONG_RUN`] values; below, 8 lanes over the whole chunks of 8 and the rest in
-    /// order), then [`lane_sum`], bit for bit:
-    /// every tail length of both lane counts, runs past the last channel wrapping to the
-    /// first, sums that start non-zero.
+    /// The run reductions follow their definition bit for bit: runs of [`LONG_RUN`] values
+    /// and more each summed from zero in 16 lanes, then [`lane_sum`], and added on its own;
+    /// shorter runs per channel and [`run_items`] batch items, the whole chunks of 8 of those
+    /// runs in 8 lanes and the rest in order, run after run, then one addition each. Every
+    /// tail length of both lane counts, batch items above and below the span that takes
+    /// [`RUN_ITEMS`] at a time, even and odd channel counts (the vector kernels take two
+    /// channels or two runs side by side), a last group of fewer items, sums that start
+    /// non-zero; the vector kernels and the portable loops.
     #[test]
-    fn run_kernels_equal_per_run_definition() {
-        let (c, k) = (3, [0.75, -3.25, 120.0]);
-        for inner in (1..=40).chain([49, 127, 128, 129, 136, 143, 144, 196, 200]) {
-            let n = inner * (2 * c + 1);
-            // Magnitudes from 2^-30 to 2^38, so that float64 sums round and their order shows.
-            let x: Vec<f32> = (0..n).map(|i| (((i * 7919) % 1013) as f32 * 0.37 - 150.0) * 2f32.powi((i * 13 % 61) as i32 - 30)).collect();
-            let dy: Vec<f32> = (0..n).map(|i| ((i * 104_729) % 997) as f32 * 0.01 - 5.0).collect();
-            let (mut w1, mut w2, mut g1, mut g2) = (vec![0.5; c], vec![0.25; c], vec![0.5; c], vec![0.25; c]);
-            for (i, (run, grun)) in x.chunks_exact(inner).zip(dy.chunks_exact(inner)).enumerate() {
-                let (mut l1, mut l2) = ([0.0f64; WIDE_LANES], [0.0f64; WIDE_LANES]);
-                let (mut h1, mut h2) = ([0.0f64; WIDE_LANES], [0.0f64; WIDE_LANES]);
-                // Short runs: whole chunks of 8 in 8 lanes, the rest summed in order after.
+    fn run_kernels_equal_their_definition() {
+        let lengths: Vec<usize> = (1..=40).chain([49, 127, 128, 129, 136, 143, 144, 196, 200]).collect();
+        for (c, inners) in
+            [(1usize, &lengths[..]), (2, &lengths), (3, &lengths), (9, &lengths), (131, &[3, 31, 32, 33, 49, 127, 128][..]), (4096, &[1, 2, 7][..])]
+        {
+            let k: Vec<f64> = (0..c).map(|ch| [0.75, -3.25, 120.0][ch % 3] + ch as f64).collect();
+            for &inner in inners {
+                let span = c * inner;
+                let n = span * (RUN_ITEMS + 2);
+                // Magnitudes from 2^-30 to 2^38, so that float64 sums round and their order shows.
+                let x: Vec<f32> = (0..n).map(|i| (((i * 7919) % 1013) as f32 * 0.37 - 150.0) * 2f32.powi((i * 13 % 61) as i32 - 30)).collect();
+                let dy: Vec<f32> = (0..n).map(|i| ((i * 104_729) % 997) as f32 * 0.01 - 5.0).collect();
+                let (mut w1, mut w2, mut g1, mut g2) = (vec![0.5; c], vec![0.25; c], vec![0.5; c], vec![0.25; c]);
                 let (wide, full) = if inner >= LONG_RUN { (WIDE_LANES, inner) } else { (LANES, inner - inner % LANES) };
-                let (mut t1, mut t2, mut u1, mut u2) = (0.0f64, 0.0f64, 0.0f64, 0.0f64);
-                for (j, (&v, &g)) in run.iter().zip(grun).enumerate() {
-                    let (d, g) = (v as f64 - k[i % c], g as f64);
-                    if j < full {
-                        l1[j % wide] += d;
-                        l2[j % wide] = d.mul_add(d, l2[j % wide]);
-                        h1[j % wide] += g;
-                        h2[j % wide] = g.mul_add(d, h2[j % wide]);
-                    } else {
-                        t1 += d;
-                        t2 = d.mul_add(d, t2);
-                        u1 += g;
-                        u2 = g.mul_add(d, u2);
+                let sum = |l: &[f64; WIDE_LANES]| if wide == LANES { lane_sum(&<[f64; LANES]>::try_from(&l[..LANES]).unwrap()) } else { lane_sum(l) };
+                let items = if inner < LONG_RUN && span >= 4096 { RUN_ITEMS } else { 1 };
+                assert_eq!(run_items(c, inner), items);
+                for first in (0..n).step_by(items * span) {
+                    for ch in 0..c {
+                        // [x - k lanes, (x - k)^2 lanes, dy lanes, dy (x - k) lanes], and the tails.
+                        let mut l = [[0.0f64; WIDE_LANES]; 4];
+                        let mut t = [0.0f64; 4];
+                        for at in (first + ch * inner..(first + items * span).min(n)).step_by(span) {
+                            for j in 0..inner {
+                                let (d, g) = (x[at + j] as f64 - k[ch], dy[at + j] as f64);
+                                if j < full {
+                                    l[0][j % wide] += d;
+                                    l[1][j % wide] = d.mul_add(d, l[1][j % wide]);
+                                    l[2][j % wide] += g;
+                                    l[3][j % wide] = g.mul_add(d, l[3][j % wide]);
+                                } else {
+                                    t[0] += d;
+                                    t[1] = d.mul_add(d, t[1]);
+                                    t[2] += g;
+                                    t[3] = g.mul_add(d, t[3]);
+                                }
+                            }
+                            if inner >= LONG_RUN {
+                                w1[ch] += sum(&l[0]);
+                                w2[ch] += sum(&l[1]);
+                                g1[ch] += sum(&l[2]);
+                                g2[ch] += sum(&l[3]);
+                                l = [[0.0f64; WIDE_LANES]; 4];
+                            }
+                        }
+                        if inner < LONG_RUN {
+                            w1[ch] += sum(&l[0]) + t[0];
+                            w2[ch] += sum(&l[1]) + t[1];
+                            g1[ch] += sum(&l[2]) + t[2];
+                            g2[ch] += sum(&l[3]) + t[3];
+                        }
                     }
                 }
-                let sum = |l: &[f64; WIDE_LANES]| if wide == LANES { lane_sum(&<[f64; LANES]>::try_from(&l[..LANES]).unwrap()) } else { lane_sum(l) };
-                w1[i % c] += sum(&l1) + t1;
-                w2[i % c] += sum(&l2) + t2;
-                g1[i % c] += sum(&h1) + u1;
-                g2[i % c] += sum(&h2) + u2;
+                let what = |who: &str| format!("{who}, {c} channels, runs of {inner}");
+                let check = |who: &str, f: &dyn Fn(&mut [f64], &mut [f64]), want: (&Vec<f64>, &Vec<f64>)| {
+                    let (mut a1, mut a2) = (vec![0.5; c], vec![0.25; c]);
+                    f(&mut a1, &mut a2);
+                    assert_eq!((&a1, &a2), want, "{}", what(who));
+                };
+                check("runs_shifted", &|a1, a2| runs_shifted(&x, inner, &k, a1, a2), (&w1, &w2));
+                check("runs_grad", &|a1, a2| runs_grad(&x, &dy, inner, &k, a1, a2), (&g1, &g2));
+                // The portable loops, which the vector kernels replace where the CPU has AVX2.
+                check("portable statistics", &|a1, a2| runs_each(&x, None, inner, &k, a1, a2), (&w1, &w2));
+                check("portable gradient sums", &|a1, a2| runs_each(&x, Some(&dy), inner, &k, a1, a2), (&g1, &g2));
             }
-            let (mut a1, mut a2) = (vec![0.5; c], vec![0.25; c]);
-            runs_shifted(&x, inner, &k, &mut a1, &mut a2);
-            assert_eq!((&a1, &a2), (&w1, &w2), "runs_shifted, runs of {inner}");
-            let (mut a1, mut a2) = (vec![0.5; c], vec![0.25; c]);
-            runs_grad(&x, &dy, inner, &k, &mut a1, &mut a2);
-            assert_eq!((&a1, &a2), (&g1, &g2), "runs_grad, runs of {inner}");
-            // The portable loops, which the vector kernels replace where the CPU has AVX2.
-            let (mut a1, mut a2) = (vec![0.5; c], vec![0.25; c]);
-            runs_each(&x, None, inner, &k, &mut a1, &mut a2);
-            assert_eq!((&a1, &a2), (&w1, &w2), "portable statistics, runs of {inner}");
-            let (mut a1, mut a2) = (vec![0.5; c], vec![0.25; c]);
-            runs_each(&x, Some(&dy), inner, &k, &mut a1, &mut a2);
-            assert_eq!((&a1, &a2), (&g1, &g2), "portable gradient sums, runs of {inner}");
         }
     }
 

@@ -95,6 +95,19 @@
 //! channels kept in L1 for all of them) 5.2-5.9 against 5.5-5.6 for the same loop without
 //! panels; asking for the next block's rows in order while summing the present one (into
 //! L1 or L2) 6.9-15.2 ms.
+//!
+//! The statistics of rows of 256 channels lose to the floor's read skeleton (four streams
+//! with the same float64 arithmetic, `bnlab`'s `floor`) only once the rows come from L3, and
+//! what they lose is the strips' order of reads, not the arithmetic. A standalone copy of
+//! the 32-channel strips (256-bit, blocks of 16 rows) against the skeleton, 1 thread,
+//! medians of 31, ns a value: 64-512 KB (in L2) 0.080-0.087 against 0.081; 1.5 MB
+//! 0.103-0.104 and 12.5 MB 0.113-0.119 (from L3) against 0.082. Asking for rows 8-64 rows
+//! down (as [`Ahead::Down`] does from 8 MB) or for the next block in memory order (two
+//! lines a strip row, into L1 or L2) brings 12.5 MB to 0.095-0.106; blocks of 8 or 32 rows,
+//! two rows a step, and narrow strips (8-32 channels in blocks of 2-8 rows: 2-8 streams
+//! down the rows, the sums through L1) do no better (0.106-0.161). Rows of 64 channels, 3
+//! MB: 0.084-0.090 against 0.081. At 2 threads NHWC 64x14x14x256, whose halves sit in L3
+//! between calls, takes its statistics in 0.17 ms against the skeleton's 0.13-0.14.
 
 use crate::simd::{has_avx2_fma, has_avx512, has_avx512vl, strip_acc_grad_1, strip_acc_shifted_1};
 
