@@ -69,7 +69,10 @@ const RUN_ITEMS_MIN_SPAN: usize = 4096;
 /// 64x256x10x10 0.169 against 0.199 and 0.290 against 0.307, NCHW 512x256x4x4 0.363 against
 /// 0.501 and 0.581 against 0.738. Four channels side by side (AVX-512's registers) were
 /// slower than two (NCHW 128x512x7x7 0.40-0.42 and 0.90-0.97 ms), as were eight batch items
-/// for the gradient sums (1.51 ms: sixteen streams). Batch items of less than 16 KB lose
+/// for the gradient sums (1.51 ms: sixteen streams); eight for the statistics alone (with
+/// blocks of at least eight items) gained at 1 thread (0.38-0.39 -> 0.33 ms, the forward
+/// 0.96-1.06 -> 0.90-0.92) but not at 2 (0.20 -> 0.21), where fewer blocks would also leave
+/// tensors of 8 to 15 batch items on one thread. Batch items of less than 16 KB lose
 /// with it, the gradient sums most (NCHW 1024x64x7x7, 12.5 KB: 1.00-1.04 against 0.81 ms; NCHW
 /// 2048x64x5x5, 6.4 KB: 1.25 against 0.84), and keep the runs one at a time in memory
 /// order; large ones gain whatever their place in a page (NCHW 64x1024x7x7, 196 KB a batch
