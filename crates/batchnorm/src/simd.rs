@@ -608,6 +608,9 @@ mod x86 {
     /// ([`super::run_items`] 1), in memory order: two runs side by side, so that each step has two
     /// independent chains of additions per lane (one run alone waits on its chains: about 28
     /// cycles a run of 49 values, whatever else changed), the adds on the multiply-add pipes.
+    /// The two runs' tails side by side in one vector, as [`item_runs`] sums them, changed
+    /// nothing here (NCHW 1024x64x7x7 statistics 0.48 ms, NCHW 2048x64x5x5 0.65-0.67, either
+    /// way).
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn short_runs<const G: bool>(x: &[f32], dy: &[f32], inner: usize, k: &[f64], a1: &mut [f64], a2: &mut [f64]) {
         let c = k.len();
