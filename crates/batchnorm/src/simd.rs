@@ -315,18 +315,11 @@ pub(crate) fn runs_grad(x: &[f32], dy: &[f32], inner: usize, k: &[f64], a1: &mut
 fn runs_each(x: &[f32], dy: Option<&[f32]>, inner: usize, k: &[f64], a1: &mut [f64], a2: &mut [f64]) {
     let c = k.len();
     assert!(inner > 0 && c > 0 && x.len().is_multiple_of(inner * c), "runs_each: whole batch items");
-    let lanes = |x: &[f32], dy: Option<&[f32]>, k: f64, l1: &mut [f64; LANES], l2: &mut [f64; LANES]| match dy {
-        None => acc_shifted(x, k, l1, l2),
-        Some(dy) => acc_grad(x, dy, k, l1, l2),
-    };
     if inner >= LONG_RUN {
         for (i, run) in x.chunks_exact(inner).enumerate() {
             let (ch, g) = (i % c, dy.map(|g| &g[i * inner..(i + 1) * inner]));
             let (mut l1, mut l2) = ([0.0f64; WIDE_LANES], [0.0f64; WIDE_LANES]);
-            match g {
-                None => acc_shifted(run, k[ch], &mut l1, &mut l2),
-                Some(g) => acc_grad(run, g, k[ch], &mut l1, &mut l2),
-            }
+            acc_run(run, g, k[ch], &mut l1, &mut l2);
             a1[ch] += lane_sum(&l1);
             a2[ch] += lane_sum(&l2);
         }
@@ -340,7 +333,7 @@ fn runs_each(x: &[f32], dy: Option<&[f32]>, inner: usize, k: &[f64], a1: &mut [f
             let mut t = (0.0f64, 0.0f64);
             for at in (first + ch * inner..end).step_by(span) {
                 let (run, g) = (&x[at..at + inner], dy.map(|g| &g[at..at + inner]));
-                lanes(&run[..full], g.map(|g| &g[..full]), k[ch], &mut l1, &mut l2);
+                acc_run(&run[..full], g.map(|g| &g[..full]), k[ch], &mut l1, &mut l2);
                 for (i, &v) in run.iter().enumerate().skip(full) {
                     let d = v as f64 - k[ch];
                     let g = g.map_or(d, |g| g[i] as f64);
@@ -351,6 +344,15 @@ fn runs_each(x: &[f32], dy: Option<&[f32]>, inner: usize, k: &[f64], a1: &mut [f
             a1[ch] += lane_sum(&l1) + t.0;
             a2[ch] += lane_sum(&l2) + t.1;
         }
+    }
+}
+
+/// [`acc_shifted`] over `x` (`dy` none) or [`acc_grad`] over `x` beside `dy`, in `L` lanes.
+#[inline(always)]
+fn acc_run<const L: usize>(x: &[f32], dy: Option<&[f32]>, k: f64, l1: &mut [f64; L], l2: &mut [f64; L]) {
+    match dy {
+        None => acc_shifted(x, k, l1, l2),
+        Some(dy) => acc_grad(x, dy, k, l1, l2),
     }
 }
 
