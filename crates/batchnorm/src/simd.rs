@@ -1539,6 +1539,15 @@ pub(crate) fn rows_acc_grad(x: &[f32], dy: &[f32], k: &[f64], a1: &mut [f64], a2
 }
 
 /// Rows of `C` values: `y[c] = (x[c] - ctr[c]) * s[c] + t[c]` for every row.
+///
+/// A row at a time loads each constant once per row: four loads a vector beside one store.
+/// Four rows sharing one load of each constant (7 loads and 4 stores per 32 values instead
+/// of 16 and 4, the same operations, vectorised by the compiler) were slower everywhere
+/// measured (eval, old -> new, us a call, 1 / 2 threads): NC 256x1024 29.1-29.5 ->
+/// 37.7-38.9 / 27.2-27.4 -> 24.1-32.6, NHWC 64x14x14x256 547-556 -> 1407-1493 / 283-284 ->
+/// 571-644, NHWC 8x14x14x256 43.0 -> 48.5 at 1 thread. Rows 1-4 KB apart put the stores of
+/// one row and the loads of the next at the same offsets within 4 KB, which may be why
+/// (not followed up).
 #[inline(always)]
 pub(crate) fn rows_affine(x: &[f32], y: &mut [f32], ctr: &[f32], s: &[f32], t: &[f32]) {
     let c = ctr.len();

@@ -94,7 +94,10 @@
 //! 9.7-10.6); the kernel 5.8-6.4. Column panels over tasks of 128 rows (the sums of 1024
 //! channels kept in L1 for all of them) 5.2-5.9 against 5.5-5.6 for the same loop without
 //! panels; asking for the next block's rows in order while summing the present one (into
-//! L1 or L2) 6.9-15.2 ms.
+//! L1 or L2) 6.9-15.2 ms. Asking for the sums and shifts of the strip 32-128 channels
+//! ahead, into L1, did not help either (gradient sums alone at 1 thread, two runs of
+//! medians of 14 in one process: none 6.99 / 6.10 ms, 32 channels ahead 6.50 / 5.97, 64
+//! 7.07 / 6.40, 128 7.38 / 6.59; the backward 13.74 / 12.21 against 13.94 / 12.06 at 32).
 //!
 //! The statistics of rows of 256 channels lose to the floor's read skeleton (four streams
 //! with the same float64 arithmetic, `bnlab`'s `floor`) only once the rows come from L3, and
@@ -107,7 +110,13 @@
 //! two rows a step, and narrow strips (8-32 channels in blocks of 2-8 rows: 2-8 streams
 //! down the rows, the sums through L1) do no better (0.106-0.161). Rows of 64 channels, 3
 //! MB: 0.084-0.090 against 0.081. At 2 threads NHWC 64x14x14x256, whose halves sit in L3
-//! between calls, takes its statistics in 0.17 ms against the skeleton's 0.13-0.14.
+//! between calls, takes its statistics in 0.17 ms against the skeleton's 0.13-0.14; rows
+//! asked for 8 rows down 179-181 us there, 16 (as now) 150, 24 151-154, 32 147-163, 48
+//! 152-172, 64 156-159, none 221 (two runs in the machine's busy state, 3,000 calls each).
+//! Tensors of about 1 MB sit between L2 and L3 and gain nothing from asking ahead either:
+//! NC 256x1024 at 1 thread (20,000 calls) 31.3-33.1 us with none, 30.5-38.3 asking 32 to
+//! 512 values along the row into L1 or L2; prefetching from 1 MB instead of 8, 30.4-30.6
+//! -> 31.3-31.5 us (even at 2 threads).
 
 use crate::simd::{has_avx2_fma, has_avx512, has_avx512vl, strip_acc_grad_1, strip_acc_shifted_1};
 
