@@ -81,8 +81,13 @@
 //! 2.68-3.12 against 2.84-2.97, NC 8192x2048 5.65-7.87 against 6.44-7.65). Panels of 512
 //! channels gained less (6.44-6.49 ms at 1 thread), rows asked for 16 rows down instead of
 //! along the row lost (8.4-9.1), blocks of 2 or 8 rows lost (7.0-7.2), and the statistics
-//! lost with any panel (3.15-3.32 ms against 2.79-3.05 at 1 thread). The strips span the
-//! whole row.
+//! lost with any panel (3.15-3.32 ms against 2.79-3.05 at 1 thread). Measured again later
+//! (panels of 1024 channels over each block of 128 rows, the same strips; NC 4096x4096, a
+//! training-loop probe, 4 alternating runs of medians of 14, strips -> panels): at 1 thread
+//! the gradient sums alone 5.74-6.31 -> 4.89-5.64 ms, but the dx pass after them 5.81-6.26
+//! -> 6.31-6.67, the backward 11.65-12.46 -> 11.26-11.96 (4% by the median); at 2 threads
+//! the gradient sums 3.08-4.41 -> 3.31-4.97, the backward 6.32-9.12 -> 6.63-9.81. A
+//! one-thread-only kernel for 4% of a backward was left out. The strips span the whole row.
 //!
 //! What the sums of wide rows lose to a plain read is those reloaded sums, not their
 //! arithmetic or the rows' order. Probes of NC 4096x4096 at 1 thread, each timed after a
