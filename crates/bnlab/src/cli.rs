@@ -173,7 +173,7 @@ struct TrainArgs {
     /// Multiply the learning rate by --lr-decay-factor every this many steps.
     #[arg(long)]
     lr_decay_every: Option<u64>,
-    #[arg(long, default_value_t = 0.5)]
+    #[arg(long, default_value_t = 0.5, allow_negative_numbers = true)]
     lr_decay_factor: f64,
     /// sgd or momentum.
     #[arg(long, default_value = "sgd")]
@@ -193,7 +193,7 @@ struct TrainArgs {
     #[arg(long, default_value_t = 100)]
     eval_every: u64,
     /// Gaussian init std (default: He for ReLU, LeCun for sigmoid).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     init_std: Option<f64>,
     /// BN momentum (PyTorch convention); "none" for the cumulative average.
     #[arg(long, default_value = "0.1")]
@@ -267,6 +267,8 @@ fn train(t: &TrainArgs) -> Result<ExitCode> {
         run
     } else {
         let cfg = train_config(t)?;
+        // Flag errors before the data loads and the run is announced (`Run::new` checks again).
+        cfg.validate()?;
         let data = cfg.data.source().load()?;
         let dir = t.out.clone().unwrap_or_else(|| PathBuf::from("runs").join(format!("train-{}", crate::report::timestamp())));
         eprintln!("training on {} ({} train / {} test images); run directory {}", data.name, data.train.len(), data.test.len(), dir.display());

@@ -3,7 +3,7 @@
 
 use crate::checkpoint;
 use crate::data::{Dataset, Source, Split};
-use crate::model::{Model, ModelSpec};
+use crate::model::{Arch, Model, ModelSpec, WeightInit};
 use crate::optim::Sgd;
 use crate::rng::Rng;
 use anyhow::{bail, Context, Result};
@@ -94,6 +94,27 @@ impl TrainConfig {
         }
         if !(0.0..1.0).contains(&self.momentum) {
             bail!("--momentum must be in [0, 1), got {}", self.momentum);
+        }
+        if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
+            bail!("--weight-decay must be a number of at least 0, got {}", self.weight_decay);
+        }
+        if let Some(d) = self.lr_decay {
+            if d.every == 0 {
+                bail!("--lr-decay-every must be at least 1");
+            }
+            if !(d.factor.is_finite() && d.factor > 0.0) {
+                bail!("--lr-decay-factor must be a positive number, got {}", d.factor);
+            }
+        }
+        match &self.model.arch {
+            Arch::Mlp { widths } if widths.contains(&0) => bail!("--widths takes layer widths of at least 1, got {widths:?}"),
+            Arch::Cnn { channels } if channels.contains(&0) => bail!("--channels takes channel counts of at least 1, got {channels:?}"),
+            _ => {}
+        }
+        if let WeightInit::Gaussian(s) = self.model.init {
+            if !(s.is_finite() && s > 0.0) {
+                bail!("--init-std must be a positive number, got {s}");
+            }
         }
         Ok(())
     }
@@ -332,7 +353,9 @@ impl Run {
 }
 
 fn report(bar: &Option<ProgressBar>, line: bool, r: &Row, steps: u64) {
-    let msg = format!("train loss {:.4}  test loss {:.4}  test acc {:.4}", r.train_loss, r.test_loss, r.test_acc);
+    // Before the first step there is no training loss yet (NaN in metrics.csv).
+    let train = if r.train_loss.is_nan() { "-".to_string() } else { format!("{:.4}", r.train_loss) };
+    let msg = format!("train loss {train}  test loss {:.4}  test acc {:.4}", r.test_loss, r.test_acc);
     if let Some(b) = bar {
         b.set_message(msg);
     } else if line {

@@ -11,7 +11,7 @@ fn bnlab(args: &[&str]) -> (i32, String, String) {
 fn bad_flags_missing_data_and_unwritable_output_fail_with_one_clear_line() {
     let (code, _, err) = bnlab(&["train", "--lr", "-1", "--steps", "1", "--out", "/tmp/bnlab-never"]);
     assert_eq!(code, 2);
-    assert!(err.contains("--lr must be a positive number"), "{err}");
+    assert!(err.contains("--lr must be a positive number") && err.lines().count() == 1, "{err}");
     let (code, _, err) = bnlab(&["train", "--model", "rnn"]);
     assert_eq!(code, 2);
     assert!(err.contains("unknown --model"), "{err}");
@@ -24,6 +24,18 @@ fn bad_flags_missing_data_and_unwritable_output_fail_with_one_clear_line() {
     let (code, _, err) = bnlab(&["train", "--resume", "/nonexistent/run"]);
     assert_eq!(code, 2);
     assert!(err.contains("config.json"), "{err}");
+    for (flags, message) in [
+        (&["--widths", "100,0"][..], "--widths takes layer widths of at least 1"),
+        (&["--model", "cnn", "--channels", "0,4"], "--channels takes channel counts of at least 1"),
+        (&["--init-std", "-1"], "--init-std must be a positive number"),
+        (&["--lr-decay-every", "0"], "--lr-decay-every must be at least 1"),
+        (&["--lr-decay-every", "10", "--lr-decay-factor", "-0.5"], "--lr-decay-factor must be a positive number"),
+        (&["--weight-decay", "-0.0001"], "--weight-decay must be a number of at least 0"),
+    ] {
+        let (code, _, err) = bnlab(&[&["train", "--steps", "1", "--out", "/tmp/bnlab-never"][..], flags].concat());
+        assert_eq!(code, 2, "{flags:?}: {err}");
+        assert!(err.contains(message) && err.lines().count() == 1, "{flags:?}: {err}");
+    }
     let (code, _, err) = bnlab(&["frobnicate"]);
     assert_ne!(code, 0);
     assert!(err.contains("frobnicate"), "{err}");
