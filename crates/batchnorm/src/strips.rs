@@ -129,7 +129,10 @@ use crate::simd::{has_avx2_fma, has_avx512, has_avx512vl, strip_acc_grad_1, stri
 const BLOCK_ROWS: usize = 8;
 
 /// Rows per block of the statistics' 32-channel strips over rows of at most
-/// [`TALL_MAX_CHANNELS`] channels (see the module's notes).
+/// [`TALL_MAX_CHANNELS`] channels (see the module's notes). Up to 1024 channels instead, on
+/// tensors that stay in cache, was within 3% either way (1 thread, 20,000 calls, 3
+/// alternating runs: NC 256x1024 statistics 30.6-31.0 -> 29.2-30.2 us, forward 59.3-60.2 ->
+/// 58.0-60.4, NC 512x512 statistics 27.6-28.5 -> 28.7-29.5).
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 const TALL_BLOCK_ROWS: usize = 16;
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
