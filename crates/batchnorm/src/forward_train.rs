@@ -147,6 +147,19 @@ pub fn forward_train_into(
         // one page each, were copied right after their read at 10-17 GB/s (20-26 with 2 MB
         // pages). At 2 threads: 4.8-6.1 ms against 4.9-5.2, the backward's 8.2-11.5 against
         // 8.7-8.9.
+        //
+        // Nor did one parallel region for both passes pay at 2 threads (rows that fit in
+        // the caches): blocks of rows reduced, a barrier, the constants made (by channel
+        // ranges, then a second barrier; or by every worker for itself), then each worker
+        // normalising the rows it reduced, the same share of the tensor on the same thread
+        // call after call, items claimed from per-share counters so that nothing waited on a
+        // worker that had not started. Bit for bit the same results; NC 256x1024 forward
+        // (medians of 20,000 calls, alternating with the two regions): 37-38 against 39-41 us
+        // in quiet spells, 65-70 against 60-62 in spells of slow traffic between the cores
+        // (see `parallel::SEQUENTIAL_BELOW`): with the partial sums of a block written by one
+        // core and read by the other, each call moved more lines between them than the two
+        // regions did. Constants made by every worker for itself: 42 against 38-40, 72-79
+        // against 61-63.
         moments_unchecked(x, d, moments, ws);
         save_stats(moments, eps, saved);
         normalize_with_saved(x, d, weight, bias, saved, y, ws, from_end(d));

@@ -16,6 +16,17 @@ use rayon::prelude::*;
 /// or 2-10 us apart 22 / 41 / 19 / 101 us, calls 30 us or more apart 36 / 56 / 35 / 118 us.
 /// Asleep, the moments and the eval of 1 MB run slower than on one thread; the forward and
 /// the backward still gain.
+///
+/// Awake or not, what the two threads pass each other costs several times more in some
+/// spells, which come and go within seconds: a cache line one thread writes and the other
+/// reads back (a ping-pong probe between two threads) took a 390-410 ns round
+/// trip against 61-135 ns, and reading 2 MB the other core had just written 79-80 us against
+/// 37-38 us, as if the machine's two CPUs sat on different core complexes. In those spells
+/// NC 256x1024 ran at 2 threads as at 1 (forward 59-64 against 39-41 us, moments 35 against
+/// 20-22, eval 25 against 18; 1 thread 59-60 throughout), and two single-thread processes,
+/// one on each CPU, each ran the moments at their speed alone (30-31 us), so neither CPU was
+/// slower: only their traffic. (Probe and kernel ran one after the other, seconds apart; in 6
+/// of 8 such pairs both were slow or both quick.)
 pub(crate) const SEQUENTIAL_BELOW: usize = 1 << 15;
 
 /// Below this many elements a call from outside the pool runs on the calling thread: the
