@@ -47,7 +47,7 @@ enum Cmd {
         #[arg(long, default_value_t = paper::DEFAULT_STEPS)]
         steps: u64,
         /// Learning rate of plain SGD, the same for both nets.
-        #[arg(long, default_value_t = paper::DEFAULT_LR)]
+        #[arg(long, default_value_t = paper::DEFAULT_LR, allow_negative_numbers = true)]
         lr: f64,
         /// Evaluate every this many steps.
         #[arg(long, default_value_t = paper::DEFAULT_EVAL_EVERY)]
@@ -55,7 +55,7 @@ enum Cmd {
         #[arg(long, default_value_t = 1)]
         seed: u64,
         /// Standard deviation of the Gaussian weight init.
-        #[arg(long, default_value_t = paper::DEFAULT_INIT_STD)]
+        #[arg(long, default_value_t = paper::DEFAULT_INIT_STD, allow_negative_numbers = true)]
         init_std: f64,
         /// The last-hidden-layer unit whose input distribution is tracked.
         #[arg(long, default_value_t = 0)]
@@ -323,11 +323,19 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             if opts.quick {
                 (paper_args.steps, paper_args.eval_every) = (60, 20);
             }
+            let exp_args = |name: &str| ExpArgs {
+                quick: opts.quick,
+                seeds: opts.seeds,
+                source: source.clone(),
+                out: Some(runs.join(format!("{name}-{stamp}"))),
+                quiet: false,
+            };
+            // Every setting before the first run, not after Figure 1 has trained.
+            paper::check(&paper_args)?;
+            experiments::check(&exp_args("all"))?;
             paper::run(&paper_args)?;
             for name in experiments::NAMES {
-                let args =
-                    ExpArgs { quick: opts.quick, seeds: opts.seeds, source: source.clone(), out: Some(runs.join(format!("{name}-{stamp}"))), quiet: false };
-                experiments::run(name, &args)?;
+                experiments::run(name, &exp_args(name))?;
             }
             println!("report: {}", crate::report_all::run(&runs)?.display());
             Ok(ExitCode::SUCCESS)
@@ -335,6 +343,9 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
         Cmd::Bench { threads, rounds, torch, e2e_steps, out } => {
             if threads.is_empty() || threads.contains(&0) {
                 bail!("--threads takes positive thread counts, e.g. 1,2");
+            }
+            if rounds == 0 {
+                bail!("--rounds must be at least 1");
             }
             let dir = crate::bench::run(&crate::bench::BenchArgs { threads, rounds, torch, e2e_steps, out })?;
             println!("written to {}", dir.join("bench.md").display());

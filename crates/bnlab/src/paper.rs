@@ -102,14 +102,31 @@ pub fn config(a: &PaperArgs, bn: bool) -> TrainConfig {
     }
 }
 
-/// Runs both nets and writes CSVs, plots and `report.html` into the run directory.
-pub fn run(a: &PaperArgs) -> Result<PathBuf> {
-    let dir = a.out.clone().unwrap_or_else(|| PathBuf::from("runs").join(format!("paper-{}", report::timestamp())));
-    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create output directory {}", dir.display()))?;
-    let data = a.source.load()?;
+/// Checks the settings before anything runs: both nets' training configuration, at least
+/// one step, and a tracked unit within the last hidden layer.
+pub fn check(a: &PaperArgs) -> Result<()> {
+    if a.steps == 0 {
+        anyhow::bail!("--steps must be at least 1");
+    }
     if a.unit >= 100 {
         anyhow::bail!("--unit must be below 100 (the last hidden layer's width), got {}", a.unit);
     }
+    config(a, true).validate()
+}
+
+/// Runs both nets and writes CSVs, plots and `report.html` into the run directory.
+pub fn run(a: &PaperArgs) -> Result<PathBuf> {
+    check(a)?;
+    let dir = a.out.clone().unwrap_or_else(|| PathBuf::from("runs").join(format!("paper-{}", report::timestamp())));
+    if ["figure1.csv", "no-bn/config.json", "bn/config.json"].iter().any(|f| dir.join(f).exists()) {
+        anyhow::bail!("{} already holds a Figure-1 run: choose another --out", dir.display());
+    }
+    // The data first: a run that cannot start leaves no empty directory behind.
+    let data = a.source.load()?;
+    if data.train.len() < a.batch_size {
+        anyhow::bail!("batch size {} exceeds the {} training examples", a.batch_size, data.train.len());
+    }
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create output directory {}", dir.display()))?;
     let mut curves = Vec::new();
     for (bn, label) in [(false, "without BN"), (true, "with BN")] {
         if !a.quiet {

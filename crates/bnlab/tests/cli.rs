@@ -76,3 +76,38 @@ fn end_to_end_timing_child_reports_steps_per_second() {
         assert!(r.is_finite() && r > 0.0, "{k}: {v}");
     }
 }
+
+/// `paper`, `experiment`, `all` and `bench` check their flags before anything runs, with one
+/// line, and a run that cannot start leaves no directory behind.
+#[test]
+fn runs_check_every_flag_first_and_leave_nothing_when_they_cannot_start() {
+    let root = std::env::temp_dir().join(format!("bnlab-cli-checks-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let out = root.join("run");
+    let o = out.to_str().unwrap();
+    for (args, message) in [
+        (&["paper", "--steps", "0"][..], "--steps must be at least 1"),
+        (&["paper", "--lr", "-1"], "--lr must be a positive number"),
+        (&["paper", "--init-std", "-0.1"], "--init-std must be a positive number"),
+        (&["paper", "--eval-every", "0"], "--eval-every must be at least 1"),
+        (&["paper", "--batch-size", "1"], "--batch-size must be at least 2"),
+        (&["paper", "--batch-size", "9000"], "batch size 9000 exceeds the 8000 training examples"),
+        (&["paper", "--unit", "100"], "--unit must be below 100"),
+        (&["paper", "--data", "/nonexistent/mnist"], "/nonexistent/mnist"),
+        (&["experiment", "depth", "--quick", "--data", "/nonexistent/mnist"], "/nonexistent/mnist"),
+        (&["experiment", "depth", "--quick", "--seeds", "0"], "--seeds must be at least 1"),
+        (&["bench", "--rounds", "0"], "--rounds must be at least 1"),
+    ] {
+        let (code, _, err) = bnlab(&[args, &["--out", o]].concat());
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert!(err.contains(message) && err.lines().count() == 1, "{args:?}: {err}");
+        assert!(!out.exists(), "{args:?} left {}", out.display());
+    }
+    // `all` would train Figure 1 first: its bad flag must stop it before that.
+    let start = std::time::Instant::now();
+    let (code, _, err) = bnlab(&["all", "--quick", "--seeds", "0", "--out", o]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--seeds must be at least 1") && err.lines().count() == 1, "{err}");
+    assert!(!out.exists() && start.elapsed().as_secs() < 5, "all ran before checking its flags");
+    let _ = std::fs::remove_dir_all(&root);
+}

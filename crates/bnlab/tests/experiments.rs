@@ -71,6 +71,13 @@ fn quick_runs_write_reports_csvs_plots_and_summaries() {
         assert!(html.contains("<svg") && html.contains("verdict"), "{name}: report.html");
         assert!(dir.join("report.md").exists());
     }
+    // Run again into a directory that holds results: refused, and the results kept.
+    let dir = runs.join(NAMES[0]);
+    let before = std::fs::read(dir.join("summary.json")).unwrap();
+    let a = ExpArgs { quick: true, seeds: 1, source: Source::Builtin, out: Some(dir.clone()), quiet: true };
+    let e = format!("{:#}", experiments::run(NAMES[0], &a).unwrap_err());
+    assert!(e.contains("already holds") && e.contains("--out"), "{e}");
+    assert_eq!(std::fs::read(dir.join("summary.json")).unwrap(), before);
     let page = bnlab::report_all::run(&runs).unwrap();
     let html = std::fs::read_to_string(&page).unwrap();
     for name in NAMES {

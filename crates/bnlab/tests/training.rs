@@ -154,5 +154,9 @@ fn paper_command_in_a_tiny_configuration_writes_every_promised_file() {
     }
     let s: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap();
     assert!(s["final_acc_bn"].as_f64().unwrap() > 0.3);
+    // Run again into the same directory: refused before training, the first run kept.
+    let e = format!("{:#}", paper::run(&a).unwrap_err());
+    assert!(e.contains("already holds a Figure-1 run") && e.contains("--out"), "{e}");
+    assert_eq!(std::fs::read_to_string(dir.join("figure1.csv")).unwrap(), csv);
     std::fs::remove_dir_all(dir).unwrap();
 }

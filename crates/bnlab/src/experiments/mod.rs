@@ -180,17 +180,27 @@ pub fn pm(v: &[f64], d: usize) -> String {
     }
 }
 
+/// Checks the settings every experiment shares.
+pub fn check(a: &ExpArgs) -> Result<()> {
+    if a.seeds == 0 {
+        bail!("--seeds must be at least 1");
+    }
+    Ok(())
+}
+
 /// Runs experiment `name` and writes its outputs; returns the run directory.
 pub fn run(name: &str, a: &ExpArgs) -> Result<PathBuf> {
     if !NAMES.contains(&name) {
         bail!("unknown experiment {name:?}; the experiments are: {}", NAMES.join(", "));
     }
-    if a.seeds == 0 {
-        bail!("--seeds must be at least 1");
-    }
+    check(a)?;
     let dir = a.out.clone().unwrap_or_else(|| PathBuf::from("runs").join(format!("{name}-{}", report::timestamp())));
-    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create output directory {}", dir.display()))?;
+    if dir.join("summary.json").exists() {
+        bail!("{} already holds an experiment's results: choose another --out", dir.display());
+    }
+    // The data first: a run that cannot start leaves no empty directory behind.
     let data = a.source.load()?;
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create output directory {}", dir.display()))?;
     let seeds = (1..=if a.quick { 1 } else { a.seeds as u64 }).collect();
     let ctx = Ctx { dir: dir.clone(), data, quick: a.quick, seeds, quiet: a.quiet, source: a.source.clone() };
     ctx.log(&format!("experiment {name} on {}{} -> {}", ctx.data.name, if a.quick { " (quick)" } else { "" }, dir.display()));
