@@ -213,6 +213,10 @@ impl BatchNorm {
 
 impl ModuleT for BatchNorm {
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        // candle panics on float ops over integer tensors; an error names the cause instead.
+        if !x.dtype().is_float() {
+            bail!("batch norm takes floating-point input (f16, bf16, f32 or f64), got {:?}", x.dtype());
+        }
         if x.device().is_cpu() && x.dtype() == DType::F32 {
             self.fused(x, train)
         } else {

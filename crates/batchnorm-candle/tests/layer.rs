@@ -178,6 +178,12 @@ fn bad_input_is_an_error_and_leaves_the_state() {
     assert_eq!(bn.num_batches_tracked(), 0);
     assert_eq!(bn.running_mean().unwrap().to_vec1::<f32>().unwrap(), vec![0.0; 3]);
     assert!(bn.forward_t(&tensor(&[1, 3], 1, 0.0), false).is_ok(), "one sample is fine in eval");
+    for train in [true, false] {
+        let ints = Tensor::new(&[[1u32, 2, 3], [4, 5, 6]], &Device::Cpu).unwrap();
+        let e = bn.forward_t(&ints, train).unwrap_err().to_string();
+        assert!(e.contains("floating-point input") && e.contains("U32"), "{e}");
+    }
+    assert_eq!(bn.num_batches_tracked(), 0);
     let bad = batch_norm(3, BatchNormConfig::new(3).eps(-1.0), VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu));
     assert!(bad.is_err());
 }
