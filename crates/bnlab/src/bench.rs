@@ -121,6 +121,74 @@ pub fn copy_bandwidth() -> [f64; 2] {
     [memcpy, stream].map(|t| 2.0 * (n * 4) as f64 / t / 1e9)
 }
 
+/// Median nanoseconds for one cache line to go from one thread to another and back (a
+/// ping-pong of one atomic between two threads, 5 batches of 4,000 round trips).
+///
+/// On the project's machine this swings between spells within seconds: 61-135 ns in some,
+/// 390-410 in others, as if its two CPUs sat on different core complexes; in the slow ones
+/// whatever two threads pass each other costs several times more, and a 1 MB tensor (NC
+/// 256x1024) takes as long at 2 threads as at 1 (see `SEQUENTIAL_BELOW` in
+/// `batchnorm/src/parallel.rs`). The 2-thread tables give it so that such rounds show.
+pub fn core_round_trip_ns() -> f64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    const TRIPS: u64 = 4000;
+    const BATCHES: u64 = 5;
+    // Spinning alone, a machine with one CPU would pass the ball once per time slice.
+    let wait_for = |ball: &AtomicU64, v: u64| {
+        let mut spins = 0u32;
+        while ball.load(Ordering::Acquire) != v {
+            spins += 1;
+            if spins.is_multiple_of(4096) {
+                std::thread::yield_now();
+            }
+            std::hint::spin_loop();
+        }
+    };
+    let ball = AtomicU64::new(0);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            for i in 0..BATCHES * TRIPS {
+                wait_for(&ball, 2 * i + 1);
+                ball.store(2 * i + 2, Ordering::Release);
+            }
+        });
+        let batches = (0..BATCHES)
+            .map(|b| {
+                let t = Instant::now();
+                for i in b * TRIPS..(b + 1) * TRIPS {
+                    ball.store(2 * i + 1, Ordering::Release);
+                    wait_for(&ball, 2 * i + 2);
+                }
+                t.elapsed().as_secs_f64() * 1e9 / TRIPS as f64
+            })
+            .collect();
+        middle(batches)
+    })
+}
+
+/// Round trips above this many nanoseconds mark a slow spell (see [`core_round_trip_ns`]).
+const SLOW_ROUND_TRIP_NS: f64 = 250.0;
+
+/// The rounds' round trips between two threads for a table's heading: their median and range,
+/// and how many rounds fell in a slow spell.
+fn round_trip_note(trips: &[f64]) -> String {
+    if trips.is_empty() {
+        return String::new();
+    }
+    let (lo, hi) = trips.iter().fold((f64::INFINITY, 0.0f64), |(lo, hi), &c| (lo.min(c), hi.max(c)));
+    let slow = trips.iter().filter(|&&t| t > SLOW_ROUND_TRIP_NS).count();
+    let range = if trips.len() > 1 { format!(" ({lo:.0}-{hi:.0} over the rounds)") } else { String::new() };
+    let spell = if slow > 0 {
+        format!(
+            "; {slow} of {} round(s) above {SLOW_ROUND_TRIP_NS:.0} ns, where what threads pass each other costs several times more and small tensors gain little from more threads",
+            trips.len()
+        )
+    } else {
+        String::new()
+    };
+    format!(". A cache line between two threads and back: {:.0} ns{range}{spell}", middle(trips.to_vec()))
+}
+
 /// The range of the rounds' copy bandwidths, when there are several, and a warning when it is
 /// wide: on a shared machine the memory bandwidth moves with the neighbours (this project's
 /// machine has shown 24-36 GB/s at 2 threads from one run to the next within an hour), and
@@ -218,13 +286,17 @@ pub fn run(a: &BenchArgs) -> Result<PathBuf> {
     let dir = a.out.clone().unwrap_or_else(|| PathBuf::from("runs").join(format!("bench-{}", report::timestamp())));
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create output directory {}", dir.display()))?;
     let mut md = String::new();
-    let mut csv = String::from("threads,shape,layout,op,ours_ms,torch_ms,speedup,floor_ms,speedup_at_floor,ours_GBps,copy_GBps,pct_of_copy,pct_of_floor,memcpy_GBps,stream_GBps,pct_of_stream_copy\n");
+    let mut csv = String::from("threads,shape,layout,op,ours_ms,torch_ms,speedup,floor_ms,speedup_at_floor,ours_GBps,copy_GBps,pct_of_copy,pct_of_floor,memcpy_GBps,stream_GBps,pct_of_stream_copy,round_trip_ns\n");
     for &t in &a.threads {
         let pool = rayon::ThreadPoolBuilder::new().num_threads(t).build()?;
         let mut our_rounds = Vec::new();
         let mut copies = Vec::new();
         let mut torch_rounds = Vec::new();
+        let mut trips = Vec::new();
         for r in 0..a.rounds.max(1) {
+            if t > 1 {
+                trips.push(core_round_trip_ns());
+            }
             eprintln!("round {}/{}: our kernels with {t} thread(s)...", r + 1, a.rounds.max(1));
             let (times, [memcpy, stream]) = pool.install(|| (SUITE.iter().map(|(_, l, s)| time_ours_and_floor(*l, s)).collect::<Vec<_>>(), copy_bandwidth()));
             let mut plain = memcpy;
@@ -241,11 +313,13 @@ pub fn run(a: &BenchArgs) -> Result<PathBuf> {
         let torch = (!torch_rounds.is_empty()).then(|| median_rounds(&torch_rounds));
         let [memcpy, stream] = [0, 1].map(|k| middle(copies.iter().map(|c| c[k]).collect()));
         md.push_str(&format!(
-            "\n### {t} thread(s), median of {} round(s): copy {copy:.1} GB/s (read + write: {}{}); with streaming stores {stream:.1}\n\n",
+            "\n### {t} thread(s), median of {} round(s): copy {copy:.1} GB/s (read + write: {}{}); with streaming stores {stream:.1}{}\n\n",
             a.rounds.max(1),
             torch.as_ref().map_or("memcpy".to_string(), |(_, c)| format!("each round's faster of memcpy and PyTorch's copy_, medians {memcpy:.1} and {c:.1}")),
             copy_spread(&our_rounds.iter().map(|r| r.1).collect::<Vec<_>>()),
+            round_trip_note(&trips),
         ));
+        let trip = if trips.is_empty() { f64::NAN } else { middle(trips.clone()) };
         let headers = [
             "shape",
             "layout",
@@ -286,7 +360,7 @@ pub fn run(a: &BenchArgs) -> Result<PathBuf> {
                     format!("{:.0}%", 100.0 * fms / ms),
                 ]);
                 csv.push_str(&format!(
-                    "{t},{name},{},{op},{ms},{tms},{speed},{fms},{best},{gbps},{copy},{},{},{memcpy},{stream},{}\n",
+                    "{t},{name},{},{op},{ms},{tms},{speed},{fms},{best},{gbps},{copy},{},{},{memcpy},{stream},{},{trip}\n",
                     layout.name(),
                     100.0 * gbps / copy,
                     100.0 * fms / ms,
@@ -326,5 +400,15 @@ mod tests {
         assert_eq!(copy_spread(&[25.0, 24.0, 26.0]), "; 24.0-26.0 over the rounds");
         let wide = copy_spread(&[21.0, 25.0, 36.0]);
         assert!(wide.starts_with("; 21.0-36.0 over the rounds, more than 15% apart"), "{wide}");
+    }
+
+    #[test]
+    fn round_trips_are_measured_and_slow_rounds_counted() {
+        let t = core_round_trip_ns();
+        assert!(t.is_finite() && t > 1.0 && t < 1e6, "{t} ns");
+        assert_eq!(round_trip_note(&[]), "");
+        assert_eq!(round_trip_note(&[90.0]), ". A cache line between two threads and back: 90 ns");
+        let note = round_trip_note(&[100.0, 400.0, 80.0]);
+        assert!(note.starts_with(". A cache line between two threads and back: 100 ns (80-400 over the rounds); 1 of 3 round(s) above 250 ns"), "{note}");
     }
 }
