@@ -29,15 +29,27 @@ pub fn run(runs: &Path) -> Result<PathBuf> {
     let mut dirs: Vec<PathBuf> = rd.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.join("summary.json").is_file()).collect();
     dirs.sort();
     let mut latest: Vec<(String, PathBuf, Summary)> = Vec::new();
+    // One damaged run must not hide the others: it is named on stderr and in the report, and
+    // an earlier run of the same experiment stands in for it.
+    let mut skipped: Vec<(String, String)> = Vec::new();
     for d in dirs {
-        let text = std::fs::read_to_string(d.join("summary.json"))?;
-        let s: Summary = serde_json::from_str(&text).with_context(|| format!("{} is not a run summary", d.join("summary.json").display()))?;
+        let path = d.join("summary.json");
+        let read = std::fs::read_to_string(&path).map_err(|e| e.to_string()).and_then(|t| serde_json::from_str::<Summary>(&t).map_err(|e| e.to_string()));
+        let s = match read {
+            Ok(s) => s,
+            Err(why) => {
+                eprintln!("warning: skipping {}: not a readable run summary ({why})", path.display());
+                skipped.push((d.strip_prefix(runs).unwrap_or(&d).display().to_string(), why));
+                continue;
+            }
+        };
         let name = s.experiment.clone();
         latest.retain(|(n, _, _)| *n != name);
         latest.push((name, d, s));
     }
     if latest.is_empty() {
-        bail!("{} holds no run with a summary.json: run `bnlab paper` or `bnlab experiment <name>` first", runs.display());
+        let also = if skipped.is_empty() { String::new() } else { format!(" ({} with an unreadable one)", skipped.len()) };
+        bail!("{} holds no run with a summary.json{also}: run `bnlab paper` or `bnlab experiment <name>` first", runs.display());
     }
     let order = |n: &str| if n == "paper" { 0 } else { 1 + NAMES.iter().position(|x| *x == n).unwrap_or(99) };
     latest.sort_by_key(|(n, _, _)| order(n));
@@ -54,6 +66,11 @@ pub fn run(runs: &Path) -> Result<PathBuf> {
     if !missing.is_empty() {
         html.push_str(&format!("<p>Not run yet: {}.</p>", missing.join(", ")));
         md.push_str(&format!("\nNot run yet: {}.\n", missing.join(", ")));
+    }
+    if !skipped.is_empty() {
+        let list = skipped.iter().map(|(d, why)| format!("{d} ({why})")).collect::<Vec<_>>().join("; ");
+        html.push_str(&format!("<p>Skipped, their summary.json unreadable: {}.</p>", report::esc(&list)));
+        md.push_str(&format!("\nSkipped, their summary.json unreadable: {list}.\n"));
     }
     for (n, d, s) in &latest {
         let rel = d.strip_prefix(runs).unwrap_or(d).display().to_string();

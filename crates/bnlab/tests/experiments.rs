@@ -99,3 +99,24 @@ fn unknown_experiments_and_empty_run_directories_are_clear_errors() {
     assert!(e.contains("bnlab paper"), "{e}");
     std::fs::remove_dir_all(empty).unwrap();
 }
+
+#[test]
+fn a_damaged_run_is_skipped_by_the_report_and_named_in_it() {
+    let runs = std::env::temp_dir().join(format!("bnlab-damaged-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&runs);
+    let summary = |name: &str, title: &str| format!(r#"{{"experiment": "{name}", "title": "{title}", "findings": [], "figures": []}}"#);
+    for (dir, text) in [("depth-1", summary("depth", "older depth")), ("depth-2", "{not json".to_string()), ("dropout-1", summary("dropout", "dropout run"))] {
+        std::fs::create_dir_all(runs.join(dir)).unwrap();
+        std::fs::write(runs.join(dir).join("summary.json"), text).unwrap();
+    }
+    bnlab::report_all::run(&runs).unwrap();
+    let md = std::fs::read_to_string(runs.join("report.md")).unwrap();
+    assert!(md.contains("Skipped, their summary.json unreadable: depth-2"), "{md}");
+    assert!(md.contains("## depth: older depth") && md.contains("## dropout: dropout run"), "{md}");
+    // Nothing readable at all is still an error, which counts the damaged runs.
+    std::fs::remove_dir_all(runs.join("depth-1")).unwrap();
+    std::fs::remove_dir_all(runs.join("dropout-1")).unwrap();
+    let e = format!("{:#}", bnlab::report_all::run(&runs).unwrap_err());
+    assert!(e.contains("no run with a summary.json (1 with an unreadable one)"), "{e}");
+    std::fs::remove_dir_all(runs).unwrap();
+}
