@@ -51,8 +51,18 @@ pub(crate) fn parallel_worth(work: usize) -> bool {
 /// Aim for at least this many elements per task.
 const MIN_TASK: usize = 1 << 14;
 
-/// Fewest rows per block of a channels-last reduction (its partial sums cost 4 / rows of
-/// the block's own traffic).
+/// Rows per block of a channels-last reduction aimed at: its partial sums cost 4 / rows of
+/// the block's own traffic, and the threads pass them to each other. Blocks of 128 rows
+/// against 64 (old and new alternating, 6 rounds, medians of 5,000-10,000 calls, us): NC
+/// 256x1024 at 1 thread forward 59.4 -> 58.4, forward + backward 162.5 -> 159.1; at 2
+/// threads, in quiet spells forward 38.9 -> 38.0, forward + backward 102.9 -> 99.2,
+/// statistics 21.8 -> 18.8; in spells of slow traffic between the cores (see
+/// [`SEQUENTIAL_BELOW`]) forward 47-68 -> 45-60 (one round of three slower), forward +
+/// backward 124-168 -> 115-145, statistics 29-37 -> 26-32; NC 1024x1024 forward at 2
+/// threads 128-140 -> 120-131, NC 512x512 34.8-38.7 -> 33.6-34.8.
+const ROWS_PER_BLOCK: usize = 128;
+
+/// Fewest rows per block, where there are too few rows for two blocks of [`ROWS_PER_BLOCK`].
 const MIN_ROWS_PER_BLOCK: usize = 64;
 
 /// Most blocks a memory-order reduction is cut into.
@@ -105,7 +115,7 @@ impl Plan {
         let mut blocks = (d.len() / MIN_TASK).clamp(1, MAX_BLOCKS).min(outer);
         if d.is_rows() {
             // Each block writes 2 x C float64 partial sums: keep that small beside its rows.
-            blocks = blocks.min((outer / MIN_ROWS_PER_BLOCK).max(1));
+            blocks = blocks.min((outer / ROWS_PER_BLOCK).max((outer / MIN_ROWS_PER_BLOCK).min(2)).max(1));
         } else {
             // Short runs may be summed a few batch items at a time (`simd::run_items`).
             blocks = blocks.min((outer / crate::simd::run_items(d.channels, d.inner)).max(1));
@@ -400,6 +410,19 @@ mod tests {
                     assert!(front.iter().zip(&back).all(|(a, b)| a.to_bits() == b.to_bits()), "{what}");
                 }
             }
+        }
+    }
+
+    /// Rows go in blocks of about 128 rows, in two of 64 or more where there are fewer than
+    /// 256, and in at most 32; the blocks cover the rows once.
+    #[test]
+    fn rows_go_in_blocks_of_128_or_two_of_64() {
+        let nc = |n: usize, c: usize| Plan::new(Dims::new(crate::layout::Layout::Nc, &[n, c]).unwrap());
+        for ((n, c), blocks) in [((256, 1024), 2), ((200, 2000), 2), ((100, 4000), 1), ((1024, 1024), 8), ((4096, 4096), 32), ((60, 100), 1)] {
+            let p = nc(n, c);
+            assert_eq!(p.blocks, blocks, "{n}x{c}");
+            assert!(n < 128 || (0..p.blocks).all(|b| p.range(b, n).len() >= 64), "{n}x{c}: a block under 64 rows");
+            assert_eq!((0..p.blocks).map(|b| p.range(b, n).len()).sum::<usize>(), n, "{n}x{c}");
         }
     }
 

@@ -29,7 +29,7 @@ use crate::simd::{multiversion, row_affine_out, row_grad_combine_out, store_fenc
 use crate::strips::{strips_acc_grad, strips_acc_shifted, Ahead};
 
 /// Channels-last tensors with fewer rows than this are cut into tiles (with more, blocks
-/// of at least 64 rows give the threads work, see `parallel::Plan`). Tiles for 256 rows
+/// of 64-128 rows give the threads work, see `parallel::Plan`). Tiles for 256 rows
 /// lost everywhere (NC 256x1024, medians of 10,000 calls, two runs, blocks -> tiles, us, 1
 /// / 2 threads: forward 57.9-58.5 -> 65.8-68.0 / 38.2 -> 39.9-41.0, forward + backward
 /// 156.6-160.4 -> 187.5-189.9 / 99.9-101.2 -> 113.2-114.8, eval 27.0 -> 33.4-33.7 / 17.4-17.8

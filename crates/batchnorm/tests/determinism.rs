@@ -33,13 +33,14 @@ fn run(layout: Layout, shape: &[usize]) -> Outputs {
 
 #[test]
 fn identical_results_for_1_2_3_and_4_threads() {
-    let shapes: [(Layout, &[usize]); 12] = [
+    let shapes: [(Layout, &[usize]); 13] = [
         (Layout::Nchw, &[8, 2, 64, 64]),
         (Layout::Nchw, &[2, 16, 96, 96]), // long runs, many channels: channel-by-channel tasks
         (Layout::Nchw, &[4, 64, 16, 16]),
         (Layout::Nchw, &[1, 50, 96, 96]), // channel tasks of 3 pipelined channels (last: 2)
         (Layout::Nhwc, &[8, 32, 32, 16]),
         (Layout::Nc, &[512, 256]),
+        (Layout::Nc, &[200, 800]),       // two blocks of 100 rows
         (Layout::Nc, &[16, 2100]),       // few rows, many channels: backward in column tiles
         (Layout::Nc, &[8, 9000]),        // per-channel work in parallel tasks
         (Layout::Nhwc, &[8, 32, 33, 3]), // rows of 3 regrouped into rows of 24
