@@ -121,19 +121,16 @@ pub fn run(a: &PaperArgs) -> Result<PathBuf> {
     if ["figure1.csv", "no-bn/config.json", "bn/config.json"].iter().any(|f| dir.join(f).exists()) {
         anyhow::bail!("{} already holds a Figure-1 run: choose another --out", dir.display());
     }
-    // The data first: a run that cannot start leaves no empty directory behind.
     let data = a.source.load()?;
-    if data.train.len() < a.batch_size {
-        anyhow::bail!("batch size {} exceeds the {} training examples", a.batch_size, data.train.len());
-    }
-    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create output directory {}", dir.display()))?;
     let mut curves = Vec::new();
     for (bn, label) in [(false, "without BN"), (true, "with BN")] {
+        // `Run::new` checks the run against the data (the batch size) before it makes the
+        // net's directory (and with it `dir`): a run that cannot start leaves nothing behind.
+        let sub = dir.join(if bn { "bn" } else { "no-bn" });
+        let mut run = Run::new(config(a, bn), data.clone(), Some(&sub))?;
         if !a.quiet {
             eprintln!("training the {label} net ({} steps, lr {}, batch {}) on {}", a.steps, a.lr, a.batch_size, data.name);
         }
-        let sub = dir.join(if bn { "bn" } else { "no-bn" });
-        let mut run = Run::new(config(a, bn), data.clone(), Some(&sub))?;
         run.want_taps = true;
         run.progress = !a.quiet;
         let unit = a.unit;
