@@ -166,6 +166,11 @@ pub fn core_round_trip_ns() -> f64 {
     })
 }
 
+/// The smallest and largest of some positive measurements.
+fn low_high(v: &[f64]) -> (f64, f64) {
+    v.iter().fold((f64::INFINITY, 0.0f64), |(lo, hi), &c| (lo.min(c), hi.max(c)))
+}
+
 /// Round trips above this many nanoseconds mark a slow spell (see [`core_round_trip_ns`]).
 const SLOW_ROUND_TRIP_NS: f64 = 250.0;
 
@@ -175,7 +180,7 @@ fn round_trip_note(trips: &[f64]) -> String {
     if trips.is_empty() {
         return String::new();
     }
-    let (lo, hi) = trips.iter().fold((f64::INFINITY, 0.0f64), |(lo, hi), &c| (lo.min(c), hi.max(c)));
+    let (lo, hi) = low_high(trips);
     let slow = trips.iter().filter(|&&t| t > SLOW_ROUND_TRIP_NS).count();
     let range = if trips.len() > 1 { format!(" ({lo:.0}-{hi:.0} over the rounds)") } else { String::new() };
     let spell = if slow > 0 {
@@ -197,7 +202,7 @@ fn copy_spread(copies: &[f64]) -> String {
     if copies.len() < 2 {
         return String::new();
     }
-    let (lo, hi) = copies.iter().fold((f64::INFINITY, 0.0f64), |(lo, hi), &c| (lo.min(c), hi.max(c)));
+    let (lo, hi) = low_high(copies);
     let warn = if hi > 1.15 * lo { ", more than 15% apart: the machine was noisy, single entries may be off as much" } else { "" };
     format!("; {lo:.1}-{hi:.1} over the rounds{warn}")
 }
