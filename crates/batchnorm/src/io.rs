@@ -112,13 +112,36 @@ pub fn save_state_file(bn: &BatchNorm, prefix: &str, path: impl AsRef<Path>) -> 
 
 fn read_f32(st: &SafeTensors, name: &str, c: usize) -> Result<Vec<f32>> {
     let t = st.tensor(name).map_err(|_| BnError::State(format!("missing tensor `{name}`")))?;
-    if t.dtype() != Dtype::F32 {
-        return Err(BnError::State(format!("`{name}` has dtype {:?}, expected F32", t.dtype())));
-    }
     if t.shape() != [c] {
         return Err(BnError::State(format!("`{name}` has shape {:?}, expected [{c}]", t.shape())));
     }
-    Ok(t.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect())
+    let d = t.data();
+    Ok(match t.dtype() {
+        Dtype::F32 => d.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
+        // Rounded to nearest, as PyTorch's `load_state_dict` copies a float64 tensor into a
+        // float32 parameter.
+        Dtype::F64 => d.chunks_exact(8).map(|b| f64::from_le_bytes(b.try_into().expect("8 bytes")) as f32).collect(),
+        Dtype::F16 => d.chunks_exact(2).map(|b| f16_to_f32(u16::from_le_bytes([b[0], b[1]]))).collect(),
+        Dtype::BF16 => d.chunks_exact(2).map(|b| f32::from_bits((u16::from_le_bytes([b[0], b[1]]) as u32) << 16)).collect(),
+        other => return Err(BnError::State(format!("`{name}` has dtype {other:?}, expected a float type (F32, F64, F16 or BF16)"))),
+    })
+}
+
+/// The float32 value of an IEEE half-precision number (every half is exactly a float32).
+///
+/// Normal halves move their exponent from bias 15 to bias 127; subnormals are `m * 2^-24`,
+/// normal in float32.
+fn f16_to_f32(h: u16) -> f32 {
+    let sign = ((h as u32) & 0x8000) << 16;
+    let (exp, man) = (((h >> 10) & 0x1f) as u32, (h & 0x3ff) as u32);
+    let magnitude = match exp {
+        0 => (man as f32 * (-24f32).exp2()).to_bits(),
+        0x1f if man == 0 => 0x7f80_0000,
+        // NaNs come out quiet, their payload kept, as x86's `vcvtph2ps` converts them.
+        0x1f => 0x7fc0_0000 | (man << 13),
+        _ => ((exp + 127 - 15) << 23) | (man << 13),
+    };
+    f32::from_bits(sign | magnitude)
 }
 
 fn read_counter(st: &SafeTensors, name: &str) -> Result<Option<i64>> {
@@ -127,17 +150,24 @@ fn read_counter(st: &SafeTensors, name: &str) -> Result<Option<i64>> {
         return Err(BnError::State(format!("`{name}` has shape {:?}, expected a scalar", t.shape())));
     }
     let d = t.data();
-    match t.dtype() {
-        Dtype::I64 => Ok(Some(i64::from_le_bytes(d[..8].try_into().expect("8 bytes")))),
-        Dtype::I32 => Ok(Some(i32::from_le_bytes(d[..4].try_into().expect("4 bytes")) as i64)),
-        other => Err(BnError::State(format!("`{name}` has dtype {other:?}, expected I64"))),
+    let n = match t.dtype() {
+        Dtype::I64 => i64::from_le_bytes(d[..8].try_into().expect("8 bytes")),
+        Dtype::I32 => i32::from_le_bytes(d[..4].try_into().expect("4 bytes")) as i64,
+        other => return Err(BnError::State(format!("`{name}` has dtype {other:?}, expected I64"))),
+    };
+    // A count of batches below zero is no count: with a cumulative average the next batch's
+    // weight 1 / (n + 1) would be infinite or negative.
+    if n < 0 {
+        return Err(BnError::State(format!("`{name}` is {n}, expected a count of batches (0 or more)")));
     }
+    Ok(Some(n))
 }
 
 /// Loads the layer's state from parsed safetensors under `prefix`. Every tensor is read and
-/// checked (present, F32, shape `[C]`) before anything changes, so on error the layer is
-/// untouched. A missing `num_batches_tracked` leaves the counter as it was; tensors of other
-/// layers are ignored.
+/// checked (present, shape `[C]`, a float type: F32, or F64, F16 or BF16 converted to
+/// float32 as PyTorch's `load_state_dict` converts them; the counter an integer of 0 or more)
+/// before anything changes, so on error the layer is untouched. A missing
+/// `num_batches_tracked` leaves the counter as it was; tensors of other layers are ignored.
 pub fn load_state_from(bn: &mut BatchNorm, st: &SafeTensors, prefix: &str) -> Result<()> {
     let c = bn.num_features();
     let cfg = *bn.config();
@@ -188,4 +218,17 @@ pub fn load_state_file(bn: &mut BatchNorm, prefix: &str, path: impl AsRef<Path>)
         BnError::State(m) => BnError::State(format!("{}: {m}", path.display())),
         e => e,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::f16_to_f32;
+
+    #[test]
+    fn every_half_converts_as_the_half_crate_does() {
+        for h in 0..=u16::MAX {
+            let (got, want) = (f16_to_f32(h), half::f16::from_bits(h).to_f32());
+            assert!(got.to_bits() == want.to_bits(), "{h:#06x}: {got:e} ({:#010x}) against {want:e} ({:#010x})", got.to_bits(), want.to_bits());
+        }
+    }
 }

@@ -106,10 +106,11 @@ fn corrupt_truncated_and_mismatched_files_are_refused_without_change() {
     bad.push((
         "wrong dtype",
         edit(&|t| {
-            t.iter_mut().filter(|(n, _)| n == "running_mean").for_each(|(_, v)| *v = OwnedTensor { dtype: Dtype::F64, shape: vec![3], data: vec![0; 24] })
+            t.iter_mut().filter(|(n, _)| n == "running_mean").for_each(|(_, v)| *v = OwnedTensor { dtype: Dtype::I32, shape: vec![3], data: vec![0; 12] })
         }),
     ));
     bad.push(("counter dtype", edit(&|t| t.iter_mut().filter(|(n, _)| n == "num_batches_tracked").for_each(|(_, v)| *v = OwnedTensor::f32(vec![], &[1.0])))));
+    bad.push(("negative counter", edit(&|t| t.iter_mut().filter(|(n, _)| n == "num_batches_tracked").for_each(|(_, v)| *v = OwnedTensor::i64_scalar(-1)))));
     for (what, bytes) in bad {
         let e = load_state(&mut b, &bytes, "").unwrap_err();
         assert!(matches!(e, BnError::State(_)), "{what}: {e}");
@@ -140,4 +141,37 @@ fn state_written_like_pytorch_loads_and_gives_pytorch_eval_output() {
     let d = Dims::new(Layout::Nchw, &[8, 16, 7, 7]).unwrap();
     let (y, _) = bn.forward_eval(&get("x"), d).unwrap();
     conformance::compare("y", &y, &get("expect.y"), 1e-5).unwrap();
+}
+
+/// The four float tensors of a layer of `len` channels, each holding `data` as `dtype`.
+fn float_state(dtype: Dtype, len: usize, data: &[u8]) -> Tensors {
+    ["weight", "bias", "running_mean", "running_var"].iter().map(|n| (n.to_string(), OwnedTensor { dtype, shape: vec![len], data: data.to_vec() })).collect()
+}
+
+#[test]
+fn half_double_and_bfloat_states_load_converted_to_f32() {
+    // PyTorch's `load_state_dict` copies a state saved from `model.half()` or `model.double()`
+    // into float32 parameters; so does this. Each value below is exact in every dtype, chosen
+    // to cover the conversions' cases: signs, zeros, a subnormal half, a half near the top,
+    // infinity, NaN.
+    let want = [1.0f32, -2.0, 0.5, 65280.0, 2f32.powi(-24), -0.0, f32::INFINITY, 3.140625, f32::NAN];
+    let f16 = [0x3c00u16, 0xc000, 0x3800, 0x7bf8, 0x0001, 0x8000, 0x7c00, 0x4248, 0x7e00];
+    let bf16: Vec<u16> = want.iter().map(|v| (v.to_bits() >> 16) as u16).collect();
+    let halves = |h: &[u16]| h.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>();
+    let doubles: Vec<u8> = want.iter().flat_map(|v| (*v as f64).to_le_bytes()).collect();
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    for (dtype, data) in [(Dtype::F16, halves(&f16)), (Dtype::BF16, halves(&bf16)), (Dtype::F64, doubles)] {
+        let mut tensors = float_state(dtype, 9, &data);
+        tensors.push(("num_batches_tracked".into(), OwnedTensor::i64_scalar(7)));
+        let mut bn = BatchNorm::new(BatchNormConfig::new(9)).unwrap();
+        load_state(&mut bn, &serialize(tensors), "").unwrap();
+        for got in [bn.weight(), bn.bias(), bn.running_mean(), bn.running_var()] {
+            assert_eq!(bits(got.unwrap()), bits(&want), "{dtype:?}");
+        }
+        assert_eq!(bn.num_batches_tracked(), 7);
+    }
+    // A float64 value between two float32s rounds to the nearer.
+    let mut bn = BatchNorm::new(BatchNormConfig::new(1)).unwrap();
+    load_state(&mut bn, &serialize(float_state(Dtype::F64, 1, &0.1f64.to_le_bytes())), "").unwrap();
+    assert_eq!(bn.weight().unwrap(), [0.1f32]);
 }
