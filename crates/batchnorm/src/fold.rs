@@ -25,7 +25,8 @@ pub fn fold_into_linear(bn: &BatchNorm, weight: &[f32], bias: Option<&[f32]>, ou
 /// `(b[o] - running_mean[o]) * s[o] + beta[o]` (PyTorch's `fuse_conv_bn_eval`).
 pub fn fold_into_conv(bn: &BatchNorm, weight: &[f32], bias: Option<&[f32]>, shape: [usize; 4]) -> Result<(Vec<f32>, Vec<f32>)> {
     let [o, i, kh, kw] = shape;
-    fold_per_output(bn, weight, bias, o, i * kh * kw)
+    let per_out = i.checked_mul(kh).and_then(|v| v.checked_mul(kw)).ok_or_else(|| BnError::InvalidConfig(format!("weight shape {shape:?} overflows usize")))?;
+    fold_per_output(bn, weight, bias, o, per_out)
 }
 
 fn fold_per_output(bn: &BatchNorm, weight: &[f32], bias: Option<&[f32]>, outs: usize, per_out: usize) -> Result<(Vec<f32>, Vec<f32>)> {
@@ -35,7 +36,8 @@ fn fold_per_output(bn: &BatchNorm, weight: &[f32], bias: Option<&[f32]>, outs: u
     let (Some(rm), Some(rv)) = (bn.running_mean(), bn.running_var()) else {
         return Err(BnError::Unsupported("folding needs running statistics (track_running_stats = true)".into()));
     };
-    check_len("weight", outs * per_out, weight.len())?;
+    let len = outs.checked_mul(per_out).ok_or_else(|| BnError::InvalidConfig(format!("weight of {outs} x {per_out} values overflows usize")))?;
+    check_len("weight", len, weight.len())?;
     if let Some(b) = bias {
         check_len("bias", outs, b.len())?;
     }

@@ -127,6 +127,12 @@ fn folding_into_a_convolution_gives_the_same_outputs() {
     let (want, _) = bn.clone().forward_eval(&conv(&w, &b), d).unwrap();
     let (fw, fb) = fold_into_conv(&bn, &w, Some(&b), [co, ci, k, k]).unwrap();
     common::assert_close("folded conv", &conv(&fw, &fb), &common::to_f64(&want), 1e-5);
+    // Shapes whose product overflows are refused, not wrapped round to a length that fits.
+    let huge = usize::MAX / 2 + 1;
+    for shape in [[co, huge, 2, 1], [co, 1, huge, 2], [co, 3, 3, huge]] {
+        assert!(matches!(fold_into_conv(&bn, &[], Some(&b), shape), Err(BnError::InvalidConfig(_))), "{shape:?}");
+    }
+    assert!(matches!(fold_into_linear(&bn, &[], Some(&b), co, huge), Err(BnError::InvalidConfig(_))));
 }
 
 #[test]
