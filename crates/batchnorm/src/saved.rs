@@ -76,7 +76,10 @@ multiversion! {
     /// Loops over slices of one length for each use instead (the batch's moments, the running
     /// statistics), bit for bit the same, measured the same: NC 256x1024 at 1 thread, 6
     /// alternating rounds of 20,000 calls, forward 57.6 against 57.8 us, eval 27.35 against
-    /// 27.2.
+    /// 27.2. Nor did AVX-512 copies of this loop, the moments' (`stats::moments_from_sums`)
+    /// and the constants' (`forward_eval::coef_run`) pay for a third copy of each: NC
+    /// 256x1024 forward, 3 alternating runs of 20,000 calls, 58.6-59.3 -> 58.2-58.4 us at 1
+    /// thread, 37.1-37.7 -> 37.1-37.5 at 2.
     fn fill_run<F: Fn(usize) -> (f64, f64)>(first: usize, mean: &mut [f64], invstd: &mut [f64], f: &F) {
         for (i, (m, s)) in mean.iter_mut().zip(invstd).enumerate() {
             (*m, *s) = f(first + i);
