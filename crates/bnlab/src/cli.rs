@@ -44,23 +44,23 @@ enum Cmd {
     /// Reproduce the paper's Figure 1 (with and without BN) and write a report.
     Paper {
         /// Training steps per net (the paper: 50000; the default takes about 25 seconds on 2 cores).
-        #[arg(long, default_value_t = paper::DEFAULT_STEPS)]
+        #[arg(long, default_value_t = paper::DEFAULT_STEPS, allow_negative_numbers = true)]
         steps: u64,
         /// Learning rate of plain SGD, the same for both nets.
         #[arg(long, default_value_t = paper::DEFAULT_LR, allow_negative_numbers = true)]
         lr: f64,
         /// Evaluate every this many steps.
-        #[arg(long, default_value_t = paper::DEFAULT_EVAL_EVERY)]
+        #[arg(long, default_value_t = paper::DEFAULT_EVAL_EVERY, allow_negative_numbers = true)]
         eval_every: u64,
-        #[arg(long, default_value_t = 1)]
+        #[arg(long, default_value_t = 1, allow_negative_numbers = true)]
         seed: u64,
         /// Standard deviation of the Gaussian weight init.
         #[arg(long, default_value_t = paper::DEFAULT_INIT_STD, allow_negative_numbers = true)]
         init_std: f64,
         /// The last-hidden-layer unit whose input distribution is tracked.
-        #[arg(long, default_value_t = 0)]
+        #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
         unit: usize,
-        #[arg(long, default_value_t = 60)]
+        #[arg(long, default_value_t = 60, allow_negative_numbers = true)]
         batch_size: usize,
         /// Output directory (default runs/paper-<timestamp>).
         #[arg(long)]
@@ -91,16 +91,16 @@ enum Cmd {
     /// Time our kernels on the benchmark suite (and PyTorch's, given a Python with torch).
     Bench {
         /// Thread counts to measure, comma-separated.
-        #[arg(long, default_value = "1,2", value_delimiter = ',')]
+        #[arg(long, default_value = "1,2", value_delimiter = ',', allow_negative_numbers = true)]
         threads: Vec<usize>,
         /// A Python interpreter with torch installed (e.g. .venv/bin/python).
         #[arg(long, value_name = "PYTHON")]
         torch: Option<PathBuf>,
         /// Rounds of the suite (ours and PyTorch's interleaved); each entry is their median.
-        #[arg(long, default_value_t = 3)]
+        #[arg(long, default_value_t = 3, allow_negative_numbers = true)]
         rounds: usize,
         /// Steps of the end-to-end Figure-1 MLP timing (0 to skip).
-        #[arg(long, default_value_t = 2000)]
+        #[arg(long, default_value_t = 2000, allow_negative_numbers = true)]
         e2e_steps: u64,
         /// Output directory (default runs/bench-<timestamp>).
         #[arg(long)]
@@ -110,7 +110,7 @@ enum Cmd {
     /// count (RAYON_NUM_THREADS) is the one being measured: prints one JSON line.
     #[command(hide = true)]
     BenchE2e {
-        #[arg(long, default_value_t = 2000)]
+        #[arg(long, default_value_t = 2000, allow_negative_numbers = true)]
         steps: u64,
     },
     /// Run batch-norm conformance cases against the core library.
@@ -129,7 +129,7 @@ struct ExpOpts {
     #[arg(long)]
     quick: bool,
     /// Seeds for headline figures.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 3, allow_negative_numbers = true)]
     seeds: usize,
     /// Output directory (default runs/<name>-<timestamp>; for `all`, the runs directory).
     #[arg(long)]
@@ -154,12 +154,12 @@ struct TrainArgs {
     /// mlp or cnn.
     #[arg(long, default_value = "mlp")]
     model: String,
-    /// Hidden widths of the MLP, comma-separated.
-    #[arg(long, default_value = "100,100,100", value_delimiter = ',')]
-    widths: Vec<usize>,
-    /// Channels of the CNN's two convolutions.
-    #[arg(long, default_value = "8,16", value_delimiter = ',')]
-    channels: Vec<usize>,
+    /// Hidden widths of the MLP, comma-separated [default: 100,100,100].
+    #[arg(long, value_delimiter = ',', allow_negative_numbers = true)]
+    widths: Option<Vec<usize>>,
+    /// Channels of the CNN's two convolutions [default: 8,16].
+    #[arg(long, value_delimiter = ',', allow_negative_numbers = true)]
+    channels: Option<Vec<usize>>,
     /// Use batch normalization after every hidden layer.
     #[arg(long, overrides_with = "no_bn")]
     bn: bool,
@@ -173,24 +173,26 @@ struct TrainArgs {
     /// Multiply the learning rate by --lr-decay-factor every this many steps.
     #[arg(long)]
     lr_decay_every: Option<u64>,
-    #[arg(long, default_value_t = 0.5, allow_negative_numbers = true)]
-    lr_decay_factor: f64,
+    /// The factor of --lr-decay-every [default: 0.5].
+    #[arg(long, allow_negative_numbers = true)]
+    lr_decay_factor: Option<f64>,
     /// sgd or momentum.
     #[arg(long, default_value = "sgd")]
     optimizer: String,
-    #[arg(long, default_value_t = 0.9)]
-    momentum: f64,
+    /// The momentum of --optimizer momentum [default: 0.9].
+    #[arg(long, allow_negative_numbers = true)]
+    momentum: Option<f64>,
     #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
     weight_decay: f64,
-    #[arg(long, default_value_t = 60)]
+    #[arg(long, default_value_t = 60, allow_negative_numbers = true)]
     batch_size: usize,
-    #[arg(long, default_value_t = 2000)]
+    #[arg(long, default_value_t = 2000, allow_negative_numbers = true)]
     steps: u64,
     #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
     dropout: f64,
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, allow_negative_numbers = true)]
     seed: u64,
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = 100, allow_negative_numbers = true)]
     eval_every: u64,
     /// Gaussian init std (default: He for ReLU, LeCun for sigmoid).
     #[arg(long, allow_negative_numbers = true)]
@@ -204,8 +206,8 @@ struct TrainArgs {
     /// Run directory (default runs/train-<timestamp>).
     #[arg(long)]
     out: Option<PathBuf>,
-    /// Continue the run in this directory from its last checkpoint (other flags but
-    /// --steps are taken from its config.json).
+    /// Continue the run in this directory from its last checkpoint (its config.json holds
+    /// every setting; only --steps may be given beside it).
     #[arg(long, value_name = "DIR")]
     resume: Option<PathBuf>,
     #[command(flatten)]
@@ -213,10 +215,14 @@ struct TrainArgs {
 }
 
 fn train_config(t: &TrainArgs) -> Result<TrainConfig> {
+    // A flag that would change nothing is refused rather than ignored.
     let arch = match t.model.as_str() {
-        "mlp" => Arch::Mlp { widths: t.widths.clone() },
+        "mlp" if t.channels.is_some() => bail!("--channels applies to --model cnn; the MLP's layers are --widths"),
+        "mlp" => Arch::Mlp { widths: t.widths.clone().unwrap_or_else(|| vec![100, 100, 100]) },
+        "cnn" if t.widths.is_some() => bail!("--widths applies to --model mlp; the CNN's layers are --channels"),
         "cnn" => {
-            let [a, b] = t.channels[..] else { bail!("--channels takes two numbers, got {:?}", t.channels) };
+            let channels = t.channels.clone().unwrap_or_else(|| vec![8, 16]);
+            let [a, b] = channels[..] else { bail!("--channels takes two numbers, got {channels:?}") };
             Arch::Cnn { channels: [a, b] }
         }
         m => bail!("unknown --model {m:?}: use mlp or cnn"),
@@ -231,10 +237,14 @@ fn train_config(t: &TrainArgs) -> Result<TrainConfig> {
         }
     }
     let momentum = match t.optimizer.as_str() {
+        "sgd" if t.momentum.is_some() => bail!("--momentum applies to --optimizer momentum (plain sgd has none)"),
         "sgd" => 0.0,
-        "momentum" => t.momentum,
+        "momentum" => t.momentum.unwrap_or(0.9),
         o => bail!("unknown --optimizer {o:?}: use sgd or momentum"),
     };
+    if t.lr_decay_every.is_none() && t.lr_decay_factor.is_some() {
+        bail!("--lr-decay-factor needs --lr-decay-every (how often to apply it)");
+    }
     let init = match (t.init_std, t.act) {
         (Some(s), _) => WeightInit::Gaussian(s),
         (None, Act::Relu) => WeightInit::He,
@@ -245,7 +255,7 @@ fn train_config(t: &TrainArgs) -> Result<TrainConfig> {
         data: DataSpec::from_source(&t.data.source()?),
         train_subset: t.train_subset,
         lr: t.lr,
-        lr_decay: t.lr_decay_every.map(|every| LrDecay { every, factor: t.lr_decay_factor }),
+        lr_decay: t.lr_decay_every.map(|every| LrDecay { every, factor: t.lr_decay_factor.unwrap_or(0.5) }),
         momentum,
         weight_decay: t.weight_decay,
         batch_size: t.batch_size,
@@ -261,7 +271,13 @@ pub const EXIT_DIVERGED: u8 = 3;
 
 fn train(t: &TrainArgs) -> Result<ExitCode> {
     let mut run = if let Some(dir) = &t.resume {
-        let steps = std::env::args().any(|a| a == "--steps" || a.starts_with("--steps=")).then_some(t.steps);
+        // The run's settings are its config.json's: any other flag would be ignored.
+        let flags: Vec<String> =
+            std::env::args().skip(2).filter(|a| a.starts_with("--")).map(|a| a.split('=').next().unwrap_or_default().to_string()).collect();
+        if let Some(f) = flags.iter().find(|f| !["--resume", "--steps"].contains(&f.as_str())) {
+            bail!("{f} cannot change a resumed run (its config.json holds every setting); only --steps may be given with --resume");
+        }
+        let steps = flags.iter().any(|f| f == "--steps").then_some(t.steps);
         let run = Run::resume(dir, steps)?;
         eprintln!("resuming {} at step {} of {}", dir.display(), run.step, run.cfg.steps);
         run

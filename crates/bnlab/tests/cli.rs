@@ -31,10 +31,31 @@ fn bad_flags_missing_data_and_unwritable_output_fail_with_one_clear_line() {
         (&["--lr-decay-every", "0"], "--lr-decay-every must be at least 1"),
         (&["--lr-decay-every", "10", "--lr-decay-factor", "-0.5"], "--lr-decay-factor must be a positive number"),
         (&["--weight-decay", "-0.0001"], "--weight-decay must be a number of at least 0"),
+        // Flags that would change nothing are refused, not ignored.
+        (&["--momentum", "0.5"], "--momentum applies to --optimizer momentum"),
+        (&["--lr-decay-factor", "0.1"], "--lr-decay-factor needs --lr-decay-every"),
+        (&["--channels", "4,8"], "--channels applies to --model cnn"),
+        (&["--model", "cnn", "--widths", "10"], "--widths applies to --model mlp"),
+        (&["--optimizer", "momentum", "--momentum", "1.5"], "--momentum must be in [0, 1)"),
     ] {
         let (code, _, err) = bnlab(&[&["train", "--steps", "1", "--out", "/tmp/bnlab-never"][..], flags].concat());
         assert_eq!(code, 2, "{flags:?}: {err}");
         assert!(err.contains(message) && err.lines().count() == 1, "{flags:?}: {err}");
+    }
+    // A negative count is named as a bad value of its flag, not taken for an unknown flag.
+    for (args, bad) in [
+        (&["train", "--steps", "-1"][..], "-1"),
+        (&["train", "--seed", "-1"], "-1"),
+        (&["train", "--batch-size", "-60"], "-60"),
+        (&["train", "--widths", "100,-5"], "-5"),
+        (&["paper", "--eval-every", "-10"], "-10"),
+        (&["experiment", "speedup", "--seeds", "-3"], "-3"),
+        (&["bench", "--rounds", "-2"], "-2"),
+    ] {
+        let (code, _, err) = bnlab(args);
+        let flag = args.iter().find(|a| a.starts_with("--")).unwrap();
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert!(err.contains(&format!("invalid value '{bad}' for '{flag}")), "{args:?}: {err}");
     }
     let (code, _, err) = bnlab(&["frobnicate"]);
     assert_ne!(code, 0);
@@ -59,6 +80,14 @@ fn train_writes_a_run_directory() {
     assert!(out.contains("test accuracy"), "{out}");
     let metrics = std::fs::read_to_string(dir.join("metrics.csv")).unwrap();
     assert_eq!(metrics.lines().count(), 4, "header + steps 0, 20, 40");
+    // A resumed run keeps its config.json's settings: any flag but --steps is refused.
+    for flag in [&["--lr", "0.5"][..], &["--bn"], &["--out=/tmp/elsewhere"]] {
+        let (code, _, err) = bnlab(&[&["train", "--resume", d, "--steps", "60"][..], flag].concat());
+        let name = flag[0].split('=').next().unwrap();
+        assert_eq!(code, 2, "{flag:?}: {err}");
+        assert!(err.contains(&format!("{name} cannot change a resumed run")) && err.lines().count() == 1, "{flag:?}: {err}");
+    }
+    assert_eq!(std::fs::read_to_string(dir.join("metrics.csv")).unwrap().lines().count(), 4, "refused resumes trained nothing");
     let (code, _, err) = bnlab(&["train", "--resume", d, "--steps", "60"]);
     assert_eq!(code, 0, "{err}");
     assert_eq!(std::fs::read_to_string(dir.join("metrics.csv")).unwrap().lines().count(), 5);
