@@ -128,9 +128,9 @@ struct ExpOpts {
     /// A tiny version (seconds), for tests.
     #[arg(long)]
     quick: bool,
-    /// Seeds for headline figures.
-    #[arg(long, default_value_t = 3, allow_negative_numbers = true)]
-    seeds: usize,
+    /// Seeds for headline figures [default: 3, with --quick 1].
+    #[arg(long, allow_negative_numbers = true)]
+    seeds: Option<usize>,
     /// Output directory (default runs/<name>-<timestamp>; for `all`, the runs directory).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -139,6 +139,11 @@ struct ExpOpts {
 }
 
 impl ExpOpts {
+    /// `--seeds`, or its default: 3, one for a `--quick` run.
+    fn seeds(&self) -> usize {
+        self.seeds.unwrap_or(if self.quick { 1 } else { 3 })
+    }
+
     /// Fashion-MNIST when installed, else the built-in digits, unless chosen explicitly.
     fn source(&self) -> Result<Source> {
         if self.data.unset() {
@@ -321,7 +326,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
         }
         Cmd::Train(t) => train(&t),
         Cmd::Experiment { name, opts } => {
-            let args = ExpArgs { quick: opts.quick, seeds: opts.seeds, source: opts.source()?, out: opts.out.clone(), quiet: false };
+            let args = ExpArgs { quick: opts.quick, seeds: opts.seeds(), source: opts.source()?, out: opts.out.clone(), quiet: false };
             let dir = experiments::run(&name, &args)?;
             println!("report: {}", dir.join("report.html").display());
             Ok(ExitCode::SUCCESS)
@@ -341,7 +346,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             }
             let exp_args = |name: &str| ExpArgs {
                 quick: opts.quick,
-                seeds: opts.seeds,
+                seeds: opts.seeds(),
                 source: source.clone(),
                 out: Some(runs.join(format!("{name}-{stamp}"))),
                 quiet: false,

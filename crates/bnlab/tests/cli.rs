@@ -140,3 +140,19 @@ fn runs_check_every_flag_first_and_leave_nothing_when_they_cannot_start() {
     assert!(!out.exists() && start.elapsed().as_secs() < 5, "all ran before checking its flags");
     let _ = std::fs::remove_dir_all(&root);
 }
+
+#[test]
+fn quick_experiments_take_one_seed_unless_told() {
+    let root = std::env::temp_dir().join(format!("bnlab-cli-seeds-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    for (seeds, want) in [(None, vec![1]), (Some("2"), vec![1, 2])] {
+        let dir = root.join(seeds.unwrap_or("default"));
+        let mut args = vec!["experiment", "depth", "--quick", "--out", dir.to_str().unwrap()];
+        args.extend(seeds.map(|s| ["--seeds", s]).iter().flatten());
+        let (code, _, err) = bnlab(&args);
+        assert_eq!(code, 0, "{err}");
+        let s: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap();
+        assert_eq!(s["seeds"], serde_json::json!(want), "{seeds:?}");
+    }
+    std::fs::remove_dir_all(root).unwrap();
+}

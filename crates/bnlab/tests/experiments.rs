@@ -47,7 +47,7 @@ fn quick_runs_write_reports_csvs_plots_and_summaries() {
     let _ = std::fs::remove_dir_all(&runs);
     for name in NAMES {
         let dir = runs.join(name);
-        let a = ExpArgs { quick: true, seeds: 3, source: Source::Builtin, out: Some(dir.clone()), quiet: true };
+        let a = ExpArgs { quick: true, seeds: 1, source: Source::Builtin, out: Some(dir.clone()), quiet: true };
         assert_eq!(experiments::run(name, &a).unwrap(), dir);
         let s: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap();
         assert_eq!(s["experiment"], name);
