@@ -176,7 +176,7 @@ struct TrainArgs {
     #[arg(long, default_value_t = 0.1, allow_negative_numbers = true)]
     lr: f64,
     /// Multiply the learning rate by --lr-decay-factor every this many steps.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     lr_decay_every: Option<u64>,
     /// The factor of --lr-decay-every [default: 0.5].
     #[arg(long, allow_negative_numbers = true)]
@@ -206,7 +206,7 @@ struct TrainArgs {
     #[arg(long, default_value = "0.1")]
     bn_momentum: String,
     /// Train on the first N training examples only.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     train_subset: Option<usize>,
     /// Run directory (default runs/train-<timestamp>).
     #[arg(long)]

@@ -51,6 +51,8 @@ fn bad_flags_missing_data_and_unwritable_output_fail_with_one_clear_line() {
         (&["paper", "--eval-every", "-10"], "-10"),
         (&["experiment", "speedup", "--seeds", "-3"], "-3"),
         (&["bench", "--rounds", "-2"], "-2"),
+        (&["train", "--lr-decay-every", "-100"], "-100"),
+        (&["train", "--train-subset", "-1"], "-1"),
     ] {
         let (code, _, err) = bnlab(args);
         let flag = args.iter().find(|a| a.starts_with("--")).unwrap();
