@@ -37,11 +37,14 @@ multiversion! {
 
 /// The shift each channel's sums are taken about: its first value, which is close to the
 /// data, so float64 sums of `(x - k)` and `(x - k)^2` lose nothing that matters even when
-/// the mean is 1e4 times the spread.
+/// the mean is 1e4 times the spread. A first value that is infinite or NaN gives the shift
+/// 0: about `inf` every sum would be NaN (`inf - inf`), where PyTorch's `sum / n` makes the
+/// mean of a channel holding `inf` infinite.
 pub(crate) fn shifts<'a>(x: &[f32], d: Dims, ws: &'a mut Vec<f64>) -> &'a [f64] {
     let k = lined(ws, d.channels);
     for (c, kc) in k.iter_mut().enumerate() {
-        *kc = x[c * d.inner] as f64;
+        let v = x[c * d.inner];
+        *kc = if v.is_finite() { v as f64 } else { 0.0 };
     }
     k
 }

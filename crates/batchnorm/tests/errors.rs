@@ -136,6 +136,31 @@ fn nan_poisons_its_channel_only_and_constant_channels_give_beta() {
 }
 
 #[test]
+fn an_infinite_value_gives_an_infinite_mean_wherever_it_sits() {
+    // PyTorch's mean is sum / n: a channel holding +inf or -inf has that mean, and the
+    // variance (inf - inf) is NaN. The sums here are taken about each channel's first value,
+    // which must not make the mean NaN when that value is the infinite one. Rows (NC),
+    // channels-first runs and channels-last rows; the first, second and last value.
+    for (layout, shape) in [(Layout::Nc, vec![4, 3]), (Layout::Nchw, vec![2, 3, 2, 1]), (Layout::Nhwc, vec![2, 2, 1, 3])] {
+        let d = Dims::new(layout, &shape).unwrap();
+        let channel = |i: usize| if layout == Layout::Nchw { (i / 2) % 3 } else { i % 3 };
+        for (pos, inf) in [(0, f32::INFINITY), (1, f32::NEG_INFINITY), (3, f32::INFINITY)] {
+            let mut x: Vec<f32> = (0..12).map(|i| i as f32 * 0.5).collect();
+            let idx = (0..12).filter(|&i| channel(i) == 1).nth(pos).unwrap();
+            x[idx] = inf;
+            let m = batch_moments(&x, d).unwrap();
+            assert!(m[1].mean == inf as f64 && m[1].var_biased().is_nan(), "{layout:?} value {pos}: {:?}", m[1]);
+            assert!(m[0].var_biased().is_finite() && m[2].var_biased().is_finite(), "{layout:?}: other channels untouched");
+            let mut bn = layer(3);
+            let (y, saved) = bn.forward_train(&x, d).unwrap();
+            assert_eq!(saved.mean[1], inf as f64, "{layout:?} value {pos}");
+            assert_eq!(bn.running_mean().unwrap()[1], 0.1 * inf, "{layout:?} value {pos}");
+            assert!(y.iter().enumerate().all(|(i, v)| v.is_nan() == (channel(i) == 1)), "{layout:?} value {pos}: {y:?}");
+        }
+    }
+}
+
+#[test]
 fn operations_that_need_missing_state_are_refused() {
     let mut bn = BatchNorm::new(BatchNormConfig::new(2).affine(false).track_running_stats(false)).unwrap();
     assert!(matches!(bn.set_affine(&[1.0; 2], &[0.0; 2]), Err(BnError::Unsupported(_))));
