@@ -6,7 +6,8 @@ use crate::model::{Act, Arch, BnSpec, ModelSpec, WeightInit};
 use crate::paper::{self, PaperArgs};
 use crate::train::{DataSpec, LrDecay, Run, TrainConfig};
 use anyhow::{bail, Result};
-use clap::{Args, Parser, Subcommand};
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -159,12 +160,12 @@ struct TrainArgs {
     /// mlp or cnn.
     #[arg(long, default_value = "mlp")]
     model: String,
-    /// Hidden widths of the MLP, comma-separated [default: 100,100,100].
-    #[arg(long, value_delimiter = ',', allow_negative_numbers = true)]
-    widths: Option<Vec<usize>>,
-    /// Channels of the CNN's two convolutions [default: 8,16].
-    #[arg(long, value_delimiter = ',', allow_negative_numbers = true)]
-    channels: Option<Vec<usize>>,
+    /// Hidden widths of the MLP, comma-separated.
+    #[arg(long, default_value = "100,100,100", value_delimiter = ',', allow_negative_numbers = true)]
+    widths: Vec<usize>,
+    /// Channels of the CNN's two convolutions.
+    #[arg(long, default_value = "8,16", value_delimiter = ',', allow_negative_numbers = true)]
+    channels: Vec<usize>,
     /// Use batch normalization after every hidden layer.
     #[arg(long, overrides_with = "no_bn")]
     bn: bool,
@@ -178,15 +179,15 @@ struct TrainArgs {
     /// Multiply the learning rate by --lr-decay-factor every this many steps.
     #[arg(long, allow_negative_numbers = true)]
     lr_decay_every: Option<u64>,
-    /// The factor of --lr-decay-every [default: 0.5].
-    #[arg(long, allow_negative_numbers = true)]
-    lr_decay_factor: Option<f64>,
+    /// The factor of --lr-decay-every.
+    #[arg(long, default_value_t = 0.5, allow_negative_numbers = true)]
+    lr_decay_factor: f64,
     /// sgd or momentum.
     #[arg(long, default_value = "sgd")]
     optimizer: String,
-    /// The momentum of --optimizer momentum [default: 0.9].
-    #[arg(long, allow_negative_numbers = true)]
-    momentum: Option<f64>,
+    /// The momentum of --optimizer momentum.
+    #[arg(long, default_value_t = 0.9, allow_negative_numbers = true)]
+    momentum: f64,
     #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
     weight_decay: f64,
     #[arg(long, default_value_t = 60, allow_negative_numbers = true)]
@@ -219,15 +220,28 @@ struct TrainArgs {
     data: DataArgs,
 }
 
-fn train_config(t: &TrainArgs) -> Result<TrainConfig> {
+/// The flags given on the command line (not left at their defaults), by clap's argument id.
+struct Given<'a>(&'a ArgMatches);
+
+impl Given<'_> {
+    fn has(&self, id: &str) -> bool {
+        self.0.value_source(id) == Some(ValueSource::CommandLine)
+    }
+
+    /// The given flags, as typed (`--lr-decay-every` for the id `lr_decay_every`).
+    fn flags(&self) -> impl Iterator<Item = String> + '_ {
+        self.0.ids().filter(|id| self.has(id.as_str())).map(|id| format!("--{}", id.as_str().replace('_', "-")))
+    }
+}
+
+fn train_config(t: &TrainArgs, given: &Given) -> Result<TrainConfig> {
     // A flag that would change nothing is refused rather than ignored.
     let arch = match t.model.as_str() {
-        "mlp" if t.channels.is_some() => bail!("--channels applies to --model cnn; the MLP's layers are --widths"),
-        "mlp" => Arch::Mlp { widths: t.widths.clone().unwrap_or_else(|| vec![100, 100, 100]) },
-        "cnn" if t.widths.is_some() => bail!("--widths applies to --model mlp; the CNN's layers are --channels"),
+        "mlp" if given.has("channels") => bail!("--channels applies to --model cnn; the MLP's layers are --widths"),
+        "mlp" => Arch::Mlp { widths: t.widths.clone() },
+        "cnn" if given.has("widths") => bail!("--widths applies to --model mlp; the CNN's layers are --channels"),
         "cnn" => {
-            let channels = t.channels.clone().unwrap_or_else(|| vec![8, 16]);
-            let [a, b] = channels[..] else { bail!("--channels takes two numbers, got {channels:?}") };
+            let [a, b] = t.channels[..] else { bail!("--channels takes two numbers, got {:?}", t.channels) };
             Arch::Cnn { channels: [a, b] }
         }
         m => bail!("unknown --model {m:?}: use mlp or cnn"),
@@ -242,12 +256,12 @@ fn train_config(t: &TrainArgs) -> Result<TrainConfig> {
         }
     }
     let momentum = match t.optimizer.as_str() {
-        "sgd" if t.momentum.is_some() => bail!("--momentum applies to --optimizer momentum (plain sgd has none)"),
+        "sgd" if given.has("momentum") => bail!("--momentum applies to --optimizer momentum (plain sgd has none)"),
         "sgd" => 0.0,
-        "momentum" => t.momentum.unwrap_or(0.9),
+        "momentum" => t.momentum,
         o => bail!("unknown --optimizer {o:?}: use sgd or momentum"),
     };
-    if t.lr_decay_every.is_none() && t.lr_decay_factor.is_some() {
+    if t.lr_decay_every.is_none() && given.has("lr_decay_factor") {
         bail!("--lr-decay-factor needs --lr-decay-every (how often to apply it)");
     }
     let init = match (t.init_std, t.act) {
@@ -260,7 +274,7 @@ fn train_config(t: &TrainArgs) -> Result<TrainConfig> {
         data: DataSpec::from_source(&t.data.source()?),
         train_subset: t.train_subset,
         lr: t.lr,
-        lr_decay: t.lr_decay_every.map(|every| LrDecay { every, factor: t.lr_decay_factor.unwrap_or(0.5) }),
+        lr_decay: t.lr_decay_every.map(|every| LrDecay { every, factor: t.lr_decay_factor }),
         momentum,
         weight_decay: t.weight_decay,
         batch_size: t.batch_size,
@@ -274,20 +288,18 @@ fn train_config(t: &TrainArgs) -> Result<TrainConfig> {
 /// Exit status when training diverged.
 pub const EXIT_DIVERGED: u8 = 3;
 
-fn train(t: &TrainArgs) -> Result<ExitCode> {
+fn train(t: &TrainArgs, given: &Given) -> Result<ExitCode> {
     let mut run = if let Some(dir) = &t.resume {
         // The run's settings are its config.json's: any other flag would be ignored.
-        let flags: Vec<String> =
-            std::env::args().skip(2).filter(|a| a.starts_with("--")).map(|a| a.split('=').next().unwrap_or_default().to_string()).collect();
-        if let Some(f) = flags.iter().find(|f| !["--resume", "--steps"].contains(&f.as_str())) {
+        if let Some(f) = given.flags().find(|f| !["--resume", "--steps"].contains(&f.as_str())) {
             bail!("{f} cannot change a resumed run (its config.json holds every setting); only --steps may be given with --resume");
         }
-        let steps = flags.iter().any(|f| f == "--steps").then_some(t.steps);
+        let steps = given.has("steps").then_some(t.steps);
         let run = Run::resume(dir, steps)?;
         eprintln!("resuming {} at step {} of {}", dir.display(), run.step, run.cfg.steps);
         run
     } else {
-        let cfg = train_config(t)?;
+        let cfg = train_config(t, given)?;
         // Flag errors before the data loads and the run is announced (`Run::new` checks again).
         cfg.validate()?;
         let data = cfg.data.source().load()?;
@@ -316,7 +328,7 @@ fn train(t: &TrainArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn dispatch(cli: Cli) -> Result<ExitCode> {
+fn dispatch(cli: Cli, matches: &ArgMatches) -> Result<ExitCode> {
     match cli.cmd {
         Cmd::Paper { steps, lr, eval_every, seed, init_std, unit, batch_size, out, data } => {
             let args = PaperArgs { steps, lr, eval_every, seed, init_std, unit, batch_size, source: data.source()?, out, quiet: false };
@@ -324,7 +336,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             println!("report: {}", dir.join("report.html").display());
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Train(t) => train(&t),
+        Cmd::Train(t) => train(&t, &Given(matches.subcommand_matches("train").expect("the train subcommand's matches"))),
         Cmd::Experiment { name, opts } => {
             let args = ExpArgs { quick: opts.quick, seeds: opts.seeds(), source: opts.source()?, out: opts.out.clone(), quiet: false };
             let dir = experiments::run(&name, &args)?;
@@ -391,8 +403,9 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
 /// Parses the command line, runs it, and turns every error into one line on stderr.
 pub fn main() -> ExitCode {
     crate::runtime::configure();
-    let cli = Cli::parse();
-    match dispatch(cli) {
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    match dispatch(cli, &matches) {
         Ok(code) => code,
         Err(e) => {
             let chain: Vec<String> = e.chain().map(|c| c.to_string()).collect();
