@@ -149,7 +149,7 @@ fn quick_experiments_take_one_seed_unless_told() {
     let _ = std::fs::remove_dir_all(&root);
     for (seeds, want) in [(None, vec![1]), (Some("2"), vec![1, 2])] {
         let dir = root.join(seeds.unwrap_or("default"));
-        let mut args = vec!["experiment", "depth", "--quick", "--out", dir.to_str().unwrap()];
+        let mut args = vec!["experiment", "depth", "--quick", "--dataset", "mnist-10k", "--out", dir.to_str().unwrap()];
         args.extend(seeds.map(|s| ["--seeds", s]).iter().flatten());
         let (code, _, err) = bnlab(&args);
         assert_eq!(code, 0, "{err}");
