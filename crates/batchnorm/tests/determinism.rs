@@ -2,7 +2,7 @@
 
 mod common;
 
-use batchnorm::{BatchNorm, BatchNormConfig, Dims, Layout, PopulationStats};
+use batchnorm::{BatchNorm, BatchNormConfig, Dims, Layout, PopulationEstimator, PopulationStats, RunningVar};
 use common::Rng;
 
 type Outputs = (Vec<u32>, Vec<u32>, Vec<u32>, Vec<u32>, Vec<u32>, Vec<u32>);
@@ -23,16 +23,23 @@ fn run(layout: Layout, shape: &[usize]) -> Outputs {
     let ge = bn.backward(&x, &dy, d, &saved_e).unwrap();
     let mut pop = PopulationStats::new(d.channels);
     pop.add_batch(&x, d).unwrap();
+    pop.add_batch(&dy, d).unwrap();
+    let mut population = Vec::new();
+    for est in [PopulationEstimator::EqualWeight, PopulationEstimator::Pooled] {
+        let (mean, var) = pop.finish(est, RunningVar::Unbiased).unwrap();
+        population.extend(bits(&mean));
+        population.extend(bits(&var));
+    }
     let mut stats = bits(bn.running_mean().unwrap());
     stats.extend(bits(bn.running_var().unwrap()));
     stats.extend(bits(&g.dweight.unwrap()));
     stats.extend(bits(&g.dbias.unwrap()));
     stats.extend(bits(&ge.dweight.unwrap()));
-    (bits(&y), bits(&g.dx), bits(&ye), bits(&ge.dx), stats, vec![])
+    (bits(&y), bits(&g.dx), bits(&ye), bits(&ge.dx), stats, population)
 }
 
 #[test]
-fn identical_results_for_1_2_3_and_4_threads() {
+fn identical_results_for_1_to_4_7_and_16_threads() {
     let shapes: [(Layout, &[usize]); 13] = [
         (Layout::Nchw, &[8, 2, 64, 64]),
         (Layout::Nchw, &[2, 16, 96, 96]), // long runs, many channels: channel-by-channel tasks
@@ -51,9 +58,10 @@ fn identical_results_for_1_2_3_and_4_threads() {
     ];
     for (layout, shape) in shapes {
         let results: Vec<Outputs> =
-            [1, 2, 3, 4].into_iter().map(|t| rayon::ThreadPoolBuilder::new().num_threads(t).build().unwrap().install(|| run(layout, shape))).collect();
-        for (t, r) in results.iter().enumerate().skip(1) {
-            assert!(r == &results[0], "{layout} {shape:?}: {} threads differ from 1 thread", t + 1);
+            // 7 and 16 split the work unevenly and into more parts than this machine has cores
+            [1, 2, 3, 4, 7, 16].into_iter().map(|t| rayon::ThreadPoolBuilder::new().num_threads(t).build().unwrap().install(|| run(layout, shape))).collect();
+        for (t, r) in [2, 3, 4, 7, 16].into_iter().zip(&results[1..]) {
+            assert!(r == &results[0], "{layout} {shape:?}: {t} threads differ from 1 thread");
         }
     }
 }
