@@ -6,12 +6,13 @@ use crate::forward_eval::check_params;
 use crate::interleave::{interleave, interleaves, Interleaved};
 use crate::layout::Dims;
 use crate::narrow::{period, repeat_parts, split, MAX_PERIOD};
-use crate::parallel::{for_each_chunk, for_each_pass_chunk, from_end, sum_blocks, Plan, SharedMut};
+use crate::parallel::{column_group_width, for_each_chunk, for_each_pass_chunk, from_end, sum_blocks, sum_column_groups, Plan, SharedMut};
 use crate::saved::{SavedStats, StatsSource};
 use crate::simd::{
     acc_grad, grad_combine_out, lane_sum, multiversion, rows_acc_grad, rows_grad_combine_out, rows_per_task, rows_scale, runs_grad, scale, store_fence,
     streams_backward, WIDE_LANES,
 };
+use crate::strips::strips_acc_grad;
 use crate::tiles::{backward_tiled, tile_width};
 use crate::workspace::{lined, placed, sized, Workspace};
 
@@ -130,7 +131,7 @@ fn unpair(part: &[f64], out: &mut [f64]) {
 
 /// Per-channel `[sum(dy) (C) | sum(dy * (x - mean)) (C)]`, in float64, in a fixed order.
 /// `shift` holds a copy of `mean` on a line for the strips (see `workspace::lined`).
-fn grad_sums<'a>(x: &[f32], dy: &[f32], d: Dims, mean: &[f64], sums: &mut Vec<f64>, shift: &mut Vec<f64>, totals: &'a mut Vec<f64>) -> &'a [f64] {
+pub(crate) fn grad_sums<'a>(x: &[f32], dy: &[f32], d: Dims, mean: &[f64], sums: &mut Vec<f64>, shift: &mut Vec<f64>, totals: &'a mut Vec<f64>) -> &'a [f64] {
     let c = d.channels;
     let out = lined(totals, 2 * c);
     if d.is_empty() {
@@ -150,6 +151,14 @@ fn grad_sums<'a>(x: &[f32], dy: &[f32], d: Dims, mean: &[f64], sums: &mut Vec<f6
     let k = lined(shift, c);
     k.copy_from_slice(mean);
     let k = &*k;
+    if let Some(width) = column_group_width(d, plan.blocks) {
+        let ahead = crate::strips::ahead_grad(d);
+        sum_column_groups(&plan, d.outer, width, out, sums, |r, j0, a1, a2| {
+            let r = r.start * c..r.end * c;
+            strips_acc_grad(&x[r.clone()], &dy[r], c, j0, &k[j0..j0 + a1.len()], a1, a2, ahead);
+        });
+        return out;
+    }
     sum_blocks(plan.blocks, d.len(), out, sums, |b, acc| {
         let r = plan.range(b, d.outer);
         let r = r.start * span..r.end * span;

@@ -3,8 +3,9 @@
 use crate::error::{check_len, Result};
 use crate::layout::Dims;
 use crate::moments::Moments;
-use crate::parallel::{for_each_chunk, sum_blocks, Plan};
+use crate::parallel::{column_group_width, for_each_chunk, sum_blocks, sum_column_groups, Plan};
 use crate::simd::{acc_shifted, lane_sum, multiversion, rows_acc_shifted, runs_shifted, LANES};
+use crate::strips::strips_acc_shifted;
 use crate::tiles::{moments_tiled, tile_width};
 use crate::workspace::{lined, Workspace};
 
@@ -98,10 +99,17 @@ pub(crate) fn moments_unchecked(x: &[f32], d: Dims, out: &mut [Moments], ws: &mu
     // Every block sums about the same per-channel shift, so the partial sums combine by
     // plain addition (in block order); one conversion to moments per channel at the end.
     let total = lined(&mut ws.totals, 2 * c);
-    sum_blocks(plan.blocks, d.len(), total, &mut ws.sums, |b, acc| {
-        let r = plan.range(b, d.outer);
-        block_sums(&x[r.start * span..r.end * span], d, k, acc);
-    });
+    if let Some(width) = column_group_width(d, plan.blocks) {
+        let ahead = crate::strips::ahead(d);
+        sum_column_groups(&plan, d.outer, width, total, &mut ws.sums, |r, j0, a1, a2| {
+            strips_acc_shifted(&x[r.start * c..r.end * c], c, j0, &k[j0..j0 + a1.len()], a1, a2, ahead);
+        });
+    } else {
+        sum_blocks(plan.blocks, d.len(), total, &mut ws.sums, |b, acc| {
+            let r = plan.range(b, d.outer);
+            block_sums(&x[r.start * span..r.end * span], d, k, acc);
+        });
+    }
     let (s1, s2) = total.split_at(c);
     moments_from_sums((d.outer * d.inner) as f64, k, s1, s2, out);
 }
