@@ -40,7 +40,7 @@ fn run(layout: Layout, shape: &[usize]) -> Outputs {
 
 #[test]
 fn identical_results_for_1_to_4_7_and_16_threads() {
-    let shapes: [(Layout, &[usize]); 13] = [
+    let shapes: [(Layout, &[usize]); 14] = [
         (Layout::Nchw, &[8, 2, 64, 64]),
         (Layout::Nchw, &[2, 16, 96, 96]), // long runs, many channels: channel-by-channel tasks
         (Layout::Nchw, &[4, 64, 16, 16]),
@@ -50,6 +50,7 @@ fn identical_results_for_1_to_4_7_and_16_threads() {
         (Layout::Nc, &[200, 800]),       // two blocks of 100 rows
         (Layout::Nc, &[16, 2100]),       // few rows, many channels: backward in column tiles
         (Layout::Nc, &[8, 9000]),        // per-channel work in parallel tasks
+        (Layout::Nc, &[1024, 2048]),     // 8 blocks: their parts merged in column tasks (column groups at 16)
         (Layout::Nhwc, &[8, 32, 33, 3]), // rows of 3 regrouped into rows of 24
         (Layout::Ncl, &[3, 1, 40000]),
         // 16 MB and more: on one thread the second passes run from the end (`from_end`)
