@@ -320,7 +320,11 @@ const MIN_COLUMN_GROUP: usize = 64;
 /// threads, 0.070 -> 0.047 at 8, 0.084 -> 0.043 at 16; forward + backward 0.151 -> 0.130,
 /// 0.165 -> 0.113, 0.196 -> 0.094. The entries that run as before moved with the noise (at
 /// 2 threads, 256x1024 forward + backward 0.143 -> 0.178 with the same code; NC 4096x4096
-/// 0.89-1.09x throughout).
+/// 0.89-1.09x throughout). On this project's 2 cores they take the rows of fewer than 128 rows
+/// that are not tiles (one block, which ran on one thread): in the pool, medians of calls
+/// back to back, 5 alternating runs, us, NC 100x400 forward 11.7-12.1 -> 11.3-11.5, backward
+/// 15.1-15.3 -> 13.0-13.2; NC 120x300 forward 11.0-11.2 -> 11.4-11.7, backward 13.7-13.9 ->
+/// 13.1-13.4.
 pub(crate) fn column_group_width(d: Dims, blocks: usize) -> Option<usize> {
     let threads = rayon::current_num_threads();
     if !d.is_rows() || threads <= blocks || !parallel_worth(d.len()) {
