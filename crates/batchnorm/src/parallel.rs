@@ -320,8 +320,8 @@ const MIN_COLUMN_GROUP: usize = 64;
 /// threads, 0.070 -> 0.047 at 8, 0.084 -> 0.043 at 16; forward + backward 0.151 -> 0.130,
 /// 0.165 -> 0.113, 0.196 -> 0.094. The entries that run as before moved with the noise (at
 /// 2 threads, 256x1024 forward + backward 0.143 -> 0.178 with the same code; NC 4096x4096
-/// 0.89-1.09x throughout). On this project's 2 cores they take the rows of fewer than 128 rows
-/// that are not tiles (one block, which ran on one thread): in the pool, medians of calls
+/// 0.89-1.09x throughout). On this project's 2 cores they take tensors of fewer than 128 rows
+/// that are not cut into tiles (one block, which ran on one thread): in the pool, medians of calls
 /// back to back, 5 alternating runs, us, NC 100x400 forward 11.7-12.1 -> 11.3-11.5, backward
 /// 15.1-15.3 -> 13.0-13.2; NC 120x300 forward 11.0-11.2 -> 11.4-11.7, backward 13.7-13.9 ->
 /// 13.1-13.4.
@@ -339,8 +339,8 @@ pub(crate) fn column_group_width(d: Dims, blocks: usize) -> Option<usize> {
 /// [`column_group_width`]), each summing its channels block after block, every block's
 /// partial sums added to the first block's in block order. `f(rows, j0, a1, a2)` adds rows
 /// `rows` of channels `j0..j0 + a1.len()` into zeroed `a1`, `a2`, each channel's values in
-/// row order as the whole rows' reduction adds them; so every channel sees the same additions in
-/// the same order as through [`sum_blocks`], bit for bit the same sums.
+/// row order as the reduction of whole rows adds them; so every channel sees the same
+/// additions in the same order as through [`sum_blocks`], bit for bit the same sums.
 pub(crate) fn sum_column_groups<F>(plan: &Plan, outer: usize, width: usize, out: &mut [f64], parts: &mut Vec<f64>, f: F)
 where
     F: Fn(std::ops::Range<usize>, usize, &mut [f64], &mut [f64]) + Sync + Send,
@@ -526,7 +526,7 @@ mod tests {
 
     /// Where a pool has more threads than a reduction over rows has blocks, the column
     /// groups take it, and the statistics and the gradient sums come out bit for bit as on
-    /// one thread: groups whose width is not a multiple of the vectors', rows of a page that
+    /// one thread: groups whose width is not a multiple of the vectors', rows of 8 KB that
     /// prefetch along the row, rows of 512 channels that prefetch rows down (backward).
     #[test]
     fn column_groups_sum_as_the_blocks_do() {
