@@ -2,14 +2,22 @@
 
 use batchnorm::*;
 use std::alloc::{GlobalAlloc, Layout as AllocLayout, System};
+use std::cell::Cell;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 struct Counting;
-static ALLOCS: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    /// The counter of the test whose pool this thread belongs to: each test counts its own
+    /// threads' allocations, not the harness's or another test's running beside it.
+    static COUNTER: Cell<Option<&'static AtomicUsize>> = const { Cell::new(None) };
+}
 
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, l: AllocLayout) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::SeqCst);
+        if let Ok(Some(c)) = COUNTER.try_with(Cell::get) {
+            c.fetch_add(1, Ordering::SeqCst);
+        }
         unsafe { System.alloc(l) }
     }
     unsafe fn dealloc(&self, p: *mut u8, l: AllocLayout) {
@@ -20,19 +28,18 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
-#[test]
-fn steady_state_training_steps_do_not_allocate() {
-    // One thread: rayon's own bookkeeping is not ours to count.
-    let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+/// Training steps on a pool of `threads` threads after the first allocate nothing, counted
+/// in `allocs`.
+fn steady_state(threads: usize, allocs: &'static AtomicUsize, shapes: &[(Layout, Vec<usize>)]) {
+    // A worker registers with crossbeam's epoch collector (an allocation) the first time it
+    // steals, which can fall in any step: each one registers before it counts.
+    let start = move |_| {
+        drop(crossbeam_epoch::pin());
+        COUNTER.with(|c| c.set(Some(allocs)));
+    };
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).start_handler(start).build().unwrap();
     pool.install(|| {
-        for (layout, shape) in [
-            (Layout::Nc, vec![60, 100]),
-            (Layout::Nchw, vec![8, 4, 32, 32]),
-            (Layout::Nchw, vec![4, 64, 8, 8]),
-            (Layout::Nchw, vec![1, 8, 96, 96]), // channel-by-channel tasks
-            (Layout::Nhwc, vec![8, 16, 16, 32]),
-            (Layout::Nc, vec![16, 2100]), // backward in column tiles
-        ] {
+        for (layout, shape) in shapes.iter().cloned() {
             let d = Dims::new(layout, &shape).unwrap();
             let x: Vec<f32> = (0..d.len()).map(|i| (i % 13) as f32).collect();
             let mut y = vec![0.0; d.len()];
@@ -48,11 +55,47 @@ fn steady_state_training_steps_do_not_allocate() {
                 bn.forward_eval_into(&x, d, &mut y, &mut saved).unwrap();
             };
             step(&mut bn);
-            let before = ALLOCS.load(Ordering::SeqCst);
+            let before = allocs.load(Ordering::SeqCst);
             for _ in 0..3 {
                 step(&mut bn);
             }
-            assert_eq!(ALLOCS.load(Ordering::SeqCst) - before, 0, "{layout} {shape:?} allocated");
+            assert_eq!(allocs.load(Ordering::SeqCst) - before, 0, "{layout} {shape:?} allocated on {threads} threads");
         }
     });
+}
+
+#[test]
+fn steady_state_training_steps_do_not_allocate() {
+    static ALLOCS: AtomicUsize = AtomicUsize::new(0);
+    steady_state(
+        1,
+        &ALLOCS,
+        &[
+            (Layout::Nc, vec![60, 100]),
+            (Layout::Nchw, vec![8, 4, 32, 32]),
+            (Layout::Nchw, vec![4, 64, 8, 8]),
+            (Layout::Nchw, vec![1, 8, 96, 96]), // channel-by-channel tasks
+            (Layout::Nhwc, vec![8, 16, 16, 32]),
+            (Layout::Nc, vec![16, 2100]), // backward in column tiles
+        ],
+    );
+}
+
+/// The parallel paths reuse the workspace too: blocks of rows and their merge, column
+/// groups, channel tasks, tiles.
+#[test]
+fn steady_state_training_steps_on_four_threads_do_not_allocate() {
+    static ALLOCS: AtomicUsize = AtomicUsize::new(0);
+    steady_state(
+        4,
+        &ALLOCS,
+        &[
+            (Layout::Nc, vec![512, 1024]),       // 4 blocks, their parts merged in column tasks
+            (Layout::Nc, vec![256, 1024]),       // 2 blocks: column groups
+            (Layout::Nc, vec![100, 400]),        // 1 block: column groups
+            (Layout::Nchw, vec![2, 16, 96, 96]), // channel-by-channel tasks
+            (Layout::Nhwc, vec![8, 32, 32, 16]),
+            (Layout::Nc, vec![16, 2100]), // column tiles
+        ],
+    );
 }
