@@ -59,10 +59,12 @@ impl PopulationStats {
         self.batches
     }
 
-    /// Adds one batch's per-channel moments; each channel needs at least 2 values.
+    /// Adds one batch's per-channel moments; each channel needs a finite count of at least 2
+    /// values (a NaN or infinite count, which only a caller's own arithmetic makes, is refused
+    /// like a count of 1: merged, it would make the pooled statistics NaN).
     pub fn add_moments(&mut self, moments: &[Moments]) -> Result<()> {
         check_len("moments", self.sum_mean.len(), moments.len())?;
-        if let Some(m) = moments.iter().find(|m| m.count < 2.0) {
+        if let Some(m) = moments.iter().find(|m| !(m.count.is_finite() && m.count >= 2.0)) {
             return Err(BnError::Degenerate { shape: vec![m.count as usize] });
         }
         for (c, m) in moments.iter().enumerate() {

@@ -155,3 +155,19 @@ fn momentum_conventions_and_cumulative_average() {
     bn.reset();
     assert_eq!((bn.running_mean().unwrap()[0], bn.running_var().unwrap()[0], bn.num_batches_tracked()), (0.0, 1.0, 0));
 }
+
+#[test]
+fn moments_of_fewer_than_two_values_or_no_finite_count_are_refused() {
+    let ok = Moments { count: 4.0, mean: 1.0, m2: 3.0 };
+    for count in [0.0, 1.0, 1.5, -2.0, f64::NAN, f64::INFINITY] {
+        let mut pop = PopulationStats::new(2);
+        let bad = Moments { count, ..ok };
+        let err = pop.add_moments(&[ok, bad]).unwrap_err();
+        assert!(matches!(err, BnError::Degenerate { .. }), "count {count}: {err}");
+        assert_eq!(pop.batches(), 0, "count {count}: a refused batch was counted");
+        assert!(pop.finish(PopulationEstimator::Pooled, RunningVar::Unbiased).is_err(), "count {count}: a refused batch was kept");
+    }
+    let mut pop = PopulationStats::new(2);
+    pop.add_moments(&[ok, Moments { count: 2.0, ..ok }]).unwrap();
+    assert_eq!(pop.batches(), 1);
+}
