@@ -377,6 +377,9 @@ fn dispatch(cli: Cli, matches: &ArgMatches) -> Result<ExitCode> {
             if threads.is_empty() || threads.contains(&0) {
                 bail!("--threads takes positive thread counts, e.g. 1,2");
             }
+            if let Some(t) = threads.iter().enumerate().find_map(|(i, t)| threads[..i].contains(t).then_some(t)) {
+                bail!("--threads names {t} twice: each thread count is measured once");
+            }
             if rounds == 0 {
                 bail!("--rounds must be at least 1");
             }

@@ -128,6 +128,8 @@ fn runs_check_every_flag_first_and_leave_nothing_when_they_cannot_start() {
         (&["experiment", "depth", "--quick", "--data", "/nonexistent/mnist"], "/nonexistent/mnist"),
         (&["experiment", "depth", "--quick", "--seeds", "0"], "--seeds must be at least 1"),
         (&["bench", "--rounds", "0"], "--rounds must be at least 1"),
+        (&["bench", "--threads", "0"], "--threads takes positive thread counts"),
+        (&["bench", "--threads", "1,2,1"], "--threads names 1 twice"),
     ] {
         let (code, _, err) = bnlab(&[args, &["--out", o]].concat());
         assert_eq!(code, 2, "{args:?}: {err}");
