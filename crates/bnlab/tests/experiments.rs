@@ -57,7 +57,7 @@ fn quick_runs_write_reports_csvs_plots_and_summaries() {
             for k in ["claim", "measured", "paper"] {
                 assert!(!f[k].as_str().unwrap().is_empty(), "{name}: empty {k}");
             }
-            assert!(["held", "not-held", "mixed"].contains(&f["verdict"].as_str().unwrap()));
+            assert!(["held", "not-held", "mixed", "undecided"].contains(&f["verdict"].as_str().unwrap()));
         }
         for fig in s["figures"].as_array().unwrap() {
             let stem = fig.as_str().unwrap();

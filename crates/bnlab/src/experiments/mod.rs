@@ -40,6 +40,9 @@ pub enum Verdict {
     Held,
     NotHeld,
     Mixed,
+    /// The run could not tell: the differences the claim is about stayed within the seeds'
+    /// spread.
+    Undecided,
 }
 
 impl Verdict {
@@ -48,6 +51,7 @@ impl Verdict {
             Verdict::Held => "held",
             Verdict::NotHeld => "did not hold",
             Verdict::Mixed => "partly held",
+            Verdict::Undecided => "could not tell",
         }
     }
     pub fn from(ok: bool) -> Verdict {
