@@ -7,17 +7,21 @@ fn bnlab(args: &[&str]) -> (i32, String, String) {
     (o.status.code().unwrap_or(-1), String::from_utf8_lossy(&o.stdout).into(), String::from_utf8_lossy(&o.stderr).into())
 }
 
+/// Runs `bnlab args` and asserts that it failed with status 2 and one line on stderr holding
+/// `message`.
+fn refused(args: &[&str], message: &str) {
+    let (code, _, err) = bnlab(args);
+    assert_eq!(code, 2, "{args:?}: {err}");
+    assert!(err.contains(message) && err.lines().count() == 1, "{args:?}: {err}");
+}
+
 #[test]
 fn bad_flags_missing_data_and_unwritable_output_fail_with_one_clear_line() {
-    let (code, _, err) = bnlab(&["train", "--lr", "-1", "--steps", "1", "--out", "/tmp/bnlab-never"]);
-    assert_eq!(code, 2);
-    assert!(err.contains("--lr must be a positive number") && err.lines().count() == 1, "{err}");
+    refused(&["train", "--lr", "-1", "--steps", "1", "--out", "/tmp/bnlab-never"], "--lr must be a positive number");
     let (code, _, err) = bnlab(&["train", "--model", "rnn"]);
     assert_eq!(code, 2);
     assert!(err.contains("unknown --model"), "{err}");
-    let (code, _, err) = bnlab(&["train", "--data", "/nonexistent/mnist", "--steps", "1"]);
-    assert_eq!(code, 2);
-    assert!(err.contains("/nonexistent/mnist") && err.lines().count() == 1, "{err}");
+    refused(&["train", "--data", "/nonexistent/mnist", "--steps", "1"], "/nonexistent/mnist");
     let (code, _, err) = bnlab(&["paper", "--steps", "1", "--out", "/proc/forbidden/run"]);
     assert_ne!(code, 0);
     assert!(err.contains("/proc/forbidden/run"), "{err}");
@@ -38,9 +42,7 @@ fn bad_flags_missing_data_and_unwritable_output_fail_with_one_clear_line() {
         (&["--model", "cnn", "--widths", "10"], "--widths applies to --model mlp"),
         (&["--optimizer", "momentum", "--momentum", "1.5"], "--momentum must be in [0, 1)"),
     ] {
-        let (code, _, err) = bnlab(&[&["train", "--steps", "1", "--out", "/tmp/bnlab-never"][..], flags].concat());
-        assert_eq!(code, 2, "{flags:?}: {err}");
-        assert!(err.contains(message) && err.lines().count() == 1, "{flags:?}: {err}");
+        refused(&[&["train", "--steps", "1", "--out", "/tmp/bnlab-never"][..], flags].concat(), message);
     }
     // A negative count is named as a bad value of its flag, not taken for an unknown flag.
     for (args, bad) in [
@@ -84,10 +86,8 @@ fn train_writes_a_run_directory() {
     assert_eq!(metrics.lines().count(), 4, "header + steps 0, 20, 40");
     // A resumed run keeps its config.json's settings: any flag but --steps is refused.
     for flag in [&["--lr", "0.5"][..], &["--bn"], &["--out=/tmp/elsewhere"]] {
-        let (code, _, err) = bnlab(&[&["train", "--resume", d, "--steps", "60"][..], flag].concat());
         let name = flag[0].split('=').next().unwrap();
-        assert_eq!(code, 2, "{flag:?}: {err}");
-        assert!(err.contains(&format!("{name} cannot change a resumed run")) && err.lines().count() == 1, "{flag:?}: {err}");
+        refused(&[&["train", "--resume", d, "--steps", "60"][..], flag].concat(), &format!("{name} cannot change a resumed run"));
     }
     assert_eq!(std::fs::read_to_string(dir.join("metrics.csv")).unwrap().lines().count(), 4, "refused resumes trained nothing");
     let (code, _, err) = bnlab(&["train", "--resume", d, "--steps", "60"]);
@@ -131,16 +131,12 @@ fn runs_check_every_flag_first_and_leave_nothing_when_they_cannot_start() {
         (&["bench", "--threads", "0"], "--threads takes positive thread counts"),
         (&["bench", "--threads", "1,2,1"], "--threads names 1 twice"),
     ] {
-        let (code, _, err) = bnlab(&[args, &["--out", o]].concat());
-        assert_eq!(code, 2, "{args:?}: {err}");
-        assert!(err.contains(message) && err.lines().count() == 1, "{args:?}: {err}");
+        refused(&[args, &["--out", o]].concat(), message);
         assert!(!out.exists(), "{args:?} left {}", out.display());
     }
     // `all` would train Figure 1 first: its bad flag must stop it before that.
     let start = std::time::Instant::now();
-    let (code, _, err) = bnlab(&["all", "--quick", "--seeds", "0", "--out", o]);
-    assert_eq!(code, 2, "{err}");
-    assert!(err.contains("--seeds must be at least 1") && err.lines().count() == 1, "{err}");
+    refused(&["all", "--quick", "--seeds", "0", "--out", o], "--seeds must be at least 1");
     assert!(!out.exists() && start.elapsed().as_secs() < 5, "all ran before checking its flags");
     let _ = std::fs::remove_dir_all(&root);
 }
