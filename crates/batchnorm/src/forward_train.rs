@@ -164,6 +164,8 @@ pub fn forward_train_into(
         // then making their constants and writing their outputs): NC 256x1024 at 2
         // threads 76-82 us with 2 groups, 51 with 4, 49 with 8, against 40-43; one thread
         // running 2 groups took 73 us against 59-60 (each row read in halves 2 KB apart).
+        // The statistics alone run in column groups where the pool has more threads than
+        // the shape has blocks of rows (`parallel::column_group_width`).
         moments_unchecked(x, d, moments, ws);
         save_stats(moments, eps, saved);
         normalize_with_saved(x, d, weight, bias, saved, y, ws, from_end(d));
