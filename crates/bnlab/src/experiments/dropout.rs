@@ -111,19 +111,18 @@ pub fn run(ctx: &Ctx) -> Result<Section> {
     // three variants compared (0 with one seed, where every difference counts).
     let spread = (0..3).map(|i| best_of(i).1).fold(0.0, f64::max);
     let verdict = decide(none, drop, bn, spread);
+    let why = if verdict == Verdict::Undecided {
+        format!("; neither BN nor dropout moved it from neither beyond the seeds' spread ({spread:.4}): this setting shows no overfitting for either to cure")
+    } else {
+        String::new()
+    };
     let findings = vec![Finding {
         claim: "With batch normalization dropout is no longer needed".into(),
         measured: format!(
             "best test accuracy: BN alone {bn:.4}, dropout 0.5 alone {drop:.4}, neither {none:.4}, BN + dropout 0.5 {:.4}, BN + dropout 0.1 {:.4}{}",
             mean_best(3),
             mean_best(4),
-            if verdict == Verdict::Undecided {
-                format!(
-                    "; neither BN nor dropout moved it from neither beyond the seeds' spread ({spread:.4}): this setting shows no overfitting for either to cure"
-                )
-            } else {
-                String::new()
-            }
+            why
         ),
         paper: "BN-x5 removes dropout and still beats Inception (73.0% vs 72.2%)".into(),
         verdict,
