@@ -18,11 +18,20 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
     s
 }
 
-/// A Markdown table.
+/// A Markdown table. A `|` inside a cell is escaped (`\|`) and a line break becomes a space,
+/// so cells such as "|x| > 4" stay one cell and every row one line.
+///
+/// ```
+/// let t = bnlab::report::md_table(&["claim", "verdict"], &[vec!["inputs out of saturation (|x| > 4)".into(), "held".into()]]);
+/// assert_eq!(t.lines().nth(2), Some(r"| inputs out of saturation (\|x\| > 4) | held |"));
+/// ```
 pub fn md_table(headers: &[&str], rows: &[Vec<String>]) -> String {
-    let mut s = format!("| {} |\n|{}\n", headers.join(" | "), "---|".repeat(headers.len()));
+    let cell = |c: &str| c.replace('|', "\\|").replace(['\n', '\r'], " ");
+    let line = |cells: Vec<String>| format!("| {} |\n", cells.join(" | "));
+    let mut s = line(headers.iter().map(|h| cell(h)).collect());
+    s.push_str(&format!("|{}\n", "---|".repeat(headers.len())));
     for r in rows {
-        s.push_str(&format!("| {} |\n", r.join(" | ")));
+        s.push_str(&line(r.iter().map(|c| cell(c)).collect()));
     }
     s
 }
