@@ -49,3 +49,19 @@ pub fn mean_std(v: &[f64]) -> (f64, f64) {
 pub fn column(values: &[f32], units: usize, unit: usize) -> Vec<f32> {
     values.iter().skip(unit).step_by(units).copied().collect()
 }
+
+/// Two standard errors of the difference between accuracies `p` and `q`, each measured on
+/// the same `n` test examples: `2 sqrt((p (1 - p) + q (1 - q)) / n)`. Treating the two as
+/// independent overstates the error of a paired comparison a little, which only makes a
+/// lead beyond it the safer to believe. This is the noise of a single seed's comparison,
+/// where no spread over seeds is available.
+///
+/// ```
+/// // 92.3% against 91.6% on 2,000 test images: 0.7 points, within the 1.7 points the
+/// // test set alone moves such a difference by.
+/// let noise = bnlab::stats::accuracy_noise(0.923, 0.916, 2000);
+/// assert!((noise - 0.0172).abs() < 1e-4);
+/// ```
+pub fn accuracy_noise(p: f64, q: f64, n: usize) -> f64 {
+    2.0 * ((p * (1.0 - p) + q * (1.0 - q)) / n as f64).sqrt()
+}

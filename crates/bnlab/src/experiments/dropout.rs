@@ -104,12 +104,11 @@ pub fn run(ctx: &Ctx) -> Result<Section> {
         "dropout",
         "Test loss against epochs; where a curve turns up the net overfits",
     )?;
-    let best_of = |i: usize| crate::stats::mean_std(&res[i].iter().map(|r| r.best).collect::<Vec<_>>());
-    let mean_best = |i: usize| best_of(i).0;
+    let bests = |i: usize| res[i].iter().map(|r| r.best).collect::<Vec<_>>();
+    let mean_best = |i: usize| crate::stats::mean_std(&bests(i)).0;
     let (none, drop, bn) = (mean_best(0), mean_best(1), mean_best(2));
-    // What the seeds alone move the best accuracy by: the largest standard deviation of the
-    // three variants compared (0 with one seed, where every difference counts).
-    let spread = (0..3).map(|i| best_of(i).1).fold(0.0, f64::max);
+    // What the seeds alone move the best accuracy by, over the three variants compared.
+    let spread = super::spread(&[&bests(0), &bests(1), &bests(2)]);
     let verdict = decide(none, drop, bn, spread);
     let why = if verdict == Verdict::Undecided {
         format!("; neither BN nor dropout moved it from neither beyond the seeds' spread ({spread:.4}): this setting shows no overfitting for either to cure")

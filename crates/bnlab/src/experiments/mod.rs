@@ -61,6 +61,62 @@ impl Verdict {
             Verdict::NotHeld
         }
     }
+
+    /// Held where the side the claim favours leads beyond the noise, could not tell where
+    /// the two are within it, did not hold where it trails beyond it.
+    pub fn from_lead(l: Lead) -> Verdict {
+        match l {
+            Lead::Ahead => Verdict::Held,
+            Lead::Within => Verdict::Undecided,
+            Lead::Behind => Verdict::NotHeld,
+        }
+    }
+}
+
+/// Where one measured number stands against another once the noise is allowed for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lead {
+    /// Above the other by more than the noise.
+    Ahead,
+    /// Within the noise of the other: the run cannot tell them apart.
+    Within,
+    /// Below the other by more than the noise.
+    Behind,
+}
+
+/// `a` against `b`: [`Lead::Ahead`] where `a - b > noise`, [`Lead::Behind`] where
+/// `b - a > noise`, [`Lead::Within`] otherwise. A NaN (a run that diverged) stands below
+/// every number.
+///
+/// ```
+/// use bnlab::experiments::{lead, Lead};
+/// assert_eq!(lead(0.8537, 0.8470, 0.0033), Lead::Ahead);
+/// assert_eq!(lead(0.9230, 0.9160, 0.0169), Lead::Within);
+/// assert_eq!(lead(f64::NAN, 0.1, 0.0), Lead::Behind);
+/// ```
+pub fn lead(a: f64, b: f64, noise: f64) -> Lead {
+    match (a.is_nan(), b.is_nan()) {
+        (true, true) => Lead::Within,
+        (true, false) => Lead::Behind,
+        (false, true) => Lead::Ahead,
+        _ if a - b > noise => Lead::Ahead,
+        _ if b - a > noise => Lead::Behind,
+        _ => Lead::Within,
+    }
+}
+
+/// What the seeds alone move a comparison by: the largest sample standard deviation among
+/// the groups of per-seed results compared, `max_g sqrt(sum_i (x_gi - mean_g)^2 / (n_g - 1))`;
+/// 0 with one seed (every difference counts). A group holding a NaN (a diverged run) has
+/// no spread to offer and is left out.
+///
+/// ```
+/// use bnlab::experiments::spread;
+/// assert_eq!(spread(&[&[0.80], &[0.81]]), 0.0);
+/// assert!((spread(&[&[1.0, 3.0], &[2.0, 2.5]]) - 2f64.sqrt()).abs() < 1e-12);
+/// ```
+pub fn spread(groups: &[&[f64]]) -> f64 {
+    groups.iter().map(|g| crate::stats::mean_std(g).1).filter(|s| s.is_finite()).fold(0.0, f64::max)
 }
 
 /// One claim and what was measured about it.
@@ -275,4 +331,38 @@ pub fn csv(ctx: &Ctx, name: &str, header: &[&str], rows: &[Vec<String>]) -> Resu
 /// Whether `dir` holds an experiment or paper run summary.
 pub fn has_summary(dir: &Path) -> bool {
     dir.join("summary.json").is_file()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stats::accuracy_noise;
+
+    #[test]
+    fn a_lead_within_the_noise_decides_nothing() {
+        // The last `bnlab all`'s gamma-beta: learned 0.8537 ± 0.0033, frozen 0.8470 ± 0.0027.
+        assert_eq!(lead(0.8537, 0.8470, 0.0033), Lead::Ahead);
+        assert_eq!(lead(0.8470, 0.8537, 0.0033), Lead::Behind);
+        // Its Figure 1 (one seed, 2,000 test images): BN ahead by 0.7 points at step 2,000,
+        // inside the test set's noise; by 14.6 points at step 400, far outside it.
+        assert_eq!(lead(0.9230, 0.9160, accuracy_noise(0.9230, 0.9160, 2000)), Lead::Within);
+        assert_eq!(lead(0.8920, 0.7465, accuracy_noise(0.8920, 0.7465, 2000)), Lead::Ahead);
+        // No noise: every difference counts, a tie does not.
+        assert_eq!(lead(0.8001, 0.8, 0.0), Lead::Ahead);
+        assert_eq!(lead(0.8, 0.8, 0.0), Lead::Within);
+        // A diverged run (NaN) stands below any number.
+        assert_eq!(lead(0.1, f64::NAN, 0.5), Lead::Ahead);
+        assert_eq!(lead(f64::NAN, f64::NAN, 0.0), Lead::Within);
+        assert_eq!(Verdict::from_lead(Lead::Ahead), Verdict::Held);
+        assert_eq!(Verdict::from_lead(Lead::Within), Verdict::Undecided);
+        assert_eq!(Verdict::from_lead(Lead::Behind), Verdict::NotHeld);
+    }
+
+    #[test]
+    fn the_spread_is_the_widest_group_that_has_one() {
+        let s = spread(&[&[0.80, f64::NAN], &[0.80, 0.82], &[0.5]]);
+        assert!((s - 0.02 / 2f64.sqrt()).abs() < 1e-12, "{s}");
+        assert_eq!(spread(&[]), 0.0);
+        assert_eq!(spread(&[&[f64::NAN, f64::NAN]]), 0.0);
+    }
 }
