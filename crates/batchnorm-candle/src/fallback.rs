@@ -1,5 +1,6 @@
 //! The same semantics from composed candle ops, for devices and dtypes the fused kernels do
-//! not cover (GPU tensors, f64, f16, bf16). Gradients come from candle's autograd.
+//! not cover (GPU tensors of any type, f64 on the CPU). Gradients come from candle's
+//! autograd.
 
 use candle_core::{DType, Result, Tensor};
 

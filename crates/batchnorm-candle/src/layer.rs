@@ -17,9 +17,10 @@ pub type Observer = Arc<Mutex<Vec<Vec<Moments>>>>;
 ///
 /// `forward_t(x, true)` normalises with the batch statistics and updates the running ones
 /// (when tracked); `forward_t(x, false)` uses the running statistics (or the batch's, when
-/// `track_running_stats` is false). On f32 CPU tensors forward and backward are single fused
-/// kernels (custom ops over x, gamma and beta); other devices and dtypes run composed candle
-/// ops with the same semantics.
+/// `track_running_stats` is false). On CPU tensors of f32 forward and backward are single
+/// fused kernels (custom ops over x, gamma and beta); f16 and bf16 ones run the same kernels
+/// on a float32 copy, their output and gradient rounded back to the input's type; f64
+/// tensors and other devices run composed candle ops with the same semantics.
 ///
 /// The variables are named as `candle_nn::batch_norm` and PyTorch name them (`weight`,
 /// `bias`, `running_mean`, `running_var`), so checkpoints interchange.
@@ -217,10 +218,13 @@ impl ModuleT for BatchNorm {
         if !x.dtype().is_float() {
             bail!("batch norm takes floating-point input (f16, bf16, f32 or f64), got {:?}", x.dtype());
         }
-        if x.device().is_cpu() && x.dtype() == DType::F32 {
-            self.fused(x, train)
-        } else {
-            self.composed(x, train)
+        match (x.device().is_cpu(), x.dtype()) {
+            (true, DType::F32) => self.fused(x, train),
+            // Widened to float32 for the fused kernels and narrowed back (two passes, and
+            // their gradients through candle's casts): the composed ops widen as well, then
+            // take a dozen passes where the kernels take two.
+            (true, DType::F16 | DType::BF16) => self.fused(&x.to_dtype(DType::F32)?, train)?.to_dtype(x.dtype()),
+            _ => self.composed(x, train),
         }
     }
 }

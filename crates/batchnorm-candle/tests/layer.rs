@@ -166,6 +166,54 @@ fn fallback_path_matches_fused_path() {
 }
 
 #[test]
+fn half_precision_matches_the_f64_path_to_its_rounding() {
+    // f16 and bf16 layers (parameters and running statistics in the same type) against the
+    // float64 composed path on the same rounded inputs and parameters: only the output's,
+    // the gradients' and the running statistics' rounding to half precision may differ.
+    for (dtype, tol) in [(DType::F16, 4e-3f32), (DType::BF16, 3e-2)] {
+        for (cl, shape) in [(false, vec![4usize, 3, 5, 2]), (true, vec![2, 3, 4, 5]), (false, vec![16, 5])] {
+            let c = if cl { shape[shape.len() - 1] } else { shape[1] };
+            let cfg = BatchNormConfig::new(c);
+            let (vmh, vm64) = (VarMap::new(), VarMap::new());
+            let a = ours(&vmh, c, cfg, dtype).channels_last(cl);
+            let b = ours(&vm64, c, cfg, DType::F64).channels_last(cl);
+            set_affine(&vmh, c);
+            for name in ["bn.weight", "bn.bias"] {
+                let v = vmh.data().lock().unwrap()[name].as_tensor().to_dtype(DType::F64).unwrap();
+                vm64.data().lock().unwrap()[name].set(&v).unwrap();
+            }
+            for step in 0..2 {
+                let x = tensor(&shape, step, 2.0).to_dtype(dtype).unwrap();
+                let dy = tensor(&shape, 60 + step, 0.0).to_dtype(dtype).unwrap();
+                let (xh, x64) = (Var::from_tensor(&x).unwrap(), Var::from_tensor(&x.to_dtype(DType::F64).unwrap()).unwrap());
+                let ya = a.forward_t(xh.as_tensor(), true).unwrap();
+                let yb = b.forward_t(x64.as_tensor(), true).unwrap();
+                assert_eq!(ya.dtype(), dtype);
+                assert!(max_diff(&ya, &yb) < tol, "{dtype:?} {shape:?} y: {}", max_diff(&ya, &yb));
+                let ga = (&ya * &dy).unwrap().sum_all().unwrap().backward().unwrap();
+                let gb = (&yb * &dy.to_dtype(DType::F64).unwrap()).unwrap().sum_all().unwrap().backward().unwrap();
+                let dx = ga.get(xh.as_tensor()).unwrap();
+                assert_eq!(dx.dtype(), dtype);
+                assert!(max_diff(dx, gb.get(x64.as_tensor()).unwrap()) < tol, "{dtype:?} {shape:?} dx: {}", max_diff(dx, gb.get(x64.as_tensor()).unwrap()));
+                for (name, ta, tb) in [("dweight", a.weight().unwrap(), b.weight().unwrap()), ("dbias", a.bias().unwrap(), b.bias().unwrap())] {
+                    let (da, db) = (ga.get(ta).expect(name), gb.get(tb).expect(name));
+                    // Sums over the batch: their size, not 1, sets the rounding.
+                    let scale = db.abs().unwrap().max(0).unwrap().to_scalar::<f64>().unwrap().max(1.0) as f32;
+                    assert!(max_diff(da, db) < tol * scale, "{dtype:?} {shape:?} {name}: {}", max_diff(da, db));
+                }
+                assert!(max_diff(a.running_mean().unwrap(), b.running_mean().unwrap()) < tol, "{dtype:?} running mean");
+                assert!(max_diff(a.running_var().unwrap(), b.running_var().unwrap()) < tol, "{dtype:?} running var");
+            }
+            assert_eq!(a.num_batches_tracked(), 2);
+            let x = tensor(&shape, 9, 1.0).to_dtype(dtype).unwrap();
+            let (ya, yb) = (a.forward_t(&x, false).unwrap(), b.forward_t(&x.to_dtype(DType::F64).unwrap(), false).unwrap());
+            assert_eq!(ya.dtype(), dtype);
+            assert!(max_diff(&ya, &yb) < tol, "{dtype:?} {shape:?} eval: {}", max_diff(&ya, &yb));
+        }
+    }
+}
+
+#[test]
 fn bad_input_is_an_error_and_leaves_the_state() {
     let vm = VarMap::new();
     let bn = ours(&vm, 3, BatchNormConfig::new(3), DType::F32);
