@@ -7,35 +7,20 @@
 //! `Identity`): candle's own share of every step.
 //!
 //! `BN_DTYPE=f16|bf16` runs the same steps on half-precision tensors and parameters (f32 by
-//! default): our layer runs its float32 kernels on a widened copy there. `candle_nn`'s
-//! layer fails to train in half precision (a dtype mismatch inside it), so only its eval is
-//! timed there. Measured (2 threads, bf16, medians of two alternating runs, the composed
-//! fallback our layer ran before -> the kernels on a widened copy): training step NCHW
-//! 32x64x56x56 480-495 -> 34-36 ms, 64x256x14x14 242 -> 20.5-20.6, 128x512x7x7 244-247 ->
-//! 19.7-20.8; eval 9.9-10.6 -> 5.5-5.9, 5.2 -> 2.8-3.1, 4.7-5.8 -> 3.0-3.4 (`candle_nn`'s
-//! eval 9.7, 5.5, 5.4 ms in a later run). In f16, whose conversions candle runs slower, one
-//! run each: steps 543 -> 91, 271 -> 43, 265 -> 45 ms; eval 52 -> 20, 27 -> 10.5, 29 -> 10.5.
-//!
-//! The step's loss is a custom op that hands backprop a precomputed, contiguous upstream
-//! gradient `dy` (as the next layer of a network would): `(y * dy).sum_all()` would instead
-//! spend ~140 ms of candle's own backprop on a broadcast gradient (32x64x56x56), drowning
-//! the batch norm in what both layers pay alike.
-//!
-//! Every step allocates a handful of tensor-sized buffers (outputs, gradients, the gradient
-//! store's zeros) and frees them. Left to itself glibc serves some of them with fresh `mmap`s,
-//! whose pages fault in (and are zeroed) on first touch, and which ones depends on the
-//! history of the process: in three runs under glibc's defaults the identity step of NCHW
-//! 64x256x14x14 took 27.4, 3.7 and 27.2 ms, and within one run the three steps compared
-//! could land in different regimes (our step alone, in its own process, 21.5 ms with about
-//! 12,000 page faults a step against 4.8 ms with the setting below). So the bench fixes the
-//! allocator first (glibc only), chosen by `BN_ALLOC`:
-//!
-//! - `heap` (the default, as `bnlab` runs): [`batchnorm_candle::keep_freed_memory`], blocks
-//!   up to 32 MB from the heap and freed memory kept there, so a step reuses the last step's
-//!   pages, as a training loop settles to.
-//! - `fresh`: every block from 128 KB is a fresh `mmap` (glibc's starting threshold, never
-//!   raised): every step pays its page faults.
-//! - `glibc`: glibc's defaults, untouched.
+//! default): our layer's op widens its input to float32, runs the kernels and narrows its
+//! output (see `src/half.rs`). `candle_nn`'s layer fails to train in half precision (a dtype
+//! mismatch inside it), so only its eval is timed there. Measured (2 threads, bf16, medians,
+//! 2 alternating runs a step): the composed fallback the layer ran before -> the kernels
+//! between candle's `to_dtype` casts -> the op's own parallel conversions: training step
+//! NCHW 32x64x56x56 480-495 -> 33-36 -> 25-26 ms, 64x256x14x14 242 -> 16.6-20.6 -> 12.6-12.9,
+//! 128x512x7x7 244-247 -> 16.5-20.8 -> 12.5-15.2; eval 9.9-10.6 -> 4.7-5.9 -> 3.0-3.3, 5.2 ->
+//! 2.2-3.1 -> 1.4-2.0, 4.7-5.8 -> 2.4-3.4 -> 1.5-2.5 (`candle_nn`'s eval 9.7, 5.5 and 5.4 ms).
+//! In f16 (one run each; candle's casts convert f16 slower than bf16): steps 543 -> 91 -> 44,
+//! 271 -> 43 -> 21, 265 -> 45 -> 23 ms; eval 52 -> 20 -> 3.1, 27 -> 10.5 -> 1.2, 29 -> 10.5 ->
+//! 1.3 (`candle_nn`'s eval 56, 30 and 30 ms).
+//! The float32 step of the first shape takes 12.5 ms: the conversions' passes (2 bytes a
+//! value in, 4 out, and back) are what half precision costs here, short of kernels that
+//! read and write half precision themselves.
 
 use batchnorm_candle::{batch_norm, BatchNormConfig};
 use candle_core::{CpuStorage, CustomOp1, DType, Device, Layout, ModuleT, Shape, Tensor, Var};

@@ -219,11 +219,8 @@ impl ModuleT for BatchNorm {
             bail!("batch norm takes floating-point input (f16, bf16, f32 or f64), got {:?}", x.dtype());
         }
         match (x.device().is_cpu(), x.dtype()) {
-            (true, DType::F32) => self.fused(x, train),
-            // Widened to float32 for the fused kernels and narrowed back (two passes, and
-            // their gradients through candle's casts): the composed ops widen as well, then
-            // take a dozen passes where the kernels take two.
-            (true, DType::F16 | DType::BF16) => self.fused(&x.to_dtype(DType::F32)?, train)?.to_dtype(x.dtype()),
+            // f16 and bf16 are widened to float32 inside the op (see `half.rs`).
+            (true, DType::F32 | DType::F16 | DType::BF16) => self.fused(x, train),
             _ => self.composed(x, train),
         }
     }

@@ -18,6 +18,7 @@
 mod alloc;
 mod dims;
 mod fallback;
+mod half;
 mod layer;
 mod ops;
 

@@ -1,22 +1,17 @@
 //! The core's fused kernels as candle custom ops over (x, gamma, beta).
 
+use crate::half::{narrowed, narrowed_like, storage_dtype, widened};
 use crate::to_candle;
 use batchnorm::{backward_into, forward_eval_into, forward_train_into, inv_std, Dims, Moments, SavedStats, StatsSource, Workspace};
 use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Storage, Tensor};
 use std::sync::{Arc, Mutex};
 
-/// The contiguous float32 slice a CPU storage holds for `layout`.
-fn slice<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
-    let Some((a, b)) = l.contiguous_offsets() else { bail!("batch norm op: input is not contiguous") };
-    Ok(&s.as_slice::<f32>()?[a..b])
-}
-
-/// Runs `f` on the contiguous float32 data of a CPU tensor.
+/// Runs `f` on the contiguous data of a CPU tensor as float32 (widened from f16 or bf16).
 fn with_cpu_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> Result<R>) -> Result<R> {
     let t = t.contiguous()?;
     let (st, l) = t.storage_and_layout();
     match &*st {
-        Storage::Cpu(cs) => f(slice(cs, l)?),
+        Storage::Cpu(cs) => f(&widened(cs, l)?),
         _ => bail!("batch norm op: expected a CPU tensor"),
     }
 }
@@ -26,7 +21,7 @@ fn with_cpu_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> Result<R>) -> Result<R>
 /// Allocated as candle allocates its own ops' outputs (`alloc_uninit`), not zero-filled: a
 /// zero-fill is a whole extra pass over memory (25 MB for NCHW 32x64x56x56, 18% of a
 /// training step's time went to memset before, ours being two of the three fills).
-fn output_buffer(n: usize) -> Result<Vec<f32>> {
+pub(crate) fn output_buffer(n: usize) -> Result<Vec<f32>> {
     use candle_core::backend::BackendDevice;
     // SAFETY: float32 has no invalid bit patterns; every caller hands the whole buffer to a
     // core kernel that writes every element before the buffer is read (or returns an error,
@@ -63,9 +58,9 @@ impl CustomOp3 for BnOp {
     }
 
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout, s3: &CpuStorage, l3: &Layout) -> Result<(CpuStorage, Shape)> {
-        let x = slice(s1, l1)?;
-        let (g, b) = (slice(s2, l2)?, slice(s3, l3)?);
-        let (g, b) = if self.affine { (Some(g), Some(b)) } else { (None, None) };
+        let x = widened(s1, l1)?;
+        let (g, b) = (widened(s2, l2)?, widened(s3, l3)?);
+        let (g, b) = if self.affine { (Some(&*g), Some(&*b)) } else { (None, None) };
         let d = self.dims;
         let mut y = output_buffer(d.len())?;
         let mut ws = Workspace::new();
@@ -74,13 +69,13 @@ impl CustomOp3 for BnOp {
         match &self.stats {
             None => {
                 sh.moments.resize(d.channels, Moments::EMPTY);
-                forward_train_into(x, d, g, b, self.eps, &mut y, &mut sh.moments, &mut sh.saved, &mut ws).map_err(to_candle)?;
+                forward_train_into(&x, d, g, b, self.eps, &mut y, &mut sh.moments, &mut sh.saved, &mut ws).map_err(to_candle)?;
                 if self.detach {
                     sh.saved.source = StatsSource::Running;
                 }
             }
             Some((mean, var)) => {
-                forward_eval_into(x, d, g, b, mean, var, self.eps, &mut y, &mut ws).map_err(to_candle)?;
+                forward_eval_into(&x, d, g, b, mean, var, self.eps, &mut y, &mut ws).map_err(to_candle)?;
                 sh.saved = SavedStats {
                     mean: mean.iter().map(|&v| v as f64).collect(),
                     invstd: var.iter().map(|&v| inv_std(v as f64, self.eps)).collect(),
@@ -88,7 +83,7 @@ impl CustomOp3 for BnOp {
                 };
             }
         }
-        Ok((CpuStorage::F32(y), l1.shape().clone()))
+        Ok((narrowed(y, storage_dtype(s1))?, l1.shape().clone()))
     }
 
     fn bwd(&self, x: &Tensor, gamma: &Tensor, beta: &Tensor, _y: &Tensor, dy: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
@@ -108,6 +103,6 @@ impl CustomOp3 for BnOp {
             })
         })?;
         let dev = x.device();
-        Ok((Some(Tensor::from_vec(dx, x.shape(), dev)?), Some(Tensor::from_vec(dg, gamma.shape(), dev)?), Some(Tensor::from_vec(db, beta.shape(), dev)?)))
+        Ok((Some(narrowed_like(dx, x)?), Some(Tensor::from_vec(dg, gamma.shape(), dev)?), Some(Tensor::from_vec(db, beta.shape(), dev)?)))
     }
 }

@@ -214,6 +214,46 @@ fn half_precision_matches_the_f64_path_to_its_rounding() {
 }
 
 #[test]
+fn half_precision_is_the_float32_layer_rounded() {
+    // The op widens and narrows in parallel chunks of its own: over several chunks and a
+    // partial one, its output and input gradient are bit for bit the float32 layer's on the
+    // widened input, rounded by candle's own casts.
+    let shape = [8usize, 4, 40, 41];
+    for dtype in [DType::F16, DType::BF16] {
+        let (vmh, vm32) = (VarMap::new(), VarMap::new());
+        let a = ours(&vmh, 4, BatchNormConfig::new(4), dtype);
+        let b = ours(&vm32, 4, BatchNormConfig::new(4), DType::F32);
+        set_affine(&vmh, 4);
+        for name in ["bn.weight", "bn.bias"] {
+            let v = vmh.data().lock().unwrap()[name].as_tensor().to_dtype(DType::F32).unwrap();
+            vm32.data().lock().unwrap()[name].set(&v).unwrap();
+        }
+        let x = tensor(&shape, 5, 3.0).to_dtype(dtype).unwrap();
+        let dy = tensor(&shape, 6, 0.0).to_dtype(dtype).unwrap();
+        let (xh, x32) = (Var::from_tensor(&x).unwrap(), Var::from_tensor(&x.to_dtype(DType::F32).unwrap()).unwrap());
+        let bits =
+            |t: &Tensor| t.flatten_all().unwrap().to_dtype(DType::F32).unwrap().to_vec1::<f32>().unwrap().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        for train in [true, false] {
+            if !train {
+                // Eval reads the running statistics, which the half layer keeps in its type.
+                for name in ["bn.running_mean", "bn.running_var"] {
+                    let v = vmh.data().lock().unwrap()[name].as_tensor().to_dtype(DType::F32).unwrap();
+                    vm32.data().lock().unwrap()[name].set(&v).unwrap();
+                }
+            }
+            let ya = a.forward_t(xh.as_tensor(), train).unwrap();
+            let yb = b.forward_t(x32.as_tensor(), train).unwrap();
+            assert_eq!(bits(&ya), bits(&yb.to_dtype(dtype).unwrap()), "{dtype:?} y (train {train})");
+            let ga = (&ya * &dy).unwrap().sum_all().unwrap().backward().unwrap();
+            let gb = (&yb * &dy.to_dtype(DType::F32).unwrap()).unwrap().sum_all().unwrap().backward().unwrap();
+            let (dxa, dxb) = (ga.get(xh.as_tensor()).unwrap(), gb.get(x32.as_tensor()).unwrap());
+            assert_eq!(dxa.dtype(), dtype);
+            assert_eq!(bits(dxa), bits(&dxb.to_dtype(dtype).unwrap()), "{dtype:?} dx (train {train})");
+        }
+    }
+}
+
+#[test]
 fn bad_input_is_an_error_and_leaves_the_state() {
     let vm = VarMap::new();
     let bn = ours(&vm, 3, BatchNormConfig::new(3), DType::F32);
