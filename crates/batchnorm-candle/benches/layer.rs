@@ -8,7 +8,7 @@
 //!
 //! `BN_DTYPE=f16|bf16` runs the same steps on half-precision tensors and parameters (f32 by
 //! default): our layer's op widens its input to float32, runs the kernels and narrows its
-//! output (see `src/half.rs`). `candle_nn`'s layer fails to train in half precision (a dtype
+//! output (see `src/half_precision.rs`). `candle_nn`'s layer fails to train in half precision (a dtype
 //! mismatch inside it), so only its eval is timed there. Measured (2 threads, bf16, medians,
 //! 2 alternating runs a step): the composed fallback the layer ran before -> the kernels
 //! between candle's `to_dtype` casts -> the op's own parallel conversions: training step

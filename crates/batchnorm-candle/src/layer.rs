@@ -219,7 +219,7 @@ impl ModuleT for BatchNorm {
             bail!("batch norm takes floating-point input (f16, bf16, f32 or f64), got {:?}", x.dtype());
         }
         match (x.device().is_cpu(), x.dtype()) {
-            // f16 and bf16 are widened to float32 inside the op (see `half.rs`).
+            // f16 and bf16 are widened to float32 inside the op (see `half_precision.rs`).
             (true, DType::F32 | DType::F16 | DType::BF16) => self.fused(x, train),
             _ => self.composed(x, train),
         }

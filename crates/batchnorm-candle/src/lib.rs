@@ -18,7 +18,7 @@
 mod alloc;
 mod dims;
 mod fallback;
-mod half;
+mod half_precision;
 mod layer;
 mod ops;
 

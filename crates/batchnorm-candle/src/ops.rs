@@ -1,6 +1,6 @@
 //! The core's fused kernels as candle custom ops over (x, gamma, beta).
 
-use crate::half::{narrowed, narrowed_like, storage_dtype, widened};
+use crate::half_precision::{narrowed, narrowed_like, storage_dtype, widened};
 use crate::to_candle;
 use batchnorm::{backward_into, forward_eval_into, forward_train_into, inv_std, Dims, Moments, SavedStats, StatsSource, Workspace};
 use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Storage, Tensor};
@@ -24,8 +24,8 @@ fn with_cpu_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> Result<R>) -> Result<R>
 pub(crate) fn output_buffer(n: usize) -> Result<Vec<f32>> {
     use candle_core::backend::BackendDevice;
     // SAFETY: float32 has no invalid bit patterns; every caller hands the whole buffer to a
-    // core kernel that writes every element before the buffer is read (or returns an error,
-    // and the buffer is dropped unread).
+    // core kernel, or to the widening of a half-precision input, that writes every element
+    // before the buffer is read (or returns an error, and the buffer is dropped unread).
     let storage = unsafe { candle_core::cpu_backend::CpuDevice.alloc_uninit(&Shape::from(n), candle_core::DType::F32)? };
     match storage {
         CpuStorage::F32(v) => Ok(v),
