@@ -257,15 +257,20 @@ fn half_precision_is_the_float32_layer_rounded() {
 fn bad_input_is_an_error_and_leaves_the_state() {
     let vm = VarMap::new();
     let bn = ours(&vm, 3, BatchNormConfig::new(3), DType::F32);
-    let e = bn.forward_t(&tensor(&[4, 5], 1, 0.0), true).unwrap_err().to_string();
-    assert!(e.contains("3 channels") && e.contains("5 channels"), "{e}");
-    let e = bn.forward_t(&tensor(&[1, 3], 1, 0.0), true).unwrap_err().to_string();
-    assert!(e.contains("more than 1 value per channel"), "{e}");
-    let e = bn.forward_t(&tensor(&[6], 1, 0.0), true).unwrap_err().to_string();
-    assert!(e.contains("rank"), "{e}");
-    assert_eq!(bn.num_batches_tracked(), 0);
-    assert_eq!(bn.running_mean().unwrap().to_vec1::<f32>().unwrap(), vec![0.0; 3]);
-    assert!(bn.forward_t(&tensor(&[1, 3], 1, 0.0), false).is_ok(), "one sample is fine in eval");
+    // Half precision takes the same checks before its conversions.
+    for dtype in [DType::F32, DType::F16, DType::BF16] {
+        let t = |shape: &[usize]| tensor(shape, 1, 0.0).to_dtype(dtype).unwrap();
+        let e = bn.forward_t(&t(&[4, 5]), true).unwrap_err().to_string();
+        assert!(e.contains("3 channels") && e.contains("5 channels"), "{dtype:?}: {e}");
+        let e = bn.forward_t(&t(&[1, 3]), true).unwrap_err().to_string();
+        assert!(e.contains("more than 1 value per channel"), "{dtype:?}: {e}");
+        let e = bn.forward_t(&t(&[6]), true).unwrap_err().to_string();
+        assert!(e.contains("rank"), "{dtype:?}: {e}");
+        assert_eq!(bn.num_batches_tracked(), 0);
+        assert_eq!(bn.running_mean().unwrap().to_vec1::<f32>().unwrap(), vec![0.0; 3]);
+        let y = bn.forward_t(&t(&[1, 3]), false).expect("one sample is fine in eval");
+        assert_eq!(y.dtype(), dtype);
+    }
     for train in [true, false] {
         let ints = Tensor::new(&[[1u32, 2, 3], [4, 5, 6]], &Device::Cpu).unwrap();
         let e = bn.forward_t(&ints, train).unwrap_err().to_string();
