@@ -110,7 +110,7 @@ pub(crate) fn fill_coef<'a>(
 multiversion! {
     /// `(ctr, s, t)[i]` from `mean[i]`, `invstd[i]` and the affine parameters (see
     /// [`fold_affine`]); slices of one length, so that the loop vectorises.
-    fn coef_run(mean: &[f64], invstd: &[f64], weight: Option<&[f32]>, bias: Option<&[f32]>, ctr: &mut [f32], s: &mut [f32], t: &mut [f32]) {
+    pub(crate) fn coef_run(mean: &[f64], invstd: &[f64], weight: Option<&[f32]>, bias: Option<&[f32]>, ctr: &mut [f32], s: &mut [f32], t: &mut [f32]) {
         let n = ctr.len();
         let (mean, invstd, s, t) = (&mean[..n], &invstd[..n], &mut s[..n], &mut t[..n]);
         let (weight, bias) = (weight.map(|w| &w[..n]), bias.map(|b| &b[..n]));

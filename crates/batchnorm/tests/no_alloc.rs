@@ -1,4 +1,4 @@
-//! The `_into` kernels allocate nothing in the steady state.
+//! The `_into` kernels (and the converted eval) allocate nothing in the steady state.
 
 use batchnorm::*;
 use std::alloc::{GlobalAlloc, Layout as AllocLayout, System};
@@ -48,11 +48,15 @@ fn steady_state(threads: usize, allocs: &'static AtomicUsize, shapes: &[(Layout,
             let mut saved = SavedStats::with_channels(d.channels);
             let mut bn = BatchNorm::new(BatchNormConfig::new(d.channels)).unwrap();
             let mut ws = Workspace::new();
+            let (rm, rv) = (vec![0.5f32; d.channels], vec![2.0f32; d.channels]);
+            let copy = |s: &[f32], o: &mut [f32]| o.copy_from_slice(s);
             let mut step = |bn: &mut BatchNorm| {
                 bn.forward_train_into(&x, d, &mut y, &mut saved).unwrap();
                 bn.backward_into(&x, &y, d, &saved, &mut dx, Some(&mut dw), Some(&mut db)).unwrap();
                 param_grads_into(&x, &y, d, &saved, Some(&mut dw), Some(&mut db), &mut ws).unwrap();
                 bn.forward_eval_into(&x, d, &mut y, &mut saved).unwrap();
+                // The converted eval's blocks (float32 "converted" by copying).
+                forward_eval_converted_into(&x, d, None, None, &rm, &rv, 1e-5, &mut y, copy, copy, &mut ws).unwrap();
             };
             step(&mut bn);
             let before = allocs.load(Ordering::SeqCst);
