@@ -7,8 +7,8 @@
 //! `Identity`): candle's own share of every step.
 //!
 //! `BN_DTYPE=f16|bf16` runs the same steps on half-precision tensors and parameters (f32 by
-//! default): our layer's op widens its input to float32, runs the kernels and narrows its
-//! output (see `src/half_precision.rs`). `candle_nn`'s layer fails to train in half precision (a dtype
+//! default): in training our layer's op widens its input to float32, runs the kernels and
+//! narrows its output (see `src/half_precision.rs`). `candle_nn`'s layer fails to train in half precision (a dtype
 //! mismatch inside it), so only its eval is timed there. Measured (2 threads, bf16, medians,
 //! 2 alternating runs a step): the composed fallback the layer ran before -> the kernels
 //! between candle's `to_dtype` casts -> the op's own parallel conversions: training step
@@ -18,9 +18,13 @@
 //! In f16 (one run each; candle's casts convert f16 slower than bf16): steps 543 -> 91 -> 44,
 //! 271 -> 43 -> 21, 265 -> 45 -> 23 ms; eval 52 -> 20 -> 3.1, 27 -> 10.5 -> 1.2, 29 -> 10.5 ->
 //! 1.3 (`candle_nn`'s eval 56, 30 and 30 ms).
-//! The float32 step of the first shape takes 12.5 ms: the conversions' passes (2 bytes a
-//! value in, 4 out, and back) are what half precision costs here, short of kernels that
-//! read and write half precision themselves.
+//! Eval since reads and writes half precision itself (`batchnorm::forward_eval_converted_into`,
+//! a block of 4,096 values at a time through float32, with `src/convert.rs`'s vectorised
+//! conversions; 2 alternating runs, the op's own conversions -> this): bf16 3.40-3.61 ->
+//! 1.39-1.51 ms, 1.41-1.44 -> 0.59-0.60, 1.42-2.14 -> 0.66-0.71; f16 3.06-3.49 -> 1.22-1.95,
+//! 1.24-1.47 -> 0.50-0.76, 1.25-1.51 -> 0.65-0.86. The float32 step of the first shape takes
+//! 12.5 ms and its eval 0.63: the training step's conversion passes (2 bytes a value in, 4
+//! out, and back) are what half precision costs there.
 
 use batchnorm_candle::{batch_norm, BatchNormConfig};
 use candle_core::{CpuStorage, CustomOp1, DType, Device, Layout, ModuleT, Shape, Tensor, Var};

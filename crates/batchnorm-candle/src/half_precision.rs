@@ -1,13 +1,16 @@
-//! f16 and bf16 tensors through the float32 kernels: the op widens its inputs to float32 and
-//! narrows its outputs back itself, in parallel chunks, instead of leaving both to candle's
-//! `to_dtype` (one thread, a value at a time), which took most of a half-precision step.
+//! f16 and bf16 tensors through the float32 kernels. Training and backward: the op widens
+//! its inputs to float32 and narrows its outputs back itself, in parallel chunks, instead of
+//! leaving both to candle's `to_dtype` (one thread, a value at a time), which took most of a
+//! half-precision step. Eval: the core normalises a block at a time from the half-precision
+//! input into the half-precision output ([`eval_converted`]), one pass over memory.
 //!
-//! Widening is exact; narrowing rounds to nearest, ties to even (`half`'s conversions, with
-//! F16C where the CPU has it), as candle's own casts do, so the results are bit for bit those
-//! of casting around the float32 op.
+//! Widening is exact; narrowing rounds to nearest, ties to even (the vectorised conversions
+//! of `convert.rs`, bit for bit `half`'s), as candle's own casts do, so the results are bit
+//! for bit those of casting around the float32 op.
 
+use crate::convert::Half;
+use batchnorm::{forward_eval_converted_into, Dims, Workspace};
 use candle_core::{bail, CpuStorage, DType, Layout, Result, Shape, Tensor};
-use half::slice::HalfFloatSliceExt;
 use rayon::prelude::*;
 use std::borrow::Cow;
 
@@ -26,8 +29,8 @@ pub(crate) fn widened<'a>(s: &'a CpuStorage, l: &Layout) -> Result<Cow<'a, [f32]
     };
     match s {
         CpuStorage::F32(v) => Ok(Cow::Borrowed(&v[a..b])),
-        CpuStorage::F16(v) => widen(b - a, &|at, o| v[a + at..a + at + o.len()].convert_to_f32_slice(o)),
-        CpuStorage::BF16(v) => widen(b - a, &|at, o| v[a + at..a + at + o.len()].convert_to_f32_slice(o)),
+        CpuStorage::F16(v) => widen(b - a, &|at, o| Half::widen(&v[a + at..a + at + o.len()], o)),
+        CpuStorage::BF16(v) => widen(b - a, &|at, o| Half::widen(&v[a + at..a + at + o.len()], o)),
         other => bail!("batch norm op: expected f32, f16 or bf16 data, got {:?}", storage_dtype(other)),
     }
 }
@@ -35,22 +38,12 @@ pub(crate) fn widened<'a>(s: &'a CpuStorage, l: &Layout) -> Result<Cow<'a, [f32]
 /// Float32 results as a storage of `dtype` (float32 moved as is; f16 and bf16 narrowed in
 /// parallel into a buffer allocated as candle allocates its outputs).
 pub(crate) fn narrowed(v: Vec<f32>, dtype: DType) -> Result<CpuStorage> {
-    use candle_core::backend::BackendDevice;
-    if !matches!(dtype, DType::F16 | DType::BF16) {
-        return match dtype {
-            DType::F32 => Ok(CpuStorage::F32(v)),
-            other => bail!("batch norm op: cannot write {other:?} output"),
-        };
-    }
-    // SAFETY: f16 and bf16 have no invalid bit patterns, and every value is written below
-    // before the storage is returned.
-    let mut out = unsafe { candle_core::cpu_backend::CpuDevice.alloc_uninit(&Shape::from(v.len()), dtype)? };
-    match &mut out {
-        CpuStorage::F16(o) => narrow(o, &v),
-        CpuStorage::BF16(o) => narrow(o, &v),
-        _ => bail!("batch norm op: expected a {dtype:?} buffer"),
-    }
-    Ok(out)
+    Ok(match dtype {
+        DType::F32 => CpuStorage::F32(v),
+        DType::F16 => CpuStorage::F16(narrow(uninit(v.len(), dtype)?, &v)),
+        DType::BF16 => CpuStorage::BF16(narrow(uninit(v.len(), dtype)?, &v)),
+        other => bail!("batch norm op: cannot write {other:?} output"),
+    })
 }
 
 /// Float32 results as a tensor of `like`'s dtype, shape and device.
@@ -64,11 +57,51 @@ pub(crate) fn narrowed_like(v: Vec<f32>, like: &Tensor) -> Result<Tensor> {
     }
 }
 
-fn narrow<T: Send>(out: &mut [T], v: &[f32])
-where
-    [T]: HalfFloatSliceExt,
-{
-    out.par_chunks_mut(CHUNK).zip(v.par_chunks(CHUNK)).for_each(|(o, s)| o.convert_from_f32_slice(s));
+/// The eval forward of f16 or bf16 storage straight into a storage of its type, a block at a
+/// time through float32 (`batchnorm::forward_eval_converted_into`: one pass over memory, the
+/// values bit for bit the float32 eval's before narrowing); `None` for float32 storage.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn eval_converted(
+    s: &CpuStorage,
+    l: &Layout,
+    d: Dims,
+    weight: Option<&[f32]>,
+    bias: Option<&[f32]>,
+    mean: &[f32],
+    var: &[f32],
+    eps: f64,
+    ws: &mut Workspace,
+) -> Result<Option<CpuStorage>> {
+    let Some((a, b)) = l.contiguous_offsets() else { bail!("batch norm op: input is not contiguous") };
+    fn run<T: Half>(x: &[T], mut y: Vec<T>, d: Dims, p: Params, ws: &mut Workspace) -> Result<Vec<T>> {
+        let (weight, bias, mean, var, eps) = p;
+        forward_eval_converted_into(x, d, weight, bias, mean, var, eps, &mut y, T::widen, T::narrow, ws).map_err(crate::to_candle)?;
+        Ok(y)
+    }
+    let p = (weight, bias, mean, var, eps);
+    Ok(match s {
+        CpuStorage::F16(v) => Some(CpuStorage::F16(run(&v[a..b], uninit(b - a, DType::F16)?, d, p, ws)?)),
+        CpuStorage::BF16(v) => Some(CpuStorage::BF16(run(&v[a..b], uninit(b - a, DType::BF16)?, d, p, ws)?)),
+        _ => None,
+    })
+}
+
+/// The affine parameters, statistics and epsilon of an eval forward.
+type Params<'a> = (Option<&'a [f32]>, Option<&'a [f32]>, &'a [f32], &'a [f32], f64);
+
+/// `n` values of f16 or bf16, allocated as candle allocates its outputs.
+fn uninit<T: candle_core::WithDType>(n: usize, dtype: DType) -> Result<Vec<T>> {
+    use candle_core::backend::BackendDevice;
+    // SAFETY: f16 and bf16 have no invalid bit patterns; every caller writes every value
+    // (a kernel that writes them all, or returns an error and the buffer is dropped unread).
+    let storage = unsafe { candle_core::cpu_backend::CpuDevice.alloc_uninit(&Shape::from(n), dtype)? };
+    T::cpu_storage_data(storage)
+}
+
+/// `v` narrowed into `out` (as long), in parallel chunks.
+fn narrow<T: Half>(mut out: Vec<T>, v: &[f32]) -> Vec<T> {
+    out.par_chunks_mut(CHUNK).zip(v.par_chunks(CHUNK)).for_each(|(o, s)| T::narrow(s, o));
+    out
 }
 
 /// The element type a CPU storage holds.

@@ -16,6 +16,7 @@
 #![warn(missing_docs)]
 
 mod alloc;
+mod convert;
 mod dims;
 mod fallback;
 mod half_precision;

@@ -1,6 +1,6 @@
 //! The core's fused kernels as candle custom ops over (x, gamma, beta).
 
-use crate::half_precision::{narrowed, narrowed_like, storage_dtype, widened};
+use crate::half_precision::{eval_converted, narrowed, narrowed_like, storage_dtype, widened};
 use crate::to_candle;
 use batchnorm::{backward_into, forward_eval_into, forward_train_into, inv_std, Dims, Moments, SavedStats, StatsSource, Workspace};
 use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Storage, Tensor};
@@ -58,32 +58,42 @@ impl CustomOp3 for BnOp {
     }
 
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout, s3: &CpuStorage, l3: &Layout) -> Result<(CpuStorage, Shape)> {
-        let x = widened(s1, l1)?;
         let (g, b) = (widened(s2, l2)?, widened(s3, l3)?);
         let (g, b) = if self.affine { (Some(&*g), Some(&*b)) } else { (None, None) };
         let d = self.dims;
-        let mut y = output_buffer(d.len())?;
         let mut ws = Workspace::new();
         let mut sh = self.shared.lock().expect("batch norm state poisoned");
         let sh = &mut *sh;
-        match &self.stats {
+        let y = match &self.stats {
             None => {
+                let x = widened(s1, l1)?;
+                let mut y = output_buffer(d.len())?;
                 sh.moments.resize(d.channels, Moments::EMPTY);
                 forward_train_into(&x, d, g, b, self.eps, &mut y, &mut sh.moments, &mut sh.saved, &mut ws).map_err(to_candle)?;
                 if self.detach {
                     sh.saved.source = StatsSource::Running;
                 }
+                narrowed(y, storage_dtype(s1))?
             }
             Some((mean, var)) => {
-                forward_eval_into(&x, d, g, b, mean, var, self.eps, &mut y, &mut ws).map_err(to_candle)?;
+                // Half precision is normalised straight from its own storage (one pass).
+                let y = match eval_converted(s1, l1, d, g, b, mean, var, self.eps, &mut ws)? {
+                    Some(y) => y,
+                    None => {
+                        let mut y = output_buffer(d.len())?;
+                        forward_eval_into(&widened(s1, l1)?, d, g, b, mean, var, self.eps, &mut y, &mut ws).map_err(to_candle)?;
+                        CpuStorage::F32(y)
+                    }
+                };
                 sh.saved = SavedStats {
                     mean: mean.iter().map(|&v| v as f64).collect(),
                     invstd: var.iter().map(|&v| inv_std(v as f64, self.eps)).collect(),
                     source: StatsSource::Running,
                 };
+                y
             }
-        }
-        Ok((narrowed(y, storage_dtype(s1))?, l1.shape().clone()))
+        };
+        Ok((y, l1.shape().clone()))
     }
 
     fn bwd(&self, x: &Tensor, gamma: &Tensor, beta: &Tensor, _y: &Tensor, dy: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {

@@ -215,10 +215,11 @@ fn half_precision_matches_the_f64_path_to_its_rounding() {
 
 #[test]
 fn half_precision_is_the_float32_layer_rounded() {
-    // The op widens and narrows in parallel chunks of its own: over several chunks and a
-    // partial one, its output and input gradient are bit for bit the float32 layer's on the
+    // The op widens and narrows in parallel chunks of its own, and eval converts block by
+    // block in the core: over several chunks and blocks and a partial one (65,600 values, in
+    // parallel), its output and input gradient are bit for bit the float32 layer's on the
     // widened input, rounded by candle's own casts.
-    let shape = [8usize, 4, 40, 41];
+    let shape = [8usize, 4, 50, 41];
     for dtype in [DType::F16, DType::BF16] {
         let (vmh, vm32) = (VarMap::new(), VarMap::new());
         let a = ours(&vmh, 4, BatchNormConfig::new(4), dtype);
