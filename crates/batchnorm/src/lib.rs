@@ -11,6 +11,9 @@
 //! every other axis, for dense (`NC`), channels-first (`NCL`, `NCHW`, `NCDHW`) and
 //! channels-last (`NLC`, `NHWC`) tensors.
 //!
+//! Tensors are float32; [`forward_eval_converted_into`] evaluates tensors stored in another
+//! type (f16, bf16) through float32 a block at a time, given the two conversions.
+//!
 //! Accumulation is float64; the reduction order is fixed by the shape, so results are
 //! bitwise identical whatever the number of threads. The `_into` kernels write into caller
 //! buffers and reuse a [`Workspace`], so a training loop allocates nothing after its first
