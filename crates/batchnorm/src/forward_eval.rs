@@ -175,16 +175,31 @@ pub fn forward_eval_into(
     y: &mut [f32],
     ws: &mut Workspace,
 ) -> Result<()> {
-    check_len("x", d.len(), x.len())?;
-    check_len("y", d.len(), y.len())?;
-    check_len("running_mean", d.channels, mean.len())?;
-    check_len("running_var", d.channels, var.len())?;
-    check_params(d.channels, weight, bias)?;
-    let c = d.channels;
-    let stats = sized(&mut ws.totals, 2 * c, 0.0);
-    let (m, is) = stats.split_at_mut(c);
-    running_into(mean, var, eps, m, is);
+    let (m, is) = eval_stats(d, (x.len(), y.len()), weight, bias, mean, var, eps, &mut ws.totals)?;
     let (coef, il) = fill_coef(&mut ws.coef, m, is, weight, bias, x, d, y);
     normalize_unchecked(x, d, coef, il, y, false);
     Ok(())
+}
+
+/// An eval forward's checks (the lengths of `x` and `y` in `lens`, the statistics', the
+/// parameters'), then the running statistics as (mean, inverse std) per channel in `totals`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn eval_stats<'a>(
+    d: Dims,
+    lens: (usize, usize),
+    weight: Option<&[f32]>,
+    bias: Option<&[f32]>,
+    mean: &[f32],
+    var: &[f32],
+    eps: f64,
+    totals: &'a mut Vec<f64>,
+) -> Result<(&'a [f64], &'a [f64])> {
+    check_len("x", d.len(), lens.0)?;
+    check_len("y", d.len(), lens.1)?;
+    check_len("running_mean", d.channels, mean.len())?;
+    check_len("running_var", d.channels, var.len())?;
+    check_params(d.channels, weight, bias)?;
+    let (m, is) = sized(totals, 2 * d.channels, 0.0).split_at_mut(d.channels);
+    running_into(mean, var, eps, m, is);
+    Ok((m, is))
 }

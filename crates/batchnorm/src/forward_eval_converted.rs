@@ -9,10 +9,9 @@
 //! narrows it into the output: the tensor is read and written once, in its own type.
 
 use crate::coefficients::parts;
-use crate::error::{check_len, Result};
-use crate::forward_eval::{check_params, coef_run};
+use crate::error::Result;
+use crate::forward_eval::{coef_run, eval_stats};
 use crate::layout::Dims;
-use crate::saved::running_into;
 use crate::simd::{affine, multiversion, rows_affine};
 use crate::workspace::{sized, Workspace};
 
@@ -68,18 +67,11 @@ where
     W: Fn(&[T], &mut [f32]) + Sync,
     N: Fn(&[f32], &mut [T]) + Sync,
 {
-    check_len("x", d.len(), x.len())?;
-    check_len("y", d.len(), y.len())?;
-    check_len("running_mean", d.channels, mean.len())?;
-    check_len("running_var", d.channels, var.len())?;
-    check_params(d.channels, weight, bias)?;
-    let c = d.channels;
+    let (m, is) = eval_stats(d, (x.len(), y.len()), weight, bias, mean, var, eps, &mut ws.totals)?;
     if d.is_empty() {
         return Ok(());
     }
-    let stats = sized(&mut ws.totals, 2 * c, 0.0);
-    let (m, is) = stats.split_at_mut(c);
-    running_into(mean, var, eps, m, is);
+    let c = d.channels;
     let coef = sized(&mut ws.coef, 3 * c, 0.0);
     {
         let (ctr, st) = coef.split_at_mut(c);
