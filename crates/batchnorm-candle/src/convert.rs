@@ -11,7 +11,7 @@
 use half::{bf16, f16};
 
 /// A half-precision element the layer converts.
-pub(crate) trait Half: Copy + Send + Sync {
+pub(crate) trait Half: candle_core::WithDType {
     /// `out[i] = s[i]` as float32 (exact); `out` as long as `s`.
     fn widen(s: &[Self], out: &mut [f32]);
     /// `out[i] = s[i]` rounded to nearest, ties to even; `out` as long as `s`.
@@ -71,35 +71,27 @@ unsafe fn narrow_bf16_avx2(s: &[f32], out: &mut [bf16]) {
 
 impl Half for f16 {
     fn widen(s: &[f16], out: &mut [f32]) {
-        let n = s.len().min(out.len());
-        #[cfg(target_arch = "x86_64")]
-        let n = if std::is_x86_feature_detected!("f16c") && std::is_x86_feature_detected!("avx") {
-            // SAFETY: the CPU has F16C and AVX.
-            unsafe { x86::widen_f16(&s[..n], &mut out[..n]) }
-        } else {
-            0
-        };
-        #[cfg(not(target_arch = "x86_64"))]
-        let n = 0;
+        // SAFETY: `f16c` says the CPU has F16C and AVX.
+        let n = if f16c() { unsafe { x86::widen_f16(s, out) } } else { 0 };
         for (o, v) in out[n..].iter_mut().zip(&s[n..]) {
             *o = v.to_f32();
         }
     }
     fn narrow(s: &[f32], out: &mut [f16]) {
-        let n = s.len().min(out.len());
-        #[cfg(target_arch = "x86_64")]
-        let n = if std::is_x86_feature_detected!("f16c") && std::is_x86_feature_detected!("avx") {
-            // SAFETY: the CPU has F16C and AVX.
-            unsafe { x86::narrow_f16(&s[..n], &mut out[..n]) }
-        } else {
-            0
-        };
-        #[cfg(not(target_arch = "x86_64"))]
-        let n = 0;
+        // SAFETY: as in `widen`.
+        let n = if f16c() { unsafe { x86::narrow_f16(s, out) } } else { 0 };
         for (o, &v) in out[n..].iter_mut().zip(&s[n..]) {
             *o = f16::from_f32(v);
         }
     }
+}
+
+/// Whether the CPU converts f16 in vectors (F16C, with AVX for 256-bit registers).
+fn f16c() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return std::is_x86_feature_detected!("f16c") && std::is_x86_feature_detected!("avx");
+    #[cfg(not(target_arch = "x86_64"))]
+    false
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -107,10 +99,11 @@ mod x86 {
     use half::f16;
     use std::arch::x86_64::*;
 
-    /// Widens whole groups of 8 values; returns how many it did (the caller does the rest).
+    /// Widens whole groups of 8 values of the shorter of `s` and `out`; returns how many it
+    /// did (the caller does the rest).
     #[target_feature(enable = "f16c,avx")]
     pub(super) unsafe fn widen_f16(s: &[f16], out: &mut [f32]) -> usize {
-        let n = s.len() / 8 * 8;
+        let n = s.len().min(out.len()) / 8 * 8;
         for i in (0..n).step_by(8) {
             // SAFETY: `i + 8 <= n <= s.len(), out.len()`; unaligned loads and stores.
             let h = _mm_loadu_si128(s.as_ptr().add(i) as *const __m128i);
@@ -119,16 +112,29 @@ mod x86 {
         n
     }
 
-    /// Narrows whole groups of 8 values, rounding to nearest, ties to even; returns how many.
+    /// Narrows whole groups of 8 values as [`widen_f16`] widens them, rounding to nearest,
+    /// ties to even; returns how many.
     #[target_feature(enable = "f16c,avx")]
     pub(super) unsafe fn narrow_f16(s: &[f32], out: &mut [f16]) -> usize {
-        let n = s.len() / 8 * 8;
+        let n = s.len().min(out.len()) / 8 * 8;
         for i in (0..n).step_by(8) {
             // SAFETY: as in `widen_f16`.
             let v = _mm256_loadu_ps(s.as_ptr().add(i));
             _mm_storeu_si128(out.as_mut_ptr().add(i) as *mut __m128i, _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(v));
         }
         n
+    }
+}
+
+/// Elsewhere no vector conversions: `f16c` is false and these are never called.
+#[cfg(not(target_arch = "x86_64"))]
+mod x86 {
+    use half::f16;
+    pub(super) unsafe fn widen_f16(_: &[f16], _: &mut [f32]) -> usize {
+        0
+    }
+    pub(super) unsafe fn narrow_f16(_: &[f32], _: &mut [f16]) -> usize {
+        0
     }
 }
 

@@ -9,8 +9,9 @@
 //! for bit those of casting around the float32 op.
 
 use crate::convert::Half;
+use crate::ops::output_buffer;
 use batchnorm::{forward_eval_converted_into, Dims, Workspace};
-use candle_core::{bail, CpuStorage, DType, Layout, Result, Shape, Tensor};
+use candle_core::{bail, CpuStorage, DType, Layout, Result, Tensor};
 use rayon::prelude::*;
 use std::borrow::Cow;
 
@@ -22,15 +23,10 @@ const CHUNK: usize = 1 << 14;
 /// (in parallel) from f16 or bf16.
 pub(crate) fn widened<'a>(s: &'a CpuStorage, l: &Layout) -> Result<Cow<'a, [f32]>> {
     let Some((a, b)) = l.contiguous_offsets() else { bail!("batch norm op: input is not contiguous") };
-    let widen = |n: usize, f: &(dyn Fn(usize, &mut [f32]) + Sync)| -> Result<Cow<'a, [f32]>> {
-        let mut out = crate::ops::output_buffer(n)?;
-        out.par_chunks_mut(CHUNK).enumerate().for_each(|(i, o)| f(i * CHUNK, o));
-        Ok(Cow::Owned(out))
-    };
     match s {
         CpuStorage::F32(v) => Ok(Cow::Borrowed(&v[a..b])),
-        CpuStorage::F16(v) => widen(b - a, &|at, o| Half::widen(&v[a + at..a + at + o.len()], o)),
-        CpuStorage::BF16(v) => widen(b - a, &|at, o| Half::widen(&v[a + at..a + at + o.len()], o)),
+        CpuStorage::F16(v) => Ok(Cow::Owned(widen(&v[a..b])?)),
+        CpuStorage::BF16(v) => Ok(Cow::Owned(widen(&v[a..b])?)),
         other => bail!("batch norm op: expected f32, f16 or bf16 data, got {:?}", storage_dtype(other)),
     }
 }
@@ -40,8 +36,8 @@ pub(crate) fn widened<'a>(s: &'a CpuStorage, l: &Layout) -> Result<Cow<'a, [f32]
 pub(crate) fn narrowed(v: Vec<f32>, dtype: DType) -> Result<CpuStorage> {
     Ok(match dtype {
         DType::F32 => CpuStorage::F32(v),
-        DType::F16 => CpuStorage::F16(narrow(uninit(v.len(), dtype)?, &v)),
-        DType::BF16 => CpuStorage::BF16(narrow(uninit(v.len(), dtype)?, &v)),
+        DType::F16 => CpuStorage::F16(narrow(&v)?),
+        DType::BF16 => CpuStorage::BF16(narrow(&v)?),
         other => bail!("batch norm op: cannot write {other:?} output"),
     })
 }
@@ -73,15 +69,16 @@ pub(crate) fn eval_converted(
     ws: &mut Workspace,
 ) -> Result<Option<CpuStorage>> {
     let Some((a, b)) = l.contiguous_offsets() else { bail!("batch norm op: input is not contiguous") };
-    fn run<T: Half>(x: &[T], mut y: Vec<T>, d: Dims, p: Params, ws: &mut Workspace) -> Result<Vec<T>> {
+    fn run<T: Half>(x: &[T], d: Dims, p: Params, ws: &mut Workspace) -> Result<Vec<T>> {
         let (weight, bias, mean, var, eps) = p;
+        let mut y = output_buffer(x.len())?;
         forward_eval_converted_into(x, d, weight, bias, mean, var, eps, &mut y, T::widen, T::narrow, ws).map_err(crate::to_candle)?;
         Ok(y)
     }
     let p = (weight, bias, mean, var, eps);
     Ok(match s {
-        CpuStorage::F16(v) => Some(CpuStorage::F16(run(&v[a..b], uninit(b - a, DType::F16)?, d, p, ws)?)),
-        CpuStorage::BF16(v) => Some(CpuStorage::BF16(run(&v[a..b], uninit(b - a, DType::BF16)?, d, p, ws)?)),
+        CpuStorage::F16(v) => Some(CpuStorage::F16(run(&v[a..b], d, p, ws)?)),
+        CpuStorage::BF16(v) => Some(CpuStorage::BF16(run(&v[a..b], d, p, ws)?)),
         _ => None,
     })
 }
@@ -89,19 +86,18 @@ pub(crate) fn eval_converted(
 /// The affine parameters, statistics and epsilon of an eval forward.
 type Params<'a> = (Option<&'a [f32]>, Option<&'a [f32]>, &'a [f32], &'a [f32], f64);
 
-/// `n` values of f16 or bf16, allocated as candle allocates its outputs.
-fn uninit<T: candle_core::WithDType>(n: usize, dtype: DType) -> Result<Vec<T>> {
-    use candle_core::backend::BackendDevice;
-    // SAFETY: f16 and bf16 have no invalid bit patterns; every caller writes every value
-    // (a kernel that writes them all, or returns an error and the buffer is dropped unread).
-    let storage = unsafe { candle_core::cpu_backend::CpuDevice.alloc_uninit(&Shape::from(n), dtype)? };
-    T::cpu_storage_data(storage)
+/// `v` widened to float32, in parallel chunks.
+fn widen<T: Half>(v: &[T]) -> Result<Vec<f32>> {
+    let mut out = output_buffer(v.len())?;
+    out.par_chunks_mut(CHUNK).zip(v.par_chunks(CHUNK)).for_each(|(o, s)| T::widen(s, o));
+    Ok(out)
 }
 
-/// `v` narrowed into `out` (as long), in parallel chunks.
-fn narrow<T: Half>(mut out: Vec<T>, v: &[f32]) -> Vec<T> {
+/// `v` narrowed to `T`, in parallel chunks.
+fn narrow<T: Half>(v: &[f32]) -> Result<Vec<T>> {
+    let mut out = output_buffer(v.len())?;
     out.par_chunks_mut(CHUNK).zip(v.par_chunks(CHUNK)).for_each(|(o, s)| T::narrow(s, o));
-    out
+    Ok(out)
 }
 
 /// The element type a CPU storage holds.
