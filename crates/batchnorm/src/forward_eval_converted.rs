@@ -109,16 +109,12 @@ multiversion! {
         let mut at = 0;
         while at < x.len() {
             let (p, rest) = (lo + at, x.len() - at);
-            if d.is_rows() && p % c == 0 && rest >= c {
-                // Whole rows.
-                let n = rest / c * c;
-                rows_affine(&x[at..at + n], &mut y[at..at + n], ctr, s, t);
-                at += n;
-            } else if d.is_rows() {
-                // Channels `c0..c0 + n` of one row.
+            if d.is_rows() {
+                // Whole rows from a row's start, else channels `c0..c0 + w` of one row.
                 let c0 = p % c;
-                let n = (c - c0).min(rest);
-                rows_affine(&x[at..at + n], &mut y[at..at + n], &ctr[c0..c0 + n], &s[c0..c0 + n], &t[c0..c0 + n]);
+                let n = if c0 == 0 && rest >= c { rest / c * c } else { (c - c0).min(rest) };
+                let w = n.min(c - c0);
+                rows_affine(&x[at..at + n], &mut y[at..at + n], &ctr[c0..c0 + w], &s[c0..c0 + w], &t[c0..c0 + w]);
                 at += n;
             } else {
                 // `n` values of the run of channel `k`.
