@@ -1,7 +1,7 @@
 //! Deep sigmoid MLPs with careful and careless initialisation, with and without BN: gradient
 //! norms per layer, saturation of the sigmoid inputs, accuracy.
 
-use super::{csv, lead, mlp, pm, spread, Ctx, Finding, Lead, Section, Verdict};
+use super::{csv, lead_over_seeds, mlp, pm, Ctx, Finding, Lead, Section, Verdict};
 use crate::model::{Act, BnSpec, Model, WeightInit};
 use crate::plot::{Figure, Panel, Series, Style, PALETTE};
 use crate::report;
@@ -150,8 +150,8 @@ pub fn run(ctx: &Ctx) -> Result<Section> {
     let sat_of = |ii: usize, bn: bool| crate::stats::mean_std(&sats(ii, bn)).0;
     // BN helps an init where it lifts the final accuracy by 2 points and by more than the
     // seeds' spread (a NaN, diverged, stands below every accuracy).
-    let helped = (0..2).filter(|&ii| lead(acc_of(ii, true), acc_of(ii, false), spread(&[&accs(ii, true), &accs(ii, false)]).max(0.02)) == Lead::Ahead).count();
-    let less_saturated = lead(sat_of(1, false), sat_of(1, true), spread(&[&sats(1, false), &sats(1, true)]));
+    let helped = (0..2).filter(|&ii| lead_over_seeds(&accs(ii, true), &accs(ii, false), 0.02) == Lead::Ahead).count();
+    let less_saturated = lead_over_seeds(&sats(1, false), &sats(1, true), 0.0);
     let findings = vec![
         Finding {
             claim: format!("Batch normalization keeps deep sigmoid networks trainable (depth {deepest})"),

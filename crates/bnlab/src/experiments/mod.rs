@@ -119,6 +119,14 @@ pub fn spread(groups: &[&[f64]]) -> f64 {
     groups.iter().map(|g| crate::stats::mean_std(g).1).filter(|s| s.is_finite()).fold(0.0, f64::max)
 }
 
+/// [`lead`] of the mean of per-seed results `a` over the mean of `b`, the noise being their
+/// [`spread`] or `floor`, whichever is larger (a difference too small to matter even when the
+/// seeds agree).
+pub fn lead_over_seeds(a: &[f64], b: &[f64], floor: f64) -> Lead {
+    let mean = |v: &[f64]| crate::stats::mean_std(v).0;
+    lead(mean(a), mean(b), spread(&[a, b]).max(floor))
+}
+
 /// One claim and what was measured about it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Finding {
@@ -356,6 +364,13 @@ mod tests {
         assert_eq!(Verdict::from_lead(Lead::Ahead), Verdict::Held);
         assert_eq!(Verdict::from_lead(Lead::Within), Verdict::Undecided);
         assert_eq!(Verdict::from_lead(Lead::Behind), Verdict::NotHeld);
+        // Over seeds: means 0.86 and 0.85, spread 0.01 / sqrt(2) = 0.0071, so a lead; a
+        // floor of 0.02 swallows it; the other way round, behind.
+        assert_eq!(lead_over_seeds(&[0.855, 0.865], &[0.85, 0.85], 0.0), Lead::Ahead);
+        assert_eq!(lead_over_seeds(&[0.855, 0.865], &[0.85, 0.85], 0.02), Lead::Within);
+        assert_eq!(lead_over_seeds(&[0.85, 0.85], &[0.855, 0.865], 0.0), Lead::Behind);
+        // Seeds spread wider than the difference: within.
+        assert_eq!(lead_over_seeds(&[0.84, 0.88], &[0.85, 0.85], 0.0), Lead::Within);
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! the cumulative simple average, the paper's Algorithm 2 over K batches, and batch
 //! statistics at test time, against the exact statistics of the whole training set.
 
-use super::{csv, lead, mlp, pm, spread, Ctx, Finding, Lead, Section, Verdict};
+use super::{csv, lead_over_seeds, mlp, pm, Ctx, Finding, Lead, Section, Verdict};
 use crate::model::{Act, BnSpec, Mode, Model, WeightInit};
 use crate::plot::{Figure, Panel, Series, Style, PALETTE};
 use crate::report;
@@ -238,7 +238,7 @@ pub fn run(ctx: &Ctx) -> Result<Section> {
     let mean = |i: usize| crate::stats::mean_std(&col(i)).0;
     let g1 = mean(2);
     // The correction helps where it lowers the variance error by more than the seeds' spread.
-    let lowers = |corrected: usize, uncorrected: usize| lead(mean(uncorrected), mean(corrected), spread(&[&col(corrected), &col(uncorrected)])) == Lead::Ahead;
+    let lowers = |corrected: usize, uncorrected: usize| lead_over_seeds(&col(uncorrected), &col(corrected), 0.0) == Lead::Ahead;
     let (all_layers, first_layer) = (lowers(0, 1), lowers(4, 5));
     let findings = vec![Finding {
         claim: "At test time, averaged batch statistics with the m/(m-1) correction stand in for the population statistics".into(),
