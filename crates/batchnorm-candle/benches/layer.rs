@@ -22,7 +22,10 @@
 //! a block of 4,096 values at a time through float32, with `src/convert.rs`'s vectorised
 //! conversions; 2 alternating runs, the op's own conversions -> this): bf16 3.40-3.61 ->
 //! 1.39-1.51 ms, 1.41-1.44 -> 0.59-0.60, 1.42-2.14 -> 0.66-0.71; f16 3.06-3.49 -> 1.22-1.95,
-//! 1.24-1.47 -> 0.50-0.76, 1.25-1.51 -> 0.65-0.86. The float32 step of the first shape takes
+//! 1.24-1.47 -> 0.50-0.76, 1.25-1.51 -> 0.65-0.86. Then blocks of 2,048 values (in L1) and
+//! AVX-512 narrowing (2 alternating runs of the two builds): bf16 1.38-1.44 -> 0.84-1.12 ms,
+//! 0.57-0.58 -> 0.37-0.40, 0.68 -> 0.49-0.62; f16 1.25-1.48 -> 0.83-0.89, 0.42-0.44 -> 0.30,
+//! 0.52-0.54 -> 0.42-0.43. The float32 step of the first shape takes
 //! 12.5 ms and its eval 0.63: the training step's conversion passes (2 bytes a value in, 4
 //! out, and back) are what half precision costs there.
 

@@ -6,7 +6,7 @@
 //! the cost of a half-precision eval (4,096 values in L1, 2,000 repetitions). bf16 is the top
 //! half of a float32, so both directions are integer shifts (and the rounding's carry) that
 //! vectorise; f16 goes through F16C's `vcvtph2ps` / `vcvtps2ph`, 8 values an instruction.
-//! Both round to nearest, ties to even, and keep NaNs NaN, as `half` does.
+//! Where the CPU has AVX-512, both narrow 16 values at a time (see [`avx512`]). Both round to nearest, ties to even, and keep NaNs NaN, as `half` does.
 
 use half::{bf16, f16};
 
@@ -28,6 +28,9 @@ impl Half for bf16 {
         widen_bf16(s, out)
     }
     fn narrow(s: &[f32], out: &mut [bf16]) {
+        // SAFETY: `avx512` says the CPU has AVX-512F.
+        let n = if avx512() { unsafe { x86::narrow_bf16_512(s, out) } } else { 0 };
+        let (s, out) = (&s[n..], &mut out[n..]);
         #[cfg(target_arch = "x86_64")]
         if std::is_x86_feature_detected!("avx2") {
             // SAFETY: the CPU has AVX2.
@@ -78,8 +81,9 @@ impl Half for f16 {
         }
     }
     fn narrow(s: &[f32], out: &mut [f16]) {
-        // SAFETY: as in `widen`.
-        let n = if f16c() { unsafe { x86::narrow_f16(s, out) } } else { 0 };
+        // SAFETY: `avx512` says the CPU has AVX-512F, `f16c` that it has F16C and AVX.
+        let n = if avx512() { unsafe { x86::narrow_f16_512(s, out) } } else { 0 };
+        let n = n + if f16c() { unsafe { x86::narrow_f16(&s[n..], &mut out[n..]) } } else { 0 };
         for (o, &v) in out[n..].iter_mut().zip(&s[n..]) {
             *o = f16::from_f32(v);
         }
@@ -94,10 +98,52 @@ fn f16c() -> bool {
     false
 }
 
+/// Whether the CPU narrows 16 values at a time (AVX-512F: `vcvtps2ph` on 512-bit registers,
+/// and `vpmovdw` to pack bf16). Widening gains nothing from it (0.045 ns a value either way,
+/// in L1), narrowing does: bf16 0.148 -> 0.089 ns a value, f16 0.068 -> 0.038.
+fn avx512() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return std::is_x86_feature_detected!("avx512f");
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use half::f16;
+    use half::{bf16, f16};
     use std::arch::x86_64::*;
+
+    /// Narrows whole groups of 16 values of the shorter of `s` and `out` as
+    /// `super::narrow_bf16` narrows one (round to nearest, ties to even; a NaN keeps its top
+    /// bits, quieted); returns how many it did (the caller does the rest).
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn narrow_bf16_512(s: &[f32], out: &mut [bf16]) -> usize {
+        let n = s.len().min(out.len()) / 16 * 16;
+        let (one, half, abs, inf, quiet) =
+            (_mm512_set1_epi32(1), _mm512_set1_epi32(0x7fff), _mm512_set1_epi32(0x7fff_ffff), _mm512_set1_epi32(0x7f80_0000), _mm512_set1_epi32(0x40));
+        for i in (0..n).step_by(16) {
+            // SAFETY: `i + 16 <= n <= s.len(), out.len()`; unaligned loads and stores.
+            let b = _mm512_loadu_si512(s.as_ptr().add(i) as *const __m512i);
+            let top = _mm512_srli_epi32::<16>(b);
+            let rounded = _mm512_srli_epi32::<16>(_mm512_add_epi32(b, _mm512_add_epi32(half, _mm512_and_si512(top, one))));
+            let nan = _mm512_cmpgt_epu32_mask(_mm512_and_si512(b, abs), inf);
+            let v = _mm512_mask_mov_epi32(rounded, nan, _mm512_or_si512(top, quiet));
+            _mm256_storeu_si256(out.as_mut_ptr().add(i) as *mut __m256i, _mm512_cvtepi32_epi16(v));
+        }
+        n
+    }
+
+    /// [`narrow_f16`] 16 values an instruction.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn narrow_f16_512(s: &[f32], out: &mut [f16]) -> usize {
+        let n = s.len().min(out.len()) / 16 * 16;
+        for i in (0..n).step_by(16) {
+            // SAFETY: as in `narrow_bf16_512`.
+            let v = _mm512_loadu_ps(s.as_ptr().add(i));
+            _mm256_storeu_si256(out.as_mut_ptr().add(i) as *mut __m256i, _mm512_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(v));
+        }
+        n
+    }
 
     /// Widens whole groups of 8 values of the shorter of `s` and `out`; returns how many it
     /// did (the caller does the rest).
@@ -126,10 +172,16 @@ mod x86 {
     }
 }
 
-/// Elsewhere no vector conversions: `f16c` is false and these are never called.
+/// Elsewhere no vector conversions: `avx512` and `f16c` are false and these are never called.
 #[cfg(not(target_arch = "x86_64"))]
 mod x86 {
-    use half::f16;
+    use half::{bf16, f16};
+    pub(super) unsafe fn narrow_bf16_512(_: &[f32], _: &mut [bf16]) -> usize {
+        0
+    }
+    pub(super) unsafe fn narrow_f16_512(_: &[f32], _: &mut [f16]) -> usize {
+        0
+    }
     pub(super) unsafe fn widen_f16(_: &[f16], _: &mut [f32]) -> usize {
         0
     }
@@ -185,6 +237,49 @@ mod tests {
         for i in 0..v.len() {
             assert!(same(wb[i], b[i].to_f32()), "bf16 {:#x}", b[i].to_bits());
             assert!(same(wh[i], h[i].to_f32()), "f16 {:#x}", h[i].to_bits());
+        }
+    }
+
+    /// Each narrowing path the CPU has (the public ones use the widest and leave tails to
+    /// the next), over every value, against `half`.
+    #[test]
+    fn every_narrowing_path_rounds_as_half_does() {
+        let v = values();
+        let whole = |n: usize, path: &str| assert!(n + 16 > v.len(), "{path}: converted {n} of {}", v.len());
+        let check_b = |b: &[bf16], n: usize, path: &str| {
+            whole(n, path);
+            for (i, &x) in v[..n].iter().enumerate() {
+                assert_eq!(b[i].to_bits(), bf16::from_f32(x).to_bits(), "{path}: bf16 of {x:e} ({:#x})", x.to_bits());
+            }
+        };
+        let check_h = |h: &[f16], n: usize, path: &str| {
+            whole(n, path);
+            for (i, &x) in v[..n].iter().enumerate() {
+                assert_eq!(h[i].to_bits(), f16::from_f32(x).to_bits(), "{path}: f16 of {x:e} ({:#x})", x.to_bits());
+            }
+        };
+        let (mut b, mut h) = (vec![bf16::ZERO; v.len()], vec![f16::ZERO; v.len()]);
+        narrow_bf16(&v, &mut b);
+        check_b(&b, v.len(), "portable");
+        #[cfg(target_arch = "x86_64")]
+        if std::is_x86_feature_detected!("avx2") {
+            b.fill(bf16::ZERO);
+            // SAFETY: the CPU has AVX2.
+            unsafe { narrow_bf16_avx2(&v, &mut b) };
+            check_b(&b, v.len(), "avx2");
+        }
+        if f16c() {
+            // SAFETY: the CPU has F16C and AVX.
+            let n = unsafe { x86::narrow_f16(&v, &mut h) };
+            check_h(&h, n, "f16c");
+        }
+        if avx512() {
+            b.fill(bf16::ZERO);
+            h.fill(f16::ZERO);
+            // SAFETY: the CPU has AVX-512F.
+            let (nb, nh) = unsafe { (x86::narrow_bf16_512(&v, &mut b), x86::narrow_f16_512(&v, &mut h)) };
+            check_b(&b, nb, "avx512");
+            check_h(&h, nh, "avx512");
         }
     }
 }
