@@ -55,6 +55,10 @@ enum Cmd {
         eval_every: u64,
         #[arg(long, default_value_t = 1, allow_negative_numbers = true)]
         seed: u64,
+        /// Seeds to train both nets from (--seed, --seed + 1, ...): the figures show the first; with 2 or more the verdicts weigh
+        /// the nets' differences against the seeds' spread (each seed adds about 25 seconds at the default steps).
+        #[arg(long, default_value_t = 1, allow_negative_numbers = true)]
+        seeds: usize,
         /// Standard deviation of the Gaussian weight init.
         #[arg(long, default_value_t = paper::DEFAULT_INIT_STD, allow_negative_numbers = true)]
         init_std: f64,
@@ -129,7 +133,7 @@ struct ExpOpts {
     /// A tiny version (seconds), for tests.
     #[arg(long)]
     quick: bool,
-    /// Seeds for headline figures [default: 3, with --quick 1].
+    /// Seeds for headline figures (for `all`, Figure 1's too) [default: 3, with --quick 1].
     #[arg(long, allow_negative_numbers = true)]
     seeds: Option<usize>,
     /// Output directory (default runs/<name>-<timestamp>; for `all`, the runs directory).
@@ -330,8 +334,8 @@ fn train(t: &TrainArgs, given: &Given) -> Result<ExitCode> {
 
 fn dispatch(cli: Cli, matches: &ArgMatches) -> Result<ExitCode> {
     match cli.cmd {
-        Cmd::Paper { steps, lr, eval_every, seed, init_std, unit, batch_size, out, data } => {
-            let args = PaperArgs { steps, lr, eval_every, seed, init_std, unit, batch_size, source: data.source()?, out, quiet: false };
+        Cmd::Paper { steps, lr, eval_every, seed, seeds, init_std, unit, batch_size, out, data } => {
+            let args = PaperArgs { steps, lr, eval_every, seed, seeds, init_std, unit, batch_size, source: data.source()?, out, quiet: false };
             let dir = paper::run(&args)?;
             println!("report: {}", dir.join("report.html").display());
             Ok(ExitCode::SUCCESS)
@@ -352,7 +356,8 @@ fn dispatch(cli: Cli, matches: &ArgMatches) -> Result<ExitCode> {
             let stamp = crate::report::timestamp();
             let source = opts.source()?;
             let paper_source = if opts.data.unset() { Source::Builtin } else { source.clone() };
-            let mut paper_args = PaperArgs::new(paper_source, Some(runs.join(format!("paper-{stamp}"))));
+            // Figure 1 from as many seeds as every experiment.
+            let mut paper_args = PaperArgs { seeds: opts.seeds(), ..PaperArgs::new(paper_source, Some(runs.join(format!("paper-{stamp}")))) };
             if opts.quick {
                 (paper_args.steps, paper_args.eval_every) = (60, 20);
             }

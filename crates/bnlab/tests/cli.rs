@@ -124,6 +124,8 @@ fn runs_check_every_flag_first_and_leave_nothing_when_they_cannot_start() {
         (&["paper", "--batch-size", "1"], "--batch-size must be at least 2"),
         (&["paper", "--batch-size", "9000"], "batch size 9000 exceeds the 8000 training examples"),
         (&["paper", "--unit", "100"], "--unit must be below 100"),
+        (&["paper", "--seeds", "0"], "--seeds must be at least 1"),
+        (&["paper", "--seed", "18446744073709551615", "--seeds", "2"], "the last seed would pass"),
         (&["paper", "--data", "/nonexistent/mnist"], "/nonexistent/mnist"),
         (&["experiment", "depth", "--quick", "--data", "/nonexistent/mnist"], "/nonexistent/mnist"),
         (&["experiment", "depth", "--quick", "--seeds", "0"], "--seeds must be at least 1"),

@@ -120,6 +120,7 @@ fn paper_command_in_a_tiny_configuration_writes_every_promised_file() {
         lr: 0.5,
         eval_every: 20,
         seed: 1,
+        seeds: 1,
         init_std: 0.1,
         unit: 3,
         batch_size: 60,
@@ -158,5 +159,27 @@ fn paper_command_in_a_tiny_configuration_writes_every_promised_file() {
     let e = format!("{:#}", paper::run(&a).unwrap_err());
     assert!(e.contains("already holds a Figure-1 run") && e.contains("--out"), "{e}");
     assert_eq!(std::fs::read_to_string(dir.join("figure1.csv")).unwrap(), csv);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn paper_command_over_seeds_keeps_each_seeds_nets_and_weighs_their_spread() {
+    let dir = tmp("paper-seeds");
+    let a = PaperArgs { steps: 40, eval_every: 20, seeds: 2, seed: 5, quiet: true, ..PaperArgs::new(Source::Builtin, Some(dir.clone())) };
+    paper::run(&a).unwrap();
+    for sub in ["bn", "no-bn", "seed-6/bn", "seed-6/no-bn"] {
+        assert!(dir.join(sub).join("metrics.csv").exists(), "{sub}/metrics.csv");
+    }
+    let first = std::fs::read_to_string(dir.join("no-bn/metrics.csv")).unwrap();
+    assert_ne!(first, std::fs::read_to_string(dir.join("seed-6/no-bn/metrics.csv")).unwrap(), "the second seed trained the first's net again");
+    let s: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(s["seeds"], serde_json::json!([5, 6]));
+    let drift: Vec<f64> = s["median_drift_bn_per_seed"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+    assert_eq!(drift.len(), 2);
+    assert_eq!(format!("{:.3}", drift[0]), s["median_drift_bn"].as_str().unwrap(), "the figures and tables are the first seed's");
+    let measured = s["findings"][0]["measured"].as_str().unwrap();
+    assert!(measured.contains("over 2 seeds") && measured.contains('±'), "{measured}");
+    let md = std::fs::read_to_string(dir.join("report.md")).unwrap();
+    assert!(md.contains("| 5 |") && md.contains("| 6 |"), "no per-seed rows in report.md");
     std::fs::remove_dir_all(dir).unwrap();
 }
