@@ -6,7 +6,8 @@
 //! the cost of a half-precision eval (4,096 values in L1, 2,000 repetitions). bf16 is the top
 //! half of a float32, so both directions are integer shifts (and the rounding's carry) that
 //! vectorise; f16 goes through F16C's `vcvtph2ps` / `vcvtps2ph`, 8 values an instruction.
-//! Where the CPU has AVX-512, both narrow 16 values at a time (see [`avx512`]). Both round to nearest, ties to even, and keep NaNs NaN, as `half` does.
+//! Where the CPU has AVX-512, both narrow 16 values at a time (see [`avx512`]). Both round
+//! to nearest, ties to even, and keep NaNs NaN, as `half` does.
 
 use half::{bf16, f16};
 
