@@ -86,6 +86,17 @@ pub(crate) fn fill_coef<'a>(
     let interleave_for = interleaves(d, streams(d)).then_some(y.as_ptr());
     let arrays = if interleave_for.is_some() { 6 } else { 3 };
     let (buf, spare) = placed(coef, arrays * c, arrays, d.len(), &[x.as_ptr(), y.as_ptr()]).split_at_mut(3 * c);
+    coef_into(buf, mean, invstd, weight, bias);
+    let buf = &*buf;
+    let il = interleave_for.map(|y| interleave(parts::<3>(buf, c), y, spare));
+    (buf, il)
+}
+
+/// `buf = [ctr | s | t]` (three arrays of `C` values) from means and inverse standard
+/// deviations and the affine parameters (see [`fold_affine`]), in parallel tasks of
+/// channels where there are many.
+pub(crate) fn coef_into(buf: &mut [f32], mean: &[f64], invstd: &[f64], weight: Option<&[f32]>, bias: Option<&[f32]>) {
+    let c = mean.len();
     let (ctr, st) = buf.split_at_mut(c);
     let (s, t) = st.split_at_mut(c);
     let fill = |first: usize, ctr: &mut [f32], s: &mut [f32], t: &mut [f32]| {
@@ -103,14 +114,12 @@ pub(crate) fn fill_coef<'a>(
             .enumerate()
             .for_each(|(i, ((ctr, s), t))| fill(i * CHANNEL_TASK, ctr, s, t));
     }
-    let il = interleave_for.map(|y| interleave([ctr, s, t], y, spare));
-    (buf, il)
 }
 
 multiversion! {
     /// `(ctr, s, t)[i]` from `mean[i]`, `invstd[i]` and the affine parameters (see
     /// [`fold_affine`]); slices of one length, so that the loop vectorises.
-    pub(crate) fn coef_run(mean: &[f64], invstd: &[f64], weight: Option<&[f32]>, bias: Option<&[f32]>, ctr: &mut [f32], s: &mut [f32], t: &mut [f32]) {
+    fn coef_run(mean: &[f64], invstd: &[f64], weight: Option<&[f32]>, bias: Option<&[f32]>, ctr: &mut [f32], s: &mut [f32], t: &mut [f32]) {
         let n = ctr.len();
         let (mean, invstd, s, t) = (&mean[..n], &invstd[..n], &mut s[..n], &mut t[..n]);
         let (weight, bias) = (weight.map(|w| &w[..n]), bias.map(|b| &b[..n]));
