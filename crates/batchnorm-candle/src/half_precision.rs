@@ -1,8 +1,9 @@
 //! f16 and bf16 tensors through the float32 kernels. Training and backward: the op widens
 //! its inputs to float32 and narrows its outputs back itself, in parallel chunks, instead of
 //! leaving both to candle's `to_dtype` (one thread, a value at a time; a bf16 training step
-//! of NCHW 32x64x56x56 took 33-36 ms between those casts, 25-26 with these). Eval: the core normalises a block at a time from the half-precision
-//! input into the half-precision output ([`eval_converted`]), one pass over memory.
+//! of NCHW 32x64x56x56 took 33-36 ms between those casts, 25-26 with these). Eval: the core
+//! normalises a block at a time from the half-precision input into the half-precision
+//! output ([`eval_converted`]), one pass over memory.
 //!
 //! Widening is exact; narrowing rounds to nearest, ties to even (the vectorised conversions
 //! of `convert.rs`, bit for bit `half`'s), as candle's own casts do, so the results are bit
