@@ -434,21 +434,11 @@ fn write_outputs(a: &PaperArgs, dir: &Path, c: &[Curves; 2], per_seed: &[SeedRes
     Ok(())
 }
 
-/// `v` as "mean ± sample standard deviation" (the mean alone for one value).
-fn mean_pm(v: &[f64], d: usize) -> String {
-    let (m, sd) = crate::stats::mean_std(v);
-    if v.len() > 1 {
-        format!("{} ± {}", fmt(m, d), fmt(sd, d))
-    } else {
-        fmt(m, d)
-    }
-}
-
 /// The verdict on the stability of the sigmoid's input: the range its median moved over,
 /// smaller with BN. Over several seeds a difference counts only beyond the seeds' spread;
 /// one seed has none to weigh it against.
 fn drift_finding(a: &PaperArgs, per_seed: &[SeedResult]) -> crate::experiments::Finding {
-    use crate::experiments::{lead_over_seeds, Finding, Verdict};
+    use crate::experiments::{lead_over_seeds, pm, Finding, Verdict};
     let (nb, b): (Vec<f64>, Vec<f64>) = per_seed.iter().map(|r| (r.drift[0], r.drift[1])).unzip();
     let (verdict, how) = if per_seed.len() > 1 {
         (Verdict::from_lead(lead_over_seeds(&nb, &b, 0.0)), format!(" (means ± standard deviations over {} seeds)", per_seed.len()))
@@ -457,7 +447,7 @@ fn drift_finding(a: &PaperArgs, per_seed: &[SeedResult]) -> crate::experiments::
     };
     Finding {
         claim: "With BN the distribution of a sigmoid's input stays stable during training (Figure 1 b, c)".into(),
-        measured: format!("the median input of unit {} moved over a range of {} with BN and {} without{how}", a.unit, mean_pm(&b, 3), mean_pm(&nb, 3)),
+        measured: format!("the median input of unit {} moved over a range of {} with BN and {} without{how}", a.unit, pm(&b, 3), pm(&nb, 3)),
         paper: "without BN the percentiles drift; with BN they are stable".into(),
         verdict,
     }
@@ -467,7 +457,7 @@ fn drift_finding(a: &PaperArgs, per_seed: &[SeedResult]) -> crate::experiments::
 /// than the test set's own noise (`noise`, two standard errors of the first seed's
 /// difference) and, over several seeds, than the seeds' spread.
 fn faster_finding(per_seed: &[SeedResult], early: u64, end: u64, noise: f64, n_test: usize) -> crate::experiments::Finding {
-    use crate::experiments::{lead_over_seeds, Finding, Verdict};
+    use crate::experiments::{lead_over_seeds, pm, Finding, Verdict};
     let col = |f: fn(&SeedResult) -> f64| per_seed.iter().map(f).collect::<Vec<f64>>();
     let (e_nb, e_b, z_nb, z_b) = (col(|r| r.early[0]), col(|r| r.early[1]), col(|r| r.end[0]), col(|r| r.end[1]));
     let over = if per_seed.len() > 1 { format!(" (means ± standard deviations over {} seeds)", per_seed.len()) } else { String::new() };
@@ -476,11 +466,11 @@ fn faster_finding(per_seed: &[SeedResult], early: u64, end: u64, noise: f64, n_t
         measured: format!(
             "test accuracy at step {early}: {} with BN vs {} without (the test set alone moves the difference by {}: two standard \
              errors over {n_test} images); at step {end}: {} vs {}{over}",
-            mean_pm(&e_b, 4),
-            mean_pm(&e_nb, 4),
+            pm(&e_b, 4),
+            pm(&e_nb, 4),
             fmt(noise, 4),
-            mean_pm(&z_b, 4),
-            mean_pm(&z_nb, 4)
+            pm(&z_b, 4),
+            pm(&z_nb, 4)
         ),
         paper: "the BN net reaches higher accuracy faster".into(),
         verdict: Verdict::from_lead(lead_over_seeds(&e_b, &e_nb, noise)),
