@@ -294,7 +294,7 @@ pub fn backward_into(
 }
 
 /// The lengths of the saved statistics and of the parameter gradients asked for: `c` each.
-fn check_saved_and_grads(c: usize, saved: &SavedStats, dweight: Option<&[f32]>, dbias: Option<&[f32]>) -> Result<()> {
+pub(crate) fn check_saved_and_grads<T>(c: usize, saved: &SavedStats, dweight: Option<&[T]>, dbias: Option<&[T]>) -> Result<()> {
     check_len("saved.mean", c, saved.mean.len())?;
     check_len("saved.invstd", c, saved.invstd.len())?;
     if let Some(g) = dweight {

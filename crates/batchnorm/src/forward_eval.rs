@@ -150,7 +150,8 @@ pub(crate) fn normalize_with_saved(
     normalize_unchecked(x, d, coef, il, y, back);
 }
 
-pub(crate) fn check_params(c: usize, weight: Option<&[f32]>, bias: Option<&[f32]>) -> Result<()> {
+/// The lengths of the affine parameters given (of any element type): `c` each.
+pub(crate) fn check_params<T>(c: usize, weight: Option<&[T]>, bias: Option<&[T]>) -> Result<()> {
     if let Some(w) = weight {
         check_len("weight", c, w.len())?;
     }

@@ -43,6 +43,36 @@ fn save_stats(moments: &[Moments], eps: f64, saved: &mut SavedStats) {
     saved.fill(|c| (moments[c].mean, inv_std(moments[c].var_biased(), eps)));
 }
 
+/// What a training forward does before its passes, for any element type: checks the lengths
+/// (`lens`: of `x` and `y`) and refuses M = 1, sizes `saved` for batch statistics, and for
+/// an empty batch writes empty moments and NaN statistics. Returns whether there are values
+/// to reduce.
+pub(crate) fn begin_train<T>(
+    d: Dims,
+    lens: (usize, usize),
+    weight: Option<&[T]>,
+    bias: Option<&[T]>,
+    moments: &mut [Moments],
+    saved: &mut SavedStats,
+) -> Result<bool> {
+    check_len("x", d.len(), lens.0)?;
+    check_len("y", d.len(), lens.1)?;
+    check_len("moments", d.channels, moments.len())?;
+    check_params(d.channels, weight, bias)?;
+    if d.per_channel() == 1 {
+        return Err(BnError::Degenerate { shape: vec![d.outer, d.channels, d.inner] });
+    }
+    saved.resize(d.channels);
+    saved.source = StatsSource::Batch;
+    if d.per_channel() == 0 {
+        moments.fill(Moments::EMPTY);
+        saved.mean.fill(f64::NAN);
+        saved.invstd.fill(f64::NAN);
+        return Ok(false);
+    }
+    Ok(true)
+}
+
 /// Training forward pass over a batch.
 ///
 /// Per channel c over its M values: `mean = sum(x) / M`, `var = sum((x - mean)^2) / M`
@@ -77,19 +107,7 @@ pub fn forward_train_into(
     saved: &mut SavedStats,
     ws: &mut Workspace,
 ) -> Result<()> {
-    check_len("x", d.len(), x.len())?;
-    check_len("y", d.len(), y.len())?;
-    check_len("moments", d.channels, moments.len())?;
-    check_params(d.channels, weight, bias)?;
-    if d.per_channel() == 1 {
-        return Err(BnError::Degenerate { shape: vec![d.outer, d.channels, d.inner] });
-    }
-    saved.resize(d.channels);
-    saved.source = StatsSource::Batch;
-    if d.per_channel() == 0 {
-        moments.fill(Moments::EMPTY);
-        saved.mean.fill(f64::NAN);
-        saved.invstd.fill(f64::NAN);
+    if !begin_train(d, (x.len(), y.len()), weight, bias, moments, saved)? {
         return Ok(());
     }
     let plan = Plan::new(d);

@@ -12,7 +12,9 @@
 //! channels-last (`NLC`, `NHWC`) tensors.
 //!
 //! Tensors are float32; [`forward_eval_converted_into`] evaluates tensors stored in another
-//! type (f16, bf16) through float32 a block at a time, given the two conversions.
+//! type (f16, bf16) through float32 a block at a time, given the two conversions, and
+//! [`forward_train_f64_into`], [`forward_eval_f64_into`] and [`backward_f64_into`] take float64
+//! tensors, with compensated sums (float64 accumulation would give them no margin).
 //!
 //! Accumulation is float64; the reduction order is fixed by the shape, so results are
 //! bitwise identical whatever the number of threads. The `_into` kernels write into caller
@@ -39,6 +41,7 @@ mod coefficients;
 mod config;
 pub mod conformance;
 mod error;
+mod float64;
 mod fold;
 mod forward_eval;
 mod forward_eval_converted;
@@ -63,6 +66,7 @@ pub use backward::{backward_into, param_grads_into};
 pub use coefficients::{fold_affine, fold_backward, inv_std};
 pub use config::{BatchNormConfig, Momentum, RunningVar};
 pub use error::{BnError, Result};
+pub use float64::{backward_f64_into, forward_eval_f64_into, forward_train_f64_into};
 pub use fold::{fold_into_conv, fold_into_linear};
 pub use forward_eval::forward_eval_into;
 pub use forward_eval_converted::forward_eval_converted_into;

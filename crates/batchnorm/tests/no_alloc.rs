@@ -1,4 +1,5 @@
-//! The `_into` kernels (and the converted eval) allocate nothing in the steady state.
+//! The `_into` kernels (the converted eval and the float64 kernels too) allocate nothing in
+//! the steady state.
 
 use batchnorm::*;
 use std::alloc::{GlobalAlloc, Layout as AllocLayout, System};
@@ -50,6 +51,12 @@ fn steady_state(threads: usize, allocs: &'static AtomicUsize, shapes: &[(Layout,
             let mut ws = Workspace::new();
             let (rm, rv) = (vec![0.5f32; d.channels], vec![2.0f32; d.channels]);
             let copy = |s: &[f32], o: &mut [f32]| o.copy_from_slice(s);
+            let x64: Vec<f64> = x.iter().map(|&v| v as f64).collect();
+            let (mut y64, mut dx64) = (vec![0.0f64; d.len()], vec![0.0f64; d.len()]);
+            let (mut dw64, mut db64) = (vec![0.0f64; d.channels], vec![0.0f64; d.channels]);
+            let mut moments64 = vec![Moments::EMPTY; d.channels];
+            let mut saved64 = SavedStats::with_channels(d.channels);
+            let (rm64, rv64) = (vec![0.5f64; d.channels], vec![2.0f64; d.channels]);
             let mut step = |bn: &mut BatchNorm| {
                 bn.forward_train_into(&x, d, &mut y, &mut saved).unwrap();
                 bn.backward_into(&x, &y, d, &saved, &mut dx, Some(&mut dw), Some(&mut db)).unwrap();
@@ -57,6 +64,10 @@ fn steady_state(threads: usize, allocs: &'static AtomicUsize, shapes: &[(Layout,
                 bn.forward_eval_into(&x, d, &mut y, &mut saved).unwrap();
                 // The converted eval's blocks (float32 "converted" by copying).
                 forward_eval_converted_into(&x, d, None, None, &rm, &rv, 1e-5, &mut y, copy, copy, &mut ws).unwrap();
+                // The float64 kernels, through the same workspace.
+                forward_train_f64_into(&x64, d, None, None, 1e-5, &mut y64, &mut moments64, &mut saved64, &mut ws).unwrap();
+                backward_f64_into(&x64, &y64, d, None, &saved64, &mut dx64, Some(&mut dw64), Some(&mut db64), &mut ws).unwrap();
+                forward_eval_f64_into(&x64, d, None, None, &rm64, &rv64, 1e-5, &mut y64, &mut ws).unwrap();
             };
             step(&mut bn);
             let before = allocs.load(Ordering::SeqCst);
