@@ -6,6 +6,10 @@
 //! `train_step/identity_floor` is the same step through a layer that does nothing (see
 //! `Identity`): candle's own share of every step.
 //!
+//! `BN_DTYPE=f64` runs them on f64 tensors (the core's float64 kernels), with
+//! `train_step/ours_composed` and `eval/ours_composed` beside them: the composed candle ops
+//! the layer ran on f64 before.
+//!
 //! `BN_DTYPE=f16|bf16` runs the same steps on half-precision tensors and parameters (f32 by
 //! default): in training our layer's op widens its input to float32, runs the kernels and
 //! narrows its output (see `src/half_precision.rs`). `candle_nn`'s layer fails to train in half precision (a dtype
@@ -67,7 +71,8 @@ impl CustomOp1 for Identity {
             CpuStorage::F32(v) => CpuStorage::F32(v[a..b].to_vec()),
             CpuStorage::F16(v) => CpuStorage::F16(v[a..b].to_vec()),
             CpuStorage::BF16(v) => CpuStorage::BF16(v[a..b].to_vec()),
-            _ => candle_core::bail!("identity: f32, f16 and bf16 only"),
+            CpuStorage::F64(v) => CpuStorage::F64(v[a..b].to_vec()),
+            _ => candle_core::bail!("identity: f32, f64, f16 and bf16 only"),
         };
         Ok((out, l.shape().clone()))
     }
@@ -83,9 +88,10 @@ fn layer(c: &mut Criterion) {
         Err(_) | Ok("f32") => DType::F32,
         Ok("f16") => DType::F16,
         Ok("bf16") => DType::BF16,
-        Ok(other) => panic!("BN_DTYPE={other:?}: expected f32, f16 or bf16"),
+        Ok("f64") => DType::F64,
+        Ok(other) => panic!("BN_DTYPE={other:?}: expected f32, f64, f16 or bf16"),
     };
-    eprintln!("dtype: {dtype:?} (BN_DTYPE=f32|f16|bf16)");
+    eprintln!("dtype: {dtype:?} (BN_DTYPE=f32|f64|f16|bf16)");
     let mut g = c.benchmark_group("candle_bn");
     g.sample_size(10).warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(3));
     for shape in SHAPES {
@@ -100,7 +106,13 @@ fn layer(c: &mut Criterion) {
         let ours = batch_norm(ch, BatchNormConfig::new(ch), VarBuilder::from_varmap(&vm_a, dtype, &Device::Cpu)).unwrap();
         let vm_b = VarMap::new();
         let nn = candle_nn::batch_norm(ch, 1e-5, VarBuilder::from_varmap(&vm_b, dtype, &Device::Cpu)).unwrap();
-        let modules: [(&str, &dyn ModuleT); 2] = [("ours", &ours), ("candle_nn", &nn)];
+        // In f64, also the composed candle ops our layer ran on f64 tensors before its float64
+        // kernels (`composed_ops`).
+        let composed = ours.clone().composed_ops(true);
+        let mut modules: Vec<(&str, &dyn ModuleT)> = vec![("ours", &ours), ("candle_nn", &nn)];
+        if dtype == DType::F64 {
+            modules.push(("ours_composed", &composed));
+        }
         g.bench_function(BenchmarkId::new("train_step/identity_floor", &id), |b| {
             b.iter(|| {
                 let y = x.as_tensor().apply_op1(Identity).unwrap();

@@ -1,6 +1,5 @@
-//! The same semantics from composed candle ops, for devices and dtypes the fused kernels do
-//! not cover (GPU tensors of any type, f64 on the CPU). Gradients come from candle's
-//! autograd.
+//! The same semantics from composed candle ops, for the devices the fused kernels do not
+//! cover (GPU tensors of any type). Gradients come from candle's autograd.
 
 use candle_core::{DType, Result, Tensor};
 

@@ -19,8 +19,9 @@ pub type Observer = Arc<Mutex<Vec<Vec<Moments>>>>;
 /// (when tracked); `forward_t(x, false)` uses the running statistics (or the batch's, when
 /// `track_running_stats` is false). On CPU tensors of f32 forward and backward are single
 /// fused kernels (custom ops over x, gamma and beta); f16 and bf16 ones run the same kernels
-/// on a float32 copy, their output and gradient rounded back to the input's type; f64
-/// tensors and other devices run composed candle ops with the same semantics.
+/// on a float32 copy, their output and gradient rounded back to the input's type; f64 ones
+/// run the core's float64 kernels (compensated sums, f64 running statistics updated in
+/// f64). Other devices run composed candle ops with the same semantics.
 ///
 /// The variables are named as `candle_nn::batch_norm` and PyTorch name them (`weight`,
 /// `bias`, `running_mean`, `running_var`), so checkpoints interchange.
@@ -42,6 +43,7 @@ pub struct BatchNorm {
     config: BatchNormConfig,
     channels_last: bool,
     detach_statistics: bool,
+    composed_ops: bool,
     observer: Option<Observer>,
     weight: Option<Tensor>,
     bias: Option<Tensor>,
@@ -73,6 +75,7 @@ pub fn batch_norm(num_features: usize, config: BatchNormConfig, vb: VarBuilder) 
         config,
         channels_last: false,
         detach_statistics: false,
+        composed_ops: false,
         observer: None,
         weight,
         bias,
@@ -93,6 +96,13 @@ impl BatchNorm {
     /// undoes what it asks for). For experiments only; the default (false) is correct BN.
     pub fn detach_statistics(mut self, yes: bool) -> Self {
         self.detach_statistics = yes;
+        self
+    }
+    /// Runs composed candle ops (the path of tensors on other devices) even where the fused
+    /// kernels apply: slower, the same semantics, gradients from candle's autograd. For
+    /// comparisons; the default (false) takes the kernels.
+    pub fn composed_ops(mut self, yes: bool) -> Self {
+        self.composed_ops = yes;
         self
     }
     /// Records the moments of every training batch into `observer` (None: stop).
@@ -148,6 +158,18 @@ impl BatchNorm {
         let (Some(rm), Some(rv)) = (&self.running_mean, &self.running_var) else { return Ok(()) };
         let n = self.num_batches_tracked.fetch_add(1, Ordering::Relaxed) + 1;
         let dt = rm.dtype();
+        if dt == DType::F64 {
+            let f = batchnorm::momentum_factor(self.config.momentum, n);
+            let (mut m, mut v): (Vec<f64>, Vec<f64>) = (rm.as_tensor().to_vec1()?, rv.as_tensor().to_vec1()?);
+            for ((mo, m), v) in moments.iter().zip(&mut m).zip(&mut v) {
+                *m = (1.0 - f) * *m + f * mo.mean;
+                *v = (1.0 - f) * *v + f * batchnorm::running_var_sample(mo, self.config.running_var);
+            }
+            let dev = rm.device();
+            rm.set(&Tensor::from_vec(m, self.config.num_features, dev)?)?;
+            rv.set(&Tensor::from_vec(v, self.config.num_features, dev)?)?;
+            return Ok(());
+        }
         let mut m: Vec<f32> = rm.as_tensor().to_dtype(DType::F32)?.to_vec1()?;
         let mut v: Vec<f32> = rv.as_tensor().to_dtype(DType::F32)?.to_vec1()?;
         batchnorm::update_running(&self.config, moments, n, &mut m, &mut v);
@@ -157,13 +179,14 @@ impl BatchNorm {
         Ok(())
     }
 
-    /// gamma and beta for the op; constant 1/0 when the layer is not affine.
-    fn params(&self, dev: &Device) -> Result<(Tensor, Tensor)> {
+    /// gamma and beta for the op in `dtype` (its kernels' type: f64 or float32); constant 1/0
+    /// when the layer is not affine.
+    fn params(&self, dev: &Device, dtype: DType) -> Result<(Tensor, Tensor)> {
         match (&self.weight, &self.bias) {
-            (Some(w), Some(b)) => Ok((w.to_dtype(DType::F32)?, b.to_dtype(DType::F32)?)),
+            (Some(w), Some(b)) => Ok((w.to_dtype(dtype)?, b.to_dtype(dtype)?)),
             _ => {
                 let c = self.config.num_features;
-                Ok((Tensor::ones(c, DType::F32, dev)?, Tensor::zeros(c, DType::F32, dev)?))
+                Ok((Tensor::ones(c, dtype, dev)?, Tensor::zeros(c, dtype, dev)?))
             }
         }
     }
@@ -176,11 +199,12 @@ impl BatchNorm {
         } else {
             let rm = self.running_mean.as_ref().expect("tracked").as_tensor();
             let rv = self.running_var.as_ref().expect("tracked").as_tensor();
-            Some((rm.to_dtype(DType::F32)?.to_vec1()?, rv.to_dtype(DType::F32)?.to_vec1()?))
+            Some((rm.to_dtype(DType::F64)?.to_vec1()?, rv.to_dtype(DType::F64)?.to_vec1()?))
         };
         let shared = Arc::new(Mutex::new(Shared::default()));
         let op = BnOp { dims: d, eps: self.config.eps, affine: self.weight.is_some(), stats, detach: self.detach_statistics, shared: shared.clone() };
-        let (g, b) = self.params(x.device())?;
+        let kernels = if x.dtype() == DType::F64 { DType::F64 } else { DType::F32 };
+        let (g, b) = self.params(x.device(), kernels)?;
         let y = x.contiguous()?.apply_op3_arc(&g, &b, Arc::new(Box::new(op)))?;
         if train && !d.is_empty() {
             let moments = std::mem::take(&mut shared.lock().expect("batch norm state poisoned").moments);
@@ -218,9 +242,10 @@ impl ModuleT for BatchNorm {
         if !x.dtype().is_float() {
             bail!("batch norm takes floating-point input (f16, bf16, f32 or f64), got {:?}", x.dtype());
         }
-        match (x.device().is_cpu(), x.dtype()) {
-            // f16 and bf16 are widened to float32 inside the op (see `half_precision.rs`).
-            (true, DType::F32 | DType::F16 | DType::BF16) => self.fused(x, train),
+        match (x.device().is_cpu() && !self.composed_ops, x.dtype()) {
+            // f16 and bf16 are widened to float32 inside the op (see `half_precision.rs`);
+            // f64 has kernels of its own (`float64.rs`).
+            (true, DType::F32 | DType::F16 | DType::BF16 | DType::F64) => self.fused(x, train),
             _ => self.composed(x, train),
         }
     }

@@ -19,6 +19,7 @@ mod alloc;
 mod convert;
 mod dims;
 mod fallback;
+mod float64;
 mod half_precision;
 mod layer;
 mod ops;

@@ -1,9 +1,11 @@
-//! The core's fused kernels as candle custom ops over (x, gamma, beta).
+//! The core's fused kernels as candle custom ops over (x, gamma, beta): float32 (f16 and
+//! bf16 through it) and f64.
 
+use crate::float64;
 use crate::half_precision::{eval_converted, narrowed, narrowed_like, storage_dtype, widened};
 use crate::to_candle;
 use batchnorm::{backward_into, forward_eval_into, forward_train_into, inv_std, Dims, Moments, SavedStats, StatsSource, Workspace};
-use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Storage, Tensor, WithDType};
+use candle_core::{bail, CpuStorage, CustomOp3, DType, Layout, Result, Shape, Storage, Tensor, WithDType};
 use std::sync::{Arc, Mutex};
 
 /// Runs `f` on the contiguous data of a CPU tensor as float32 (widened from f16 or bf16).
@@ -16,15 +18,15 @@ fn with_cpu_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> Result<R>) -> Result<R>
     }
 }
 
-/// An output buffer of `n` values of `T` (float32, f16 or bf16) for a kernel or conversion
-/// that writes every one of them.
+/// An output buffer of `n` values of `T` (float32, f64, f16 or bf16) for a kernel or
+/// conversion that writes every one of them.
 ///
 /// Allocated as candle allocates its own ops' outputs (`alloc_uninit`), not zero-filled: a
 /// zero-fill is a whole extra pass over memory (25 MB for NCHW 32x64x56x56, 18% of a
 /// training step's time went to memset before, ours being two of the three fills).
 pub(crate) fn output_buffer<T: WithDType>(n: usize) -> Result<Vec<T>> {
     use candle_core::backend::BackendDevice;
-    // SAFETY: float32, f16 and bf16 have no invalid bit patterns; every caller hands the
+    // SAFETY: float32, f64, f16 and bf16 have no invalid bit patterns; every caller hands the
     // whole buffer to a core kernel or a conversion that writes every element before the
     // buffer is read (or returns an error, and the buffer is dropped unread).
     let storage = unsafe { candle_core::cpu_backend::CpuDevice.alloc_uninit(&Shape::from(n), T::DTYPE)? };
@@ -44,7 +46,7 @@ pub(crate) struct BnOp {
     pub eps: f64,
     pub affine: bool,
     /// `Some((mean, var))`: normalise with these (eval); `None`: batch statistics.
-    pub stats: Option<(Vec<f32>, Vec<f32>)>,
+    pub stats: Option<(Vec<f64>, Vec<f64>)>,
     /// Differentiate as if the batch statistics were constants.
     pub detach: bool,
     pub shared: Arc<Mutex<Shared>>,
@@ -56,12 +58,21 @@ impl CustomOp3 for BnOp {
     }
 
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout, s3: &CpuStorage, l3: &Layout) -> Result<(CpuStorage, Shape)> {
-        let (g, b) = (widened(s2, l2)?, widened(s3, l3)?);
-        let (g, b) = if self.affine { (Some(&*g), Some(&*b)) } else { (None, None) };
         let d = self.dims;
-        let mut ws = Workspace::new();
         let mut sh = self.shared.lock().expect("batch norm state poisoned");
         let sh = &mut *sh;
+        if let Some(x) = float64::values(s1, l1)? {
+            let (g, b) = match (float64::values(s2, l2)?, float64::values(s3, l3)?) {
+                (Some(g), Some(b)) => (g, b),
+                _ => bail!("batch norm op: f64 input needs f64 gamma and beta"),
+            };
+            let (g, b) = if self.affine { (Some(g), Some(b)) } else { (None, None) };
+            let y = float64::forward(x, d, g, b, self.eps, self.stats.as_ref(), self.detach, sh)?;
+            return Ok((y, l1.shape().clone()));
+        }
+        let (g, b) = (widened(s2, l2)?, widened(s3, l3)?);
+        let (g, b) = if self.affine { (Some(&*g), Some(&*b)) } else { (None, None) };
+        let mut ws = Workspace::new();
         let y = match &self.stats {
             None => {
                 let x = widened(s1, l1)?;
@@ -74,6 +85,8 @@ impl CustomOp3 for BnOp {
                 narrowed(y, storage_dtype(s1))?
             }
             Some((mean, var)) => {
+                let (mean, var): (Vec<f32>, Vec<f32>) = mean.iter().zip(var).map(|(&m, &v)| (m as f32, v as f32)).unzip();
+                let (mean, var) = (&mean, &var);
                 // Half precision is normalised straight from its own storage (one pass).
                 let y = match eval_converted(s1, l1, d, g, b, mean, var, self.eps, &mut ws)? {
                     Some(y) => y,
@@ -97,6 +110,10 @@ impl CustomOp3 for BnOp {
     fn bwd(&self, x: &Tensor, gamma: &Tensor, beta: &Tensor, _y: &Tensor, dy: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let d = self.dims;
         let saved = &self.shared.lock().expect("batch norm state poisoned").saved;
+        if x.dtype() == DType::F64 {
+            let (dx, dg, db) = float64::backward(x, gamma, beta, dy, d, self.affine, saved)?;
+            return Ok((Some(dx), Some(dg), Some(db)));
+        }
         let mut dx = output_buffer(d.len())?;
         let (mut dg, mut db) = (vec![0.0f32; d.channels], vec![0.0f32; d.channels]);
         with_cpu_f32(x, |xs| {

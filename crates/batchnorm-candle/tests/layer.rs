@@ -1,4 +1,4 @@
-//! The candle layer: against candle-nn, the core, finite differences and its own fallback.
+//! The candle layer: against candle-nn, the core, finite differences and its own composed ops.
 
 use batchnorm_candle::{batch_norm, BatchNormConfig, Momentum, RunningVar};
 use candle_core::{DType, Device, ModuleT, Tensor, Var, D};
@@ -92,9 +92,9 @@ fn running_statistics_match_the_core_layer() {
 }
 
 #[test]
-fn gradients_match_finite_differences_of_the_f64_fallback() {
-    // The float64 path (composed ops) is differentiated by finite differences; the f32 fused
-    // kernels' analytic gradients must agree.
+fn gradients_match_finite_differences_of_the_f64_layer() {
+    // The f64 layer is differentiated by finite differences; the f32 fused kernels'
+    // analytic gradients must agree.
     let shape = [3usize, 2, 2, 2];
     let cfg = BatchNormConfig::new(2);
     let vm32 = VarMap::new();
@@ -139,7 +139,7 @@ fn fallback_path_matches_fused_path() {
         let cfg = BatchNormConfig::new(c).momentum(Momentum::CumulativeAverage);
         let (vm32, vm64) = (VarMap::new(), VarMap::new());
         let a = ours(&vm32, c, cfg, DType::F32).channels_last(cl);
-        let b = ours(&vm64, c, cfg, DType::F64).channels_last(cl);
+        let b = ours(&vm64, c, cfg, DType::F64).channels_last(cl).composed_ops(true);
         set_affine(&vm32, c);
         set_affine(&vm64, c);
         for step in 0..2 {
@@ -162,6 +162,43 @@ fn fallback_path_matches_fused_path() {
         let xv = Var::from_tensor(&x).unwrap();
         let g = a.forward_t(xv.as_tensor(), false).unwrap().sum_all().unwrap().backward().unwrap();
         assert!(g.get(xv.as_tensor()).is_some() && g.get(a.bias().unwrap()).is_some());
+    }
+}
+
+/// The f64 kernels against candle's composed f64 ops: outputs, gradients (x, gamma, beta)
+/// and running statistics over two training steps and an eval, to float64's rounding.
+#[test]
+fn f64_kernels_match_composed_f64_ops() {
+    let max_diff64 =
+        |a: &Tensor, b: &Tensor| -> f64 { (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(D::Minus1).unwrap().to_scalar::<f64>().unwrap() };
+    for (cl, shape) in [(false, vec![4usize, 3, 5]), (true, vec![2, 3, 4, 5]), (false, vec![7, 5]), (false, vec![2, 4, 9, 7])] {
+        let c = if cl { shape[shape.len() - 1] } else { shape[1] };
+        let cfg = BatchNormConfig::new(c);
+        let (vma, vmb) = (VarMap::new(), VarMap::new());
+        let a = ours(&vma, c, cfg, DType::F64).channels_last(cl);
+        let b = ours(&vmb, c, cfg, DType::F64).channels_last(cl).composed_ops(true);
+        set_affine(&vma, c);
+        set_affine(&vmb, c);
+        for step in 0..2 {
+            let x = Var::from_tensor(&tensor(&shape, 70 + step, 3.0).to_dtype(DType::F64).unwrap()).unwrap();
+            let dy = tensor(&shape, 80 + step, 0.0).to_dtype(DType::F64).unwrap();
+            let (ya, yb) = (a.forward_t(x.as_tensor(), true).unwrap(), b.forward_t(x.as_tensor(), true).unwrap());
+            assert_eq!(ya.dtype(), DType::F64);
+            assert!(max_diff64(&ya, &yb) < 1e-13, "{shape:?} y: {}", max_diff64(&ya, &yb));
+            let ga = (&ya * &dy).unwrap().sum_all().unwrap().backward().unwrap();
+            let gb = (&yb * &dy).unwrap().sum_all().unwrap().backward().unwrap();
+            let pairs = [(x.as_tensor(), x.as_tensor()), (a.weight().unwrap(), b.weight().unwrap()), (a.bias().unwrap(), b.bias().unwrap())];
+            for (i, (ta, tb)) in pairs.into_iter().enumerate() {
+                let (da, db) = (ga.get(ta).unwrap(), gb.get(tb).unwrap());
+                assert_eq!(da.dtype(), DType::F64);
+                assert!(max_diff64(da, db) < 1e-12, "{shape:?} gradient {i}: {}", max_diff64(da, db));
+            }
+        }
+        assert_eq!(a.running_mean().unwrap().dtype(), DType::F64);
+        assert!(max_diff64(a.running_mean().unwrap(), b.running_mean().unwrap()) < 1e-14);
+        assert!(max_diff64(a.running_var().unwrap(), b.running_var().unwrap()) < 1e-14);
+        let x = tensor(&shape, 90, 3.0).to_dtype(DType::F64).unwrap();
+        assert!(max_diff64(&a.forward_t(&x, false).unwrap(), &b.forward_t(&x, false).unwrap()) < 1e-13);
     }
 }
 
