@@ -9,7 +9,7 @@ use crate::paper::{self, PaperArgs};
 use crate::report;
 use crate::train::Run;
 use anyhow::{bail, Context, Result};
-use batchnorm::{BatchNorm, BatchNormConfig, Dims, Layout, SavedStats};
+use batchnorm::{backward_f64_into, forward_eval_f64_into, forward_train_f64_into, BatchNorm, BatchNormConfig, Dims, Layout, Moments, SavedStats, Workspace};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -38,6 +38,9 @@ pub struct BenchArgs {
     pub rounds: usize,
     pub torch: Option<PathBuf>,
     pub e2e_steps: u64,
+    /// Time the float64 kernels (and PyTorch's float64 BatchNorm) instead: no floor (its
+    /// skeleton is float32's).
+    pub f64: bool,
     pub out: Option<PathBuf>,
 }
 
@@ -97,6 +100,35 @@ pub fn time_ours(layout: Layout, shape: &[usize]) -> [f64; 3] {
     );
     let ev = median(|| bn.forward_eval_into(&x, d, &mut y, &mut saved).expect("eval"), reps);
     [fwd * 1e3, fb * 1e3, ev * 1e3]
+}
+
+/// Median milliseconds of the float64 kernels on one shape (in the current rayon pool):
+/// `[fwd, fwd + bwd, eval]`, the same data as [`time_ours`] widened.
+pub fn time_ours_f64(layout: Layout, shape: &[usize]) -> [f64; 3] {
+    let d = Dims::new(layout, shape).expect("suite shape");
+    let (n, c) = (d.len(), d.channels);
+    let x: Vec<f64> = (0..n).map(|i| ((i * 7919) % 1000) as f64 * 1e-3 - 0.5).collect();
+    let dy: Vec<f64> = (0..n).map(|i| ((i * 104_729) % 997) as f64 * 1e-3 - 0.5).collect();
+    let (mut y, mut dx) = (vec![0.0f64; n], vec![0.0f64; n]);
+    let (mut dw, mut db) = (vec![0.0; c], vec![0.0; c]);
+    let (w, b, rm, rv) = (vec![1.0; c], vec![0.0; c], vec![0.0; c], vec![1.0; c]);
+    let mut m = vec![Moments::EMPTY; c];
+    let mut saved = SavedStats::with_channels(c);
+    let mut ws = Workspace::new();
+    let reps = reps(2 * n);
+    let mut fwd = |y: &mut [f64], saved: &mut SavedStats, ws: &mut Workspace| {
+        forward_train_f64_into(&x, d, Some(&w), Some(&b), 1e-5, y, &mut m, saved, ws).expect("fwd");
+    };
+    let t_fwd = median(|| fwd(&mut y, &mut saved, &mut ws), reps);
+    let t_fb = median(
+        || {
+            fwd(&mut y, &mut saved, &mut ws);
+            backward_f64_into(&x, &dy, d, Some(&w), &saved, &mut dx, Some(&mut dw), Some(&mut db), &mut ws).expect("bwd");
+        },
+        reps,
+    );
+    let t_ev = median(|| forward_eval_f64_into(&x, d, Some(&w), Some(&b), &rm, &rv, 1e-5, &mut y, &mut ws).expect("eval"), reps);
+    [t_fwd * 1e3, t_fb * 1e3, t_ev * 1e3]
 }
 
 /// Read + write GB/s of a parallel copy of a 256 MB buffer, one chunk per thread, two ways:
@@ -227,8 +259,12 @@ fn python(python: &Path, script: &str, name: &str, args: &[String]) -> Result<St
 }
 
 /// PyTorch's medians (ms) per suite row and its copy bandwidth.
-fn time_torch(py: &Path, threads: usize) -> Result<(Vec<[f64; 3]>, f64)> {
-    let out = python(py, TORCH_BN, "torch_bn.py", &["--threads".into(), threads.to_string(), "--json".into()])?;
+fn time_torch(py: &Path, threads: usize, f64: bool) -> Result<(Vec<[f64; 3]>, f64)> {
+    let mut args = vec!["--threads".into(), threads.to_string(), "--json".into()];
+    if f64 {
+        args.extend(["--dtype".into(), "float64".into()]);
+    }
+    let out = python(py, TORCH_BN, "torch_bn.py", &args)?;
     let rows_line = out.lines().rev().find(|l| l.starts_with('[')).context("torch_bn.py printed no JSON")?;
     let rows: Vec<serde_json::Value> = serde_json::from_str(rows_line)?;
     let copy = out.lines().find(|l| l.starts_with("copy")).and_then(|l| l.split_whitespace().nth(3)).and_then(|v| v.parse().ok()).unwrap_or(f64::NAN);
@@ -303,11 +339,19 @@ pub fn run(a: &BenchArgs) -> Result<PathBuf> {
                 trips.push(core_round_trip_ns());
             }
             eprintln!("round {}/{}: our kernels with {t} thread(s)...", r + 1, a.rounds.max(1));
-            let (times, [memcpy, stream]) = pool.install(|| (SUITE.iter().map(|(_, l, s)| time_ours_and_floor(*l, s)).collect::<Vec<_>>(), copy_bandwidth()));
+            let time = |l: Layout, s: &[usize]| {
+                if a.f64 {
+                    let [f, g, e] = time_ours_f64(l, s);
+                    [f, g, e, f64::NAN, f64::NAN, f64::NAN]
+                } else {
+                    time_ours_and_floor(l, s)
+                }
+            };
+            let (times, [memcpy, stream]) = pool.install(|| (SUITE.iter().map(|(_, l, s)| time(*l, s)).collect::<Vec<_>>(), copy_bandwidth()));
             let mut plain = memcpy;
             if let Some(py) = &a.torch {
                 eprintln!("round {}/{}: PyTorch with {t} thread(s)...", r + 1, a.rounds.max(1));
-                let round = time_torch(py, t)?;
+                let round = time_torch(py, t, a.f64)?;
                 plain = plain.max(round.1);
                 torch_rounds.push(round);
             }
@@ -318,7 +362,8 @@ pub fn run(a: &BenchArgs) -> Result<PathBuf> {
         let torch = (!torch_rounds.is_empty()).then(|| median_rounds(&torch_rounds));
         let [memcpy, stream] = [0, 1].map(|k| middle(copies.iter().map(|c| c[k]).collect()));
         md.push_str(&format!(
-            "\n### {t} thread(s), median of {} round(s): copy {copy:.1} GB/s (read + write: {}{}); with streaming stores {stream:.1}{}\n\n",
+            "\n### {}{t} thread(s), median of {} round(s): copy {copy:.1} GB/s (read + write: {}{}); with streaming stores {stream:.1}{}\n\n",
+            if a.f64 { "float64 tensors, " } else { "" },
             a.rounds.max(1),
             torch.as_ref().map_or("memcpy".to_string(), |(_, c)| format!("each round's faster of memcpy and PyTorch's copy_, medians {memcpy:.1} and {c:.1}")),
             copy_spread(&our_rounds.iter().map(|r| r.1).collect::<Vec<_>>()),
@@ -341,7 +386,7 @@ pub fn run(a: &BenchArgs) -> Result<PathBuf> {
         ];
         let mut rows = Vec::new();
         for (i, (_, layout, shape)) in SUITE.iter().enumerate() {
-            let bytes = shape.iter().product::<usize>() as f64 * 4.0;
+            let bytes = shape.iter().product::<usize>() as f64 * if a.f64 { 8.0 } else { 4.0 };
             let name = shape.iter().map(|s| s.to_string()).collect::<Vec<_>>().join("x");
             for (k, (op, floor)) in OPS.iter().enumerate() {
                 let ms = ours[i][k];
@@ -357,12 +402,12 @@ pub fn run(a: &BenchArgs) -> Result<PathBuf> {
                     format!("{ms:.3}"),
                     if tms.is_finite() { format!("{tms:.3}") } else { "-".into() },
                     if speed.is_finite() { format!("{speed:.2}x") } else { "-".into() },
-                    format!("{fms:.3}"),
+                    if fms.is_finite() { format!("{fms:.3}") } else { "-".into() },
                     if best.is_finite() { format!("{best:.2}x") } else { "-".into() },
                     format!("{gbps:.1}"),
                     format!("{:.0}%", 100.0 * gbps / copy),
                     format!("{:.0}%", 100.0 * gbps / stream),
-                    format!("{:.0}%", 100.0 * fms / ms),
+                    if fms.is_finite() { format!("{:.0}%", 100.0 * fms / ms) } else { "-".into() },
                 ]);
                 csv.push_str(&format!(
                     "{t},{name},{},{op},{ms},{tms},{speed},{fms},{best},{gbps},{copy},{},{},{memcpy},{stream},{},{trip}\n",
@@ -405,6 +450,15 @@ mod tests {
         assert_eq!(copy_spread(&[25.0, 24.0, 26.0]), "; 24.0-26.0 over the rounds");
         let wide = copy_spread(&[21.0, 25.0, 36.0]);
         assert!(wide.starts_with("; 21.0-36.0 over the rounds, more than 15% apart"), "{wide}");
+    }
+
+    /// `--dtype f64` times the float64 kernels: three positive medians, and no floor.
+    #[test]
+    fn float64_timings_run_the_float64_kernels() {
+        for (layout, shape) in [(Layout::Nc, &[60usize, 100][..]), (Layout::Nhwc, &[2, 5, 5, 8])] {
+            let t = time_ours_f64(layout, shape);
+            assert!(t.iter().all(|ms| ms.is_finite() && *ms > 0.0), "{shape:?}: {t:?}");
+        }
     }
 
     #[test]

@@ -107,6 +107,11 @@ enum Cmd {
         /// Steps of the end-to-end Figure-1 MLP timing (0 to skip).
         #[arg(long, default_value_t = 2000, allow_negative_numbers = true)]
         e2e_steps: u64,
+        /// The tensors' type: f32 (the table, with the floor and the MLP) or f64
+        /// (the float64 kernels against PyTorch's float64 BatchNorm; no floor, and the
+        /// float32 MLP is skipped).
+        #[arg(long, default_value = "f32", value_parser = ["f32", "f64"])]
+        dtype: String,
         /// Output directory (default runs/bench-<timestamp>).
         #[arg(long)]
         out: Option<PathBuf>,
@@ -378,7 +383,7 @@ fn dispatch(cli: Cli, matches: &ArgMatches) -> Result<ExitCode> {
             println!("report: {}", crate::report_all::run(&runs)?.display());
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Bench { threads, rounds, torch, e2e_steps, out } => {
+        Cmd::Bench { threads, rounds, torch, e2e_steps, dtype, out } => {
             if threads.is_empty() || threads.contains(&0) {
                 bail!("--threads takes positive thread counts, e.g. 1,2");
             }
@@ -388,7 +393,10 @@ fn dispatch(cli: Cli, matches: &ArgMatches) -> Result<ExitCode> {
             if rounds == 0 {
                 bail!("--rounds must be at least 1");
             }
-            let dir = crate::bench::run(&crate::bench::BenchArgs { threads, rounds, torch, e2e_steps, out })?;
+            let f64 = dtype == "f64";
+            // The end-to-end MLP is a float32 model.
+            let e2e_steps = if f64 { 0 } else { e2e_steps };
+            let dir = crate::bench::run(&crate::bench::BenchArgs { threads, rounds, torch, e2e_steps, f64, out })?;
             println!("written to {}", dir.join("bench.md").display());
             Ok(ExitCode::SUCCESS)
         }

@@ -136,6 +136,9 @@ fn runs_check_every_flag_first_and_leave_nothing_when_they_cannot_start() {
         refused(&[args, &["--out", o]].concat(), message);
         assert!(!out.exists(), "{args:?} left {}", out.display());
     }
+    let (code, _, err) = bnlab(&["bench", "--dtype", "f16", "--out", o]);
+    assert!(code == 2 && err.contains("invalid value 'f16' for '--dtype"), "{err}");
+    assert!(!out.exists());
     // `all` would train Figure 1 first: its bad flag must stop it before that.
     let start = std::time::Instant::now();
     refused(&["all", "--quick", "--seeds", "0", "--out", o], "--seeds must be at least 1");
