@@ -69,6 +69,14 @@ const ROW_TASKS: usize = 8;
 /// Narrowest column group of a reduction over rows.
 const MIN_ROW_GROUP: usize = 1024;
 
+/// Rows [`add_rows`] adds per visit of a column's sums, on parts wider than
+/// [`STRIP_MIN_WIDTH`] values.
+const STRIP_ROWS: usize = 4;
+
+/// Widest part of a row whose sums [`add_rows`] visits a row at a time (their 8 KB stay in
+/// L1).
+const STRIP_MIN_WIDTH: usize = 256;
+
 /// Channel groups per block of a reduction over channels-first runs (tasks for tensors of
 /// few batch items).
 const RUN_GROUPS: usize = 16;
@@ -215,23 +223,42 @@ wide! {
 }
 
 /// Adds rows `rows` of the `k.len()` values from `c0` (rows `c` values apart) into the sums
-/// `[hi1, lo1, hi2, lo2]` (one of each per column), a row at a time: each column's terms in
-/// row order.
+/// `[hi1, lo1, hi2, lo2]` (one of each per column), each column's terms in row order: a row
+/// at a time, or for parts wider than [`STRIP_MIN_WIDTH`] [`STRIP_ROWS`] rows per visit of
+/// the sums (the same additions in the same order, so the same bits).
 ///
-/// Visiting the sums once every 4 rows instead (each column's 4 terms added in turn) was
-/// slower: the sums' loads and stores are not what bounds this loop, its 26 float64
-/// operations a value are, and the 4 dependent additions a visit made a chain (1 thread,
-/// training forward, medians of 10: NHWC 64x14x14x256 6.0 -> 6.6 ms, NHWC 32x56x56x64 11.4
-/// -> 12.1, NC 256x1024 0.35 -> 0.41).
+/// Wide parts' sums (4 x 8 bytes a column) do not stay in L1, and visiting them once for 4
+/// rows pays there; on narrower ones the 4 dependent additions a visit makes cost more than
+/// the loads and stores they save. Measured (1 thread, training forward, medians of 10,
+/// three alternating runs of each build, row at a time -> strips for every width): NC
+/// 4096x4096 38.2-44.8 -> 30.8-33.9 ms, NC 256x1024 0.330-0.344 -> 0.313-0.316, NHWC
+/// 64x14x14x256 4.30-5.45 -> 5.12-6.36.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn add_rows<T: Terms>(terms: T, a: &[f64], b: &[f64], c: usize, rows: std::ops::Range<usize>, k: &[f64], c0: usize, one: f64, sums: [&mut [f64]; 4]) {
     let w = k.len();
     let [h1, l1, h2, l2] = sums;
     let (h1, l1, h2, l2) = (&mut h1[..w], &mut l1[..w], &mut h2[..w], &mut l2[..w]);
-    for r in rows {
-        let o = r * c + c0;
-        let (ar, br) = (&a[o..o + w], &b[o..o + w]);
+    let part = |r: usize| r * c + c0..r * c + c0 + w;
+    let mut r = rows.start;
+    if w > STRIP_MIN_WIDTH {
+        while r + STRIP_ROWS <= rows.end {
+            let ra: [&[f64]; STRIP_ROWS] = std::array::from_fn(|i| &a[part(r + i)]);
+            let rb: [&[f64]; STRIP_ROWS] = std::array::from_fn(|i| &b[part(r + i)]);
+            for j in 0..w {
+                let (mut t1, mut t2) = (Comp { hi: h1[j], lo: l1[j] }, Comp { hi: h2[j], lo: l2[j] });
+                for i in 0..STRIP_ROWS {
+                    let [v1, e1, v2, e2] = terms.terms(ra[i][j], rb[i][j], k[j], one);
+                    t1.add_split(v1, e1, one);
+                    t2.add_split(v2, e2, one);
+                }
+                (h1[j], l1[j], h2[j], l2[j]) = (t1.hi, t1.lo, t2.hi, t2.lo);
+            }
+            r += STRIP_ROWS;
+        }
+    }
+    for r in r..rows.end {
+        let (ar, br) = (&a[part(r)], &b[part(r)]);
         for j in 0..w {
             let [v1, e1, v2, e2] = terms.terms(ar[j], br[j], k[j], one);
             let (mut t1, mut t2) = (Comp { hi: h1[j], lo: l1[j] }, Comp { hi: h2[j], lo: l2[j] });
@@ -246,6 +273,31 @@ fn add_rows<T: Terms>(terms: T, a: &[f64], b: &[f64], c: usize, rows: std::ops::
 mod tests {
     use super::*;
     use crate::layout::Layout;
+
+    /// Strips of rows add each column's terms in row order, as a row at a time does: the
+    /// same bits.
+    #[test]
+    fn strips_of_rows_sum_as_rows_one_at_a_time() {
+        let (c, rows, w, c0) = (700, 11, 600, 50);
+        let x: Vec<f64> = (0..rows * c).map(|i| ((i * 7919) % 1013) as f64 * 1e-3 + 1e4).collect();
+        let k: Vec<f64> = (0..w).map(|j| x[c0 + j]).collect();
+        let sums = |by_row: bool| {
+            let mut v = vec![0.0; 4 * w];
+            let (h1, rest) = v.split_at_mut(w);
+            let (l1, rest) = rest.split_at_mut(w);
+            let (h2, l2) = rest.split_at_mut(w);
+            if by_row {
+                for r in 0..rows {
+                    add_rows(Shifted, &x, &x, c, r..r + 1, &k, c0, 1.0, [&mut *h1, &mut *l1, &mut *h2, &mut *l2]);
+                }
+            } else {
+                add_rows(Shifted, &x, &x, c, 0..rows, &k, c0, 1.0, [h1, l1, h2, l2]);
+            }
+            v.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+        };
+        assert!(w > STRIP_MIN_WIDTH && rows > STRIP_ROWS);
+        assert_eq!(sums(false), sums(true));
+    }
 
     /// Every cut covers the outer axis once with blocks that keep their sums small.
     #[test]
