@@ -22,7 +22,7 @@ use crate::workspace::{sized, Workspace};
 /// (mean and inverse std for [`backward_f64_into`](crate::backward_f64_into)). The sums
 /// about each channel's first value are compensated, so the mean and the variance are within
 /// a few units in the last place of their exact values whatever M; results are bitwise the
-/// same on any number of threads. Fails with [`BnError::Degenerate`] when M = 1.
+/// same on any number of threads. Fails with [`BnError::Degenerate`](crate::BnError::Degenerate) when M = 1.
 ///
 /// ```
 /// use batchnorm::{forward_train_f64_into, Dims, Layout, Moments, SavedStats, Workspace};
