@@ -308,6 +308,29 @@ fn results_do_not_depend_on_the_thread_count() {
     }
 }
 
+/// An infinite value poisons its own channel as in the float32 kernels (an infinite mean, a
+/// NaN variance, NaN outputs) and no other.
+#[test]
+fn infinite_values_poison_their_channel_as_in_float32() {
+    let d = Dims::new(Layout::Nc, &[4, 3]).unwrap();
+    let x32 = [1.0f32, 2.0, f32::INFINITY, 3.0, f32::INFINITY, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0];
+    let x: Vec<f64> = x32.iter().map(|&v| v as f64).collect();
+    let (mut y, mut y32) = (vec![0.0; 12], vec![0.0f32; 12]);
+    let (mut m, mut m32) = (vec![Moments::EMPTY; 3], vec![Moments::EMPTY; 3]);
+    let mut ws = Workspace::new();
+    forward_train_f64_into(&x, d, None, None, 1e-5, &mut y, &mut m, &mut SavedStats::with_channels(3), &mut ws).unwrap();
+    forward_train_into(&x32, d, None, None, 1e-5, &mut y32, &mut m32, &mut SavedStats::with_channels(3), &mut ws).unwrap();
+    for ch in 0..3 {
+        assert_eq!(m[ch].mean.to_bits(), m32[ch].mean.to_bits(), "mean[{ch}]");
+        assert_eq!(m[ch].m2.is_nan(), m32[ch].m2.is_nan(), "m2[{ch}]");
+    }
+    assert!(m[1].mean == f64::INFINITY && m[2].mean == f64::INFINITY && m[0].m2 == 26.75);
+    for (i, (&a, &b)) in y.iter().zip(&y32).enumerate() {
+        assert_eq!(a.is_nan(), b.is_nan(), "y[{i}]");
+        assert_eq!(a.is_nan(), i % 3 != 0, "y[{i}]");
+    }
+}
+
 /// Bad lengths are refused before anything is written; M = 1 is refused in training.
 #[test]
 fn bad_input_is_refused() {

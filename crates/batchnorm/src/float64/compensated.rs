@@ -99,6 +99,15 @@ pub(crate) fn moments_from(count: f64, k: f64, s1: Comp, s2: Comp) -> Moments {
     if count == 0.0 {
         return Moments::EMPTY;
     }
+    if !s1.hi.is_finite() || !s2.hi.is_finite() {
+        // An infinite or NaN value (or squares past f64::MAX): the error terms are NaN
+        // (`inf - inf`), so give what plain sums give, as the float32 kernels and PyTorch
+        // do: an infinite mean with a NaN variance, or a finite mean with an infinite one.
+        return match s1.hi.is_finite() {
+            true => Moments { count, mean: k + s1.value() / count, m2: s2.hi },
+            false => Moments { count, mean: k + s1.hi / count, m2: f64::NAN },
+        };
+    }
     let s1 = s1.normalised();
     // d = s1 / count as a pair: q1 + q2.
     let q1 = s1.hi / count;
@@ -168,6 +177,30 @@ mod tests {
         }
         assert_eq!(c.value(), 10_000.0);
         assert_eq!(plain, 0.0, "the plain loop was expected to lose the ones");
+    }
+
+    /// Infinite and NaN values give plain sums' moments, not the NaN of their error terms.
+    #[test]
+    fn infinite_values_give_plain_moments() {
+        let sums = |xs: &[f64]| {
+            let (mut s1, mut s2) = (Comp::default(), Comp::default());
+            for &x in xs {
+                let (d, de) = two_sum(x, -1.0);
+                let (p, pe) = two_prod(d, d);
+                s1.add(d, de);
+                s2.add(p, pe + 2.0 * d * de);
+            }
+            moments_from(xs.len() as f64, 1.0, s1, s2)
+        };
+        let m = sums(&[1.0, f64::INFINITY, 3.0]);
+        assert!(m.mean == f64::INFINITY && m.m2.is_nan(), "{m:?}");
+        let m = sums(&[1.0, f64::NEG_INFINITY]);
+        assert!(m.mean == f64::NEG_INFINITY && m.m2.is_nan(), "{m:?}");
+        let m = sums(&[1.0, f64::INFINITY, f64::NEG_INFINITY]);
+        assert!(m.mean.is_nan() && m.m2.is_nan(), "{m:?}");
+        let m = sums(&[1e200, -1e200]);
+        assert!(m.mean == 0.0 && m.m2 == f64::INFINITY, "{m:?}");
+        assert!(sums(&[f64::NAN, 2.0]).mean.is_nan());
     }
 
     /// Moments of values far from zero: exact against integer arithmetic.
