@@ -4,7 +4,7 @@ use crate::dims::dims_of;
 use crate::fallback;
 use crate::ops::{BnOp, Shared};
 use batchnorm::{BatchNormConfig, Moments};
-use candle_core::{bail, DType, Device, ModuleT, Result, Tensor, Var};
+use candle_core::{bail, DType, Device, ModuleT, Result, Tensor, Var, WithDType};
 use candle_nn::{Init, VarBuilder};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -157,23 +157,21 @@ impl BatchNorm {
         }
         let (Some(rm), Some(rv)) = (&self.running_mean, &self.running_var) else { return Ok(()) };
         let n = self.num_batches_tracked.fetch_add(1, Ordering::Relaxed) + 1;
-        let dt = rm.dtype();
-        if dt == DType::F64 {
-            let f = batchnorm::momentum_factor(self.config.momentum, n);
-            let (mut m, mut v): (Vec<f64>, Vec<f64>) = (rm.as_tensor().to_vec1()?, rv.as_tensor().to_vec1()?);
-            for ((mo, m), v) in moments.iter().zip(&mut m).zip(&mut v) {
-                *m = (1.0 - f) * *m + f * mo.mean;
-                *v = (1.0 - f) * *v + f * batchnorm::running_var_sample(mo, self.config.running_var);
-            }
-            let dev = rm.device();
-            rm.set(&Tensor::from_vec(m, self.config.num_features, dev)?)?;
-            rv.set(&Tensor::from_vec(v, self.config.num_features, dev)?)?;
-            return Ok(());
+        // f64 statistics are updated in f64; f32, f16 and bf16 ones through float32.
+        if rm.dtype() == DType::F64 {
+            self.write_running::<f64>(rm, rv, moments, n)
+        } else {
+            self.write_running::<f32>(rm, rv, moments, n)
         }
-        let mut m: Vec<f32> = rm.as_tensor().to_dtype(DType::F32)?.to_vec1()?;
-        let mut v: Vec<f32> = rv.as_tensor().to_dtype(DType::F32)?.to_vec1()?;
+    }
+
+    /// The running statistics `rm`, `rv` moved by one batch's `moments` (the core's
+    /// `update_running` over copies of them in `T`), written back in their own dtype.
+    fn write_running<T: batchnorm::RunningValue + WithDType>(&self, rm: &Var, rv: &Var, moments: &[Moments], n: i64) -> Result<()> {
+        let (dt, dev) = (rm.dtype(), rm.device());
+        let mut m: Vec<T> = rm.as_tensor().to_dtype(T::DTYPE)?.to_vec1()?;
+        let mut v: Vec<T> = rv.as_tensor().to_dtype(T::DTYPE)?.to_vec1()?;
         batchnorm::update_running(&self.config, moments, n, &mut m, &mut v);
-        let dev = rm.device();
         rm.set(&Tensor::from_vec(m, self.config.num_features, dev)?.to_dtype(dt)?)?;
         rv.set(&Tensor::from_vec(v, self.config.num_features, dev)?.to_dtype(dt)?)?;
         Ok(())

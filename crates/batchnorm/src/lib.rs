@@ -77,7 +77,7 @@ pub use layout::{Dims, Layout};
 pub use moments::{merge_channels, Moments};
 pub use parallel::reads_once;
 pub use population::{PopulationEstimator, PopulationStats};
-pub use running::{momentum_factor, running_var_sample, update_running};
+pub use running::{momentum_factor, running_var_sample, update_running, RunningValue};
 /// Re-exported so callers can parse multi-layer files for [`load_state_from`].
 pub use safetensors;
 pub use saved::{SavedStats, StatsSource};
