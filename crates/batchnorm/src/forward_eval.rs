@@ -150,6 +150,16 @@ pub(crate) fn normalize_with_saved(
     normalize_unchecked(x, d, coef, il, y, back);
 }
 
+/// An eval forward's checks, for any element type: the lengths of `x` and `y` (`lens`), of
+/// the statistics and of the parameters given.
+pub(crate) fn check_eval<T>(d: Dims, lens: (usize, usize), weight: Option<&[T]>, bias: Option<&[T]>, mean: &[T], var: &[T]) -> Result<()> {
+    check_len("x", d.len(), lens.0)?;
+    check_len("y", d.len(), lens.1)?;
+    check_len("running_mean", d.channels, mean.len())?;
+    check_len("running_var", d.channels, var.len())?;
+    check_params(d.channels, weight, bias)
+}
+
 /// The lengths of the affine parameters given (of any element type): `c` each.
 pub(crate) fn check_params<T>(c: usize, weight: Option<&[T]>, bias: Option<&[T]>) -> Result<()> {
     if let Some(w) = weight {
@@ -204,11 +214,7 @@ pub(crate) fn eval_stats<'a>(
     eps: f64,
     totals: &'a mut Vec<f64>,
 ) -> Result<(&'a [f64], &'a [f64])> {
-    check_len("x", d.len(), lens.0)?;
-    check_len("y", d.len(), lens.1)?;
-    check_len("running_mean", d.channels, mean.len())?;
-    check_len("running_var", d.channels, var.len())?;
-    check_params(d.channels, weight, bias)?;
+    check_eval(d, lens, weight, bias, mean, var)?;
     let (m, is) = sized(totals, 2 * d.channels, 0.0).split_at_mut(d.channels);
     running_into(mean, var, eps, m, is);
     Ok((m, is))

@@ -2,8 +2,8 @@
 
 use super::pointwise::{map, Normalise};
 use crate::coefficients::inv_std;
-use crate::error::{check_len, Result};
-use crate::forward_eval::check_params;
+use crate::error::Result;
+use crate::forward_eval::check_eval;
 use crate::layout::Dims;
 use crate::workspace::{sized, Workspace};
 
@@ -45,13 +45,8 @@ pub fn forward_eval_f64_into(
     y: &mut [f64],
     ws: &mut Workspace,
 ) -> Result<()> {
-    let c = d.channels;
-    check_len("x", d.len(), x.len())?;
-    check_len("y", d.len(), y.len())?;
-    check_len("running_mean", c, mean.len())?;
-    check_len("running_var", c, var.len())?;
-    check_params(c, weight, bias)?;
-    let is = sized(&mut ws.totals, c, 0.0);
+    check_eval(d, (x.len(), y.len()), weight, bias, mean, var)?;
+    let is = sized(&mut ws.totals, d.channels, 0.0);
     for (v, &s) in is.iter_mut().zip(var) {
         *v = inv_std(s, eps);
     }
