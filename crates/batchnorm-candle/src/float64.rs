@@ -1,10 +1,10 @@
 //! f64 tensors through the core's float64 kernels (compensated sums, see
 //! `batchnorm::forward_train_f64_into`): no conversion on the way in or out.
 
-use crate::ops::{output_buffer, Shared};
+use crate::ops::{output_buffer, with_cpu, Shared};
 use crate::to_candle;
 use batchnorm::{backward_f64_into, forward_eval_f64_into, forward_train_f64_into, inv_std, Dims, Moments, SavedStats, StatsSource, Workspace};
-use candle_core::{bail, CpuStorage, Layout, Result, Storage, Tensor};
+use candle_core::{bail, CpuStorage, Layout, Result, Tensor};
 
 /// The contiguous values of an f64 storage; `None` for any other type.
 pub(crate) fn values<'a>(s: &'a CpuStorage, l: &Layout) -> Result<Option<&'a [f64]>> {
@@ -46,15 +46,10 @@ pub(crate) fn forward(
 
 /// Runs `f` on the contiguous values of an f64 CPU tensor.
 fn with_values<R>(t: &Tensor, f: impl FnOnce(&[f64]) -> Result<R>) -> Result<R> {
-    let t = t.contiguous()?;
-    let (st, l) = t.storage_and_layout();
-    match &*st {
-        Storage::Cpu(cs) => match values(cs, l)? {
-            Some(v) => f(v),
-            None => bail!("batch norm op: expected f64 data, got {:?}", t.dtype()),
-        },
-        _ => bail!("batch norm op: expected a CPU tensor"),
-    }
+    with_cpu(t, |cs, l| match values(cs, l)? {
+        Some(v) => f(v),
+        None => bail!("batch norm op: expected f64 data, got {:?}", t.dtype()),
+    })
 }
 
 /// `(dx, dgamma, dbeta)` of the op over f64 `x` for upstream gradient `dy`.

@@ -8,14 +8,19 @@ use batchnorm::{backward_into, forward_eval_into, forward_train_into, inv_std, D
 use candle_core::{bail, CpuStorage, CustomOp3, DType, Layout, Result, Shape, Storage, Tensor, WithDType};
 use std::sync::{Arc, Mutex};
 
-/// Runs `f` on the contiguous data of a CPU tensor as float32 (widened from f16 or bf16).
-fn with_cpu_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> Result<R>) -> Result<R> {
+/// Runs `f` on the storage and layout of a CPU tensor made contiguous.
+pub(crate) fn with_cpu<R>(t: &Tensor, f: impl FnOnce(&CpuStorage, &Layout) -> Result<R>) -> Result<R> {
     let t = t.contiguous()?;
     let (st, l) = t.storage_and_layout();
     match &*st {
-        Storage::Cpu(cs) => f(&widened(cs, l)?),
+        Storage::Cpu(cs) => f(cs, l),
         _ => bail!("batch norm op: expected a CPU tensor"),
     }
+}
+
+/// Runs `f` on the contiguous data of a CPU tensor as float32 (widened from f16 or bf16).
+fn with_cpu_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> Result<R>) -> Result<R> {
+    with_cpu(t, |cs, l| f(&widened(cs, l)?))
 }
 
 /// An output buffer of `n` values of `T` (float32, f64, f16 or bf16) for a kernel or
