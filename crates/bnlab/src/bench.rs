@@ -79,12 +79,19 @@ pub fn time_ours_and_floor(layout: Layout, shape: &[usize]) -> [f64; 6] {
     [a, b, c, f, g, h]
 }
 
+/// The input and upstream gradient every timing of a shape of `n` values uses: values in
+/// [-0.5, 0.5) that repeat every 1,000 and 997.
+fn suite_data(n: usize) -> (Vec<f32>, Vec<f32>) {
+    let x = (0..n).map(|i| ((i * 7919) % 1000) as f32 * 1e-3 - 0.5).collect();
+    let dy = (0..n).map(|i| ((i * 104_729) % 997) as f32 * 1e-3 - 0.5).collect();
+    (x, dy)
+}
+
 /// Median milliseconds of our three operations on one shape (in the current rayon pool).
 pub fn time_ours(layout: Layout, shape: &[usize]) -> [f64; 3] {
     let d = Dims::new(layout, shape).expect("suite shape");
     let n = d.len();
-    let x: Vec<f32> = (0..n).map(|i| ((i * 7919) % 1000) as f32 * 1e-3 - 0.5).collect();
-    let dy: Vec<f32> = (0..n).map(|i| ((i * 104_729) % 997) as f32 * 1e-3 - 0.5).collect();
+    let (x, dy) = suite_data(n);
     let (mut y, mut dx) = (vec![0.0f32; n], vec![0.0f32; n]);
     let (mut dw, mut db) = (vec![0.0; d.channels], vec![0.0; d.channels]);
     let mut saved = SavedStats::with_channels(d.channels);
@@ -107,8 +114,9 @@ pub fn time_ours(layout: Layout, shape: &[usize]) -> [f64; 3] {
 pub fn time_ours_f64(layout: Layout, shape: &[usize]) -> [f64; 3] {
     let d = Dims::new(layout, shape).expect("suite shape");
     let (n, c) = (d.len(), d.channels);
-    let x: Vec<f64> = (0..n).map(|i| ((i * 7919) % 1000) as f64 * 1e-3 - 0.5).collect();
-    let dy: Vec<f64> = (0..n).map(|i| ((i * 104_729) % 997) as f64 * 1e-3 - 0.5).collect();
+    let widen = |v: Vec<f32>| -> Vec<f64> { v.into_iter().map(f64::from).collect() };
+    let (x, dy) = suite_data(n);
+    let (x, dy) = (widen(x), widen(dy));
     let (mut y, mut dx) = (vec![0.0f64; n], vec![0.0f64; n]);
     let (mut dw, mut db) = (vec![0.0; c], vec![0.0; c]);
     let (w, b, rm, rv) = (vec![1.0; c], vec![0.0; c], vec![0.0; c], vec![1.0; c]);
