@@ -225,11 +225,7 @@ pub fn backward_into(
     ws: &mut Workspace,
 ) -> Result<()> {
     let c = d.channels;
-    check_len("x", d.len(), x.len())?;
-    check_len("dy", d.len(), dy.len())?;
-    check_len("dx", d.len(), dx.len())?;
-    check_params(c, weight, None)?;
-    check_saved_and_grads(c, saved, dweight.as_deref(), dbias.as_deref())?;
+    check_backward(d, (x.len(), dy.len(), dx.len()), weight, saved, dweight.as_deref(), dbias.as_deref())?;
     let m = d.per_channel() as f64;
     let gamma = |ch: usize| weight.map_or(1.0, |w| w[ch] as f64);
     let plan = Plan::new(d);
@@ -293,8 +289,25 @@ pub fn backward_into(
     Ok(())
 }
 
+/// A backward pass's checks, for any element type: the lengths of `x`, `dy` and `dx`
+/// (`lens`), of the weight, the saved statistics and the parameter gradients asked for.
+pub(crate) fn check_backward<T>(
+    d: Dims,
+    lens: (usize, usize, usize),
+    weight: Option<&[T]>,
+    saved: &SavedStats,
+    dweight: Option<&[T]>,
+    dbias: Option<&[T]>,
+) -> Result<()> {
+    check_len("x", d.len(), lens.0)?;
+    check_len("dy", d.len(), lens.1)?;
+    check_len("dx", d.len(), lens.2)?;
+    check_params(d.channels, weight, None)?;
+    check_saved_and_grads(d.channels, saved, dweight, dbias)
+}
+
 /// The lengths of the saved statistics and of the parameter gradients asked for: `c` each.
-pub(crate) fn check_saved_and_grads<T>(c: usize, saved: &SavedStats, dweight: Option<&[T]>, dbias: Option<&[T]>) -> Result<()> {
+fn check_saved_and_grads<T>(c: usize, saved: &SavedStats, dweight: Option<&[T]>, dbias: Option<&[T]>) -> Result<()> {
     check_len("saved.mean", c, saved.mean.len())?;
     check_len("saved.invstd", c, saved.invstd.len())?;
     if let Some(g) = dweight {

@@ -41,11 +41,11 @@ multiversion! {
 /// the mean is 1e4 times the spread. A first value that is infinite or NaN gives the shift
 /// 0: about `inf` every sum would be NaN (`inf - inf`), where PyTorch's `sum / n` makes the
 /// mean of a channel holding `inf` infinite.
-pub(crate) fn shifts<'a>(x: &[f32], d: Dims, ws: &'a mut Vec<f64>) -> &'a [f64] {
+pub(crate) fn shifts<'a, T: Copy + Into<f64>>(x: &[T], d: Dims, ws: &'a mut Vec<f64>) -> &'a [f64] {
     let k = lined(ws, d.channels);
     for (c, kc) in k.iter_mut().enumerate() {
-        let v = x[c * d.inner];
-        *kc = if v.is_finite() { v as f64 } else { 0.0 };
+        let v: f64 = x[c * d.inner].into();
+        *kc = if v.is_finite() { v } else { 0.0 };
     }
     k
 }

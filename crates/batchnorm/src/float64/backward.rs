@@ -2,9 +2,8 @@
 
 use super::pointwise::{map, ConstantDx, TrainDx};
 use super::sums::{channel_sums, Gradient};
-use crate::backward::check_saved_and_grads;
-use crate::error::{check_len, Result};
-use crate::forward_eval::check_params;
+use crate::backward::check_backward;
+use crate::error::Result;
 use crate::layout::Dims;
 use crate::saved::{SavedStats, StatsSource};
 use crate::workspace::{sized, Workspace};
@@ -47,11 +46,7 @@ pub fn backward_f64_into(
     ws: &mut Workspace,
 ) -> Result<()> {
     let c = d.channels;
-    check_len("x", d.len(), x.len())?;
-    check_len("dy", d.len(), dy.len())?;
-    check_len("dx", d.len(), dx.len())?;
-    check_params(c, weight, None)?;
-    check_saved_and_grads(c, saved, dweight.as_deref(), dbias.as_deref())?;
+    check_backward(d, (x.len(), dy.len(), dx.len()), weight, saved, dweight.as_deref(), dbias.as_deref())?;
     let batch = saved.source == StatsSource::Batch;
     let m = d.per_channel() as f64;
     let gamma = |ch: usize| weight.map_or(1.0, |w| w[ch]);

@@ -10,7 +10,8 @@ use crate::forward_train::begin_train;
 use crate::layout::Dims;
 use crate::moments::Moments;
 use crate::saved::SavedStats;
-use crate::workspace::{sized, Workspace};
+use crate::stats::shifts;
+use crate::workspace::Workspace;
 
 /// Training forward pass over a float64 batch: [`forward_train_into`](crate::forward_train_into)
 /// for float64 storage, with compensated sums (each addition's and each product's rounding
@@ -46,16 +47,10 @@ pub fn forward_train_f64_into(
     saved: &mut SavedStats,
     ws: &mut Workspace,
 ) -> Result<()> {
-    let c = d.channels;
     if !begin_train(d, (x.len(), y.len()), weight, bias, moments, saved)? {
         return Ok(());
     }
-    // Each channel's first value (0 where it is not finite, as the float32 kernels do).
-    let k = sized(&mut ws.shift, c, 0.0);
-    for (ch, kc) in k.iter_mut().enumerate() {
-        let v = x[ch * d.inner];
-        *kc = if v.is_finite() { v } else { 0.0 };
-    }
+    let k = shifts(x, d, &mut ws.shift);
     let sums = channel_sums(Shifted, x, x, d, k, &mut ws.sums, &mut ws.totals);
     let m = d.per_channel() as f64;
     for (ch, mo) in moments.iter_mut().enumerate() {
