@@ -1598,6 +1598,15 @@ pub(crate) fn rows_scale(dy: &[f32], dx: &mut [f32], a: &[f32]) {
 /// when a tensor of 12.8 MB stayed in it, as a layer's input just written by the layer before
 /// does (`bnlab bench`, 3 alternating runs, NHWC 64x14x14x256 eval 0.51-0.70 -> 0.73-0.76 ms at
 /// 1 thread, 0.30-0.36 -> 0.49-0.51 at 2), so every layout streams from 16 MB.
+///
+/// The bound does not follow the size of the last-level cache: on a 16-core Xeon with 300
+/// MB of L3, tensors that fit in it twice over still gained from streaming (`examples/shapes`,
+/// best of 7, ms streamed against never streamed, 1 / 16 threads): NCHW 128x64x56x56 (103
+/// MB) forward 27.2 vs 30.2 / 1.61 vs 2.72, eval 13.8 vs 15.0 / 0.68 vs 2.45; NHWC
+/// 128x56x56x128 (206 MB) forward 29.5 vs 48.2 / 3.63 vs 6.42; NC 16384x8192 (537 MB) eval
+/// 43.9 vs 95.9 / 6.8 vs 12.3. At 25.7 MB there (`bnlab bench`, 3 alternating runs, one
+/// round each) NHWC 32x56x56x64 ran 1.03-1.46x as long never streamed, and NCHW
+/// 32x64x56x56 0.82-0.89x at 1 and 16 threads but 1.08-1.22x at 4: no one bound wins there.
 const STREAM_MIN_BYTES: usize = 16 << 20;
 
 /// Whether the outputs of a pass over a tensor of these dimensions are streamed.
@@ -1612,7 +1621,10 @@ pub(crate) fn streams(d: crate::layout::Dims) -> bool {
 /// (`examples/shapes`, medians of 7 interleaved runs, backward ms, 1 / 2 threads): NHWC
 /// 64x14x14x256 2.42 -> 2.24 / 1.22 -> 1.01, NC 2048x1536 3.04 -> 2.58 / 1.47 -> 1.32,
 /// NCHW 32x128x28x28 1.95 -> 1.84 / 0.96 -> 0.94; rows of 64 and 128 channels lost
-/// (NHWC 16x56x56x64 2.02 -> 2.32 at 1 thread, NHWC 32x28x28x128 2.56 -> 3.06).
+/// (NHWC 16x56x56x64 2.02 -> 2.32 at 1 thread, NHWC 32x28x28x128 2.56 -> 3.06). Checked
+/// again later in `bnlab bench` (6 alternating runs, forward + backward ms, 1 / 2 threads,
+/// without this bound and with it): NHWC 64x14x14x256 3.33 -> 2.96 / 2.02 -> 1.74; the NCHW
+/// shapes of 12.8 MB within 3% either way.
 #[inline(always)]
 pub(crate) fn streams_backward(d: crate::layout::Dims) -> bool {
     streams(d) || (d.len() * 4 * 3 >= 2 * STREAM_MIN_BYTES && (!d.is_rows() || d.channels >= 256))
