@@ -4,7 +4,7 @@
 //!
 //! RAYON_NUM_THREADS=2 cargo run --release -p batchnorm --example shapes -- NC:64x100000 NHWC:32x56x56x64
 
-use batchnorm::{batch_moments_into, BatchNorm, BatchNormConfig, Dims, Layout, Moments, SavedStats, Workspace};
+use batchnorm::{batch_moments_into, parse_shape, BatchNorm, BatchNormConfig, Dims, Layout, Moments, SavedStats, Workspace};
 use std::time::Instant;
 
 fn best_of_7<F: FnMut()>(mut f: F) -> f64 {
@@ -18,15 +18,8 @@ fn best_of_7<F: FnMut()>(mut f: F) -> f64 {
         .fold(f64::MAX, f64::min)
 }
 
-fn parse(arg: &str) -> Result<(Layout, Vec<usize>), String> {
-    let (l, s) = arg.split_once(':').ok_or_else(|| format!("{arg:?}: expected LAYOUT:DxDx..., e.g. NHWC:32x56x56x64"))?;
-    let layout: Layout = l.parse().map_err(|e| format!("{arg:?}: {e}"))?;
-    let shape = s.split('x').map(|v| v.parse().map_err(|_| format!("{arg:?}: bad size {v:?}"))).collect::<Result<_, _>>()?;
-    Ok((layout, shape))
-}
-
 fn main() {
-    let shapes: Vec<(Layout, Vec<usize>)> = match std::env::args().skip(1).map(|a| parse(&a)).collect() {
+    let shapes: Vec<(Layout, Vec<usize>)> = match std::env::args().skip(1).map(|a| parse_shape(&a)).collect() {
         Ok(v) => v,
         Err(e) => {
             eprintln!("error: {e}");
@@ -38,13 +31,7 @@ fn main() {
         std::process::exit(2);
     }
     for (layout, shape) in shapes {
-        let d = match Dims::new(layout, &shape) {
-            Ok(d) => d,
-            Err(e) => {
-                eprintln!("error: {layout} {shape:?}: {e}");
-                std::process::exit(2);
-            }
-        };
+        let d = Dims::new(layout, &shape).expect("checked by parse_shape");
         let n = d.len();
         let x: Vec<f32> = (0..n).map(|i| ((i * 7919) % 1000) as f32 * 1e-3).collect();
         let dy: Vec<f32> = (0..n).map(|i| ((i * 104_729) % 997) as f32 * 1e-3).collect();

@@ -62,6 +62,27 @@ impl Layout {
     }
 }
 
+/// A tensor written `LAYOUT:DxDx...`, as the benchmarks take shapes on the command line:
+/// its layout and shape, with the rank checked against the layout and the size against
+/// `usize` (as [`Dims::new`] checks them). The layout's name is matched in any case.
+///
+/// ```
+/// use batchnorm::{parse_shape, Layout};
+/// assert_eq!(parse_shape("NHWC:32x56x56x64").unwrap(), (Layout::Nhwc, vec![32, 56, 56, 64]));
+/// assert!(parse_shape("NHWC:32x56x56").is_err()); // four axes in NHWC
+/// assert!(parse_shape("32x56").is_err()); // no layout
+/// ```
+pub fn parse_shape(s: &str) -> Result<(Layout, Vec<usize>)> {
+    let bad = |why: String| BnError::InvalidConfig(format!("{s:?}: {why}"));
+    // The inner errors' own words, without a second "invalid configuration:".
+    let inner = |e: BnError| bad(if let BnError::InvalidConfig(m) = e { m } else { e.to_string() });
+    let (l, dims) = s.split_once(':').ok_or_else(|| bad("expected LAYOUT:DxDx..., e.g. NHWC:32x56x56x64".into()))?;
+    let layout: Layout = l.trim().parse().map_err(inner)?;
+    let shape = dims.split('x').map(|v| v.trim().parse::<usize>().map_err(|_| bad(format!("{v:?} is not a size")))).collect::<Result<Vec<_>>>()?;
+    Dims::new(layout, &shape).map_err(inner)?;
+    Ok((layout, shape))
+}
+
 impl fmt::Display for Layout {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())

@@ -73,7 +73,7 @@ pub use forward_eval_converted::forward_eval_converted_into;
 pub use forward_train::forward_train_into;
 pub use io::{load_state, load_state_file, load_state_from, save_state, save_state_file, state_tensors, write_atomic, OwnedTensor};
 pub use layer::{BatchNorm, Gradients};
-pub use layout::{Dims, Layout};
+pub use layout::{parse_shape, Dims, Layout};
 pub use moments::{merge_channels, Moments};
 pub use parallel::reads_once;
 pub use population::{PopulationEstimator, PopulationStats};
