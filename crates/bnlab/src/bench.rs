@@ -1,7 +1,7 @@
-//! `bnlab bench`: our kernels on the shared benchmark suite, side by side with PyTorch's
-//! CPU BatchNorm (when a Python with torch is given), at 1 and 2 threads, medians of
-//! repeated runs, with the plain-copy bandwidth of the same run; and the paper's MLP end to
-//! end (training steps per second, with and without BN).
+//! `bnlab bench`: our kernels on the shared benchmark suite (or on the shapes `--shapes`
+//! names), side by side with PyTorch's CPU BatchNorm (when a Python with torch is given), at
+//! 1 and 2 threads, medians of repeated runs, with the plain-copy bandwidth of the same run;
+//! and the paper's MLP end to end (training steps per second, with and without BN).
 
 use crate::data::Source;
 use crate::floor::{floor_ms, stream_copy};
@@ -33,7 +33,7 @@ pub const OPS: [(&str, f64); 3] = [("train_fwd", 2.0), ("train_fwd_bwd", 5.0), (
 
 pub struct BenchArgs {
     pub threads: Vec<usize>,
-    /// Rounds of the whole suite, ours and PyTorch's interleaved; each entry is the median
+    /// Rounds of the whole set of shapes, ours and PyTorch's interleaved; each entry is the median
     /// over rounds (the machines are noisy).
     pub rounds: usize,
     pub torch: Option<PathBuf>,
@@ -41,7 +41,54 @@ pub struct BenchArgs {
     /// Time the float64 kernels (and PyTorch's float64 BatchNorm) instead: no floor (its
     /// skeleton is float32's).
     pub f64: bool,
+    /// The shapes to time, in their layouts' axis order ([`shapes`]).
+    pub shapes: Vec<(Layout, Vec<usize>)>,
     pub out: Option<PathBuf>,
+}
+
+/// Bytes a timing holds per value of the tensor at most: our four tensors (`x`, `dy`, `y`,
+/// `dx`) and the floor's four, float32; or, for float64, the four in float64 with the float32
+/// values they were widened from.
+const BYTES_PER_VALUE: u64 = 40;
+
+/// The shapes `bnlab bench --shapes` names (`LAYOUT:DxDx...`, see [`batchnorm::parse_shape`]),
+/// or the suite where it names none. Fails, before anything is timed, on a shape that does
+/// not parse, holds no values, or needs more memory than the machine has available.
+pub fn shapes(specs: &[String]) -> Result<Vec<(Layout, Vec<usize>)>> {
+    if specs.is_empty() {
+        return Ok(SUITE.iter().map(|(_, l, s)| (*l, s.to_vec())).collect());
+    }
+    let available = available_memory();
+    specs
+        .iter()
+        .map(|spec| {
+            let (layout, shape) = batchnorm::parse_shape(spec).map_err(|e| anyhow::anyhow!("--shapes: {e}"))?;
+            let n = shape.iter().product::<usize>() as u64;
+            if n == 0 {
+                bail!("--shapes: {spec:?} holds no values");
+            }
+            if let Some(a) = available.filter(|&a| n.saturating_mul(BYTES_PER_VALUE) > a) {
+                bail!(
+                    "--shapes: timing {spec:?} needs about {:.1} GB ({BYTES_PER_VALUE} bytes a value), more than the {:.1} GB available",
+                    (n * BYTES_PER_VALUE) as f64 / 1e9,
+                    a as f64 / 1e9
+                );
+            }
+            Ok((layout, shape))
+        })
+        .collect()
+}
+
+/// The memory the system says is available (Linux's `MemAvailable`), if it says.
+fn available_memory() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let kb: u64 = info.lines().find_map(|l| l.strip_prefix("MemAvailable:"))?.trim().trim_end_matches("kB").trim().parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// A shape as `bnlab bench --shapes` and `torch_bn.py --shapes` write it: `NHWC:32x56x56x64`.
+fn shape_spec(layout: Layout, shape: &[usize]) -> String {
+    format!("{}:{}", layout.name(), shape.iter().map(|s| s.to_string()).collect::<Vec<_>>().join("x"))
 }
 
 /// Median seconds of `reps` calls after one warm-up call.
@@ -73,7 +120,7 @@ fn reps(n: usize) -> usize {
 /// Median milliseconds of our three operations on one shape and of their floors (see
 /// [`floor_ms`]), in the current rayon pool: `[fwd, fwd + bwd, eval, floors of the same]`.
 pub fn time_ours_and_floor(layout: Layout, shape: &[usize]) -> [f64; 6] {
-    let d = Dims::new(layout, shape).expect("suite shape");
+    let d = Dims::new(layout, shape).expect("a shape checked by `shapes`");
     let [a, b, c] = time_ours(layout, shape);
     let [f, g, h] = floor_ms(d, reps(d.len()));
     [a, b, c, f, g, h]
@@ -89,7 +136,7 @@ fn suite_data(n: usize) -> (Vec<f32>, Vec<f32>) {
 
 /// Median milliseconds of our three operations on one shape (in the current rayon pool).
 pub fn time_ours(layout: Layout, shape: &[usize]) -> [f64; 3] {
-    let d = Dims::new(layout, shape).expect("suite shape");
+    let d = Dims::new(layout, shape).expect("a shape checked by `shapes`");
     let n = d.len();
     let (x, dy) = suite_data(n);
     let (mut y, mut dx) = (vec![0.0f32; n], vec![0.0f32; n]);
@@ -112,7 +159,7 @@ pub fn time_ours(layout: Layout, shape: &[usize]) -> [f64; 3] {
 /// Median milliseconds of the float64 kernels on one shape (in the current rayon pool):
 /// `[fwd, fwd + bwd, eval]`, the same data as [`time_ours`] widened.
 pub fn time_ours_f64(layout: Layout, shape: &[usize]) -> [f64; 3] {
-    let d = Dims::new(layout, shape).expect("suite shape");
+    let d = Dims::new(layout, shape).expect("a shape checked by `shapes`");
     let (n, c) = (d.len(), d.channels);
     let widen = |v: Vec<f32>| -> Vec<f64> { v.into_iter().map(f64::from).collect() };
     let (x, dy) = suite_data(n);
@@ -266,9 +313,10 @@ fn python(python: &Path, script: &str, name: &str, args: &[String]) -> Result<St
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// PyTorch's medians (ms) per suite row and its copy bandwidth.
-fn time_torch(py: &Path, threads: usize, f64: bool) -> Result<(Vec<[f64; 3]>, f64)> {
-    let mut args = vec!["--threads".into(), threads.to_string(), "--json".into()];
+/// PyTorch's medians (ms) per shape and its copy bandwidth.
+fn time_torch(py: &Path, threads: usize, f64: bool, shapes: &[(Layout, Vec<usize>)]) -> Result<(Vec<[f64; 3]>, f64)> {
+    let specs = shapes.iter().map(|(l, s)| shape_spec(*l, s)).collect::<Vec<_>>().join(",");
+    let mut args = vec!["--threads".into(), threads.to_string(), "--json".into(), "--shapes".into(), specs];
     if f64 {
         args.extend(["--dtype".into(), "float64".into()]);
     }
@@ -355,11 +403,11 @@ pub fn run(a: &BenchArgs) -> Result<PathBuf> {
                     time_ours_and_floor(l, s)
                 }
             };
-            let (times, [memcpy, stream]) = pool.install(|| (SUITE.iter().map(|(_, l, s)| time(*l, s)).collect::<Vec<_>>(), copy_bandwidth()));
+            let (times, [memcpy, stream]) = pool.install(|| (a.shapes.iter().map(|(l, s)| time(*l, s)).collect::<Vec<_>>(), copy_bandwidth()));
             let mut plain = memcpy;
             if let Some(py) = &a.torch {
                 eprintln!("round {}/{}: PyTorch with {t} thread(s)...", r + 1, a.rounds.max(1));
-                let round = time_torch(py, t, a.f64)?;
+                let round = time_torch(py, t, a.f64, &a.shapes)?;
                 plain = plain.max(round.1);
                 torch_rounds.push(round);
             }
@@ -393,7 +441,7 @@ pub fn run(a: &BenchArgs) -> Result<PathBuf> {
             "% of floor",
         ];
         let mut rows = Vec::new();
-        for (i, (_, layout, shape)) in SUITE.iter().enumerate() {
+        for (i, (layout, shape)) in a.shapes.iter().enumerate() {
             let bytes = shape.iter().product::<usize>() as f64 * if a.f64 { 8.0 } else { 4.0 };
             let name = shape.iter().map(|s| s.to_string()).collect::<Vec<_>>().join("x");
             for (k, (op, floor)) in OPS.iter().enumerate() {

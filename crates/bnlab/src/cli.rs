@@ -93,7 +93,7 @@ enum Cmd {
     },
     /// Train one model and record metrics and checkpoints.
     Train(TrainArgs),
-    /// Time our kernels on the benchmark suite (and PyTorch's, given a Python with torch).
+    /// Time our kernels on the benchmark suite or given shapes (and PyTorch's, given a Python with torch).
     Bench {
         /// Thread counts to measure, comma-separated.
         #[arg(long, default_value = "1,2", value_delimiter = ',', allow_negative_numbers = true)]
@@ -112,6 +112,11 @@ enum Cmd {
         /// float32 MLP is skipped).
         #[arg(long, default_value = "f32", value_parser = ["f32", "f64"])]
         dtype: String,
+        /// Shapes to time instead of the suite, comma-separated LAYOUT:DxDx... in the
+        /// layout's own axis order (e.g. NC:4096x4096,NHWC:32x56x56x64; PyTorch gets the same
+        /// tensors, channels-last ones as channels-last strides).
+        #[arg(long, value_delimiter = ',')]
+        shapes: Vec<String>,
         /// Output directory (default runs/bench-<timestamp>).
         #[arg(long)]
         out: Option<PathBuf>,
@@ -383,7 +388,7 @@ fn dispatch(cli: Cli, matches: &ArgMatches) -> Result<ExitCode> {
             println!("report: {}", crate::report_all::run(&runs)?.display());
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Bench { threads, rounds, torch, e2e_steps, dtype, out } => {
+        Cmd::Bench { threads, rounds, torch, e2e_steps, dtype, shapes, out } => {
             if threads.is_empty() || threads.contains(&0) {
                 bail!("--threads takes positive thread counts, e.g. 1,2");
             }
@@ -393,10 +398,11 @@ fn dispatch(cli: Cli, matches: &ArgMatches) -> Result<ExitCode> {
             if rounds == 0 {
                 bail!("--rounds must be at least 1");
             }
+            let shapes = crate::bench::shapes(&shapes)?;
             let f64 = dtype == "f64";
             // The end-to-end MLP is a float32 model.
             let e2e_steps = if f64 { 0 } else { e2e_steps };
-            let dir = crate::bench::run(&crate::bench::BenchArgs { threads, rounds, torch, e2e_steps, f64, out })?;
+            let dir = crate::bench::run(&crate::bench::BenchArgs { threads, rounds, torch, e2e_steps, f64, shapes, out })?;
             println!("written to {}", dir.join("bench.md").display());
             Ok(ExitCode::SUCCESS)
         }

@@ -132,6 +132,12 @@ fn runs_check_every_flag_first_and_leave_nothing_when_they_cannot_start() {
         (&["bench", "--rounds", "0"], "--rounds must be at least 1"),
         (&["bench", "--threads", "0"], "--threads takes positive thread counts"),
         (&["bench", "--threads", "1,2,1"], "--threads names 1 twice"),
+        (&["bench", "--shapes", "NC:60x100,NHWC:8x14x14"], "\"NHWC:8x14x14\": layout NHWC needs a tensor of rank 4, got rank 3"),
+        (&["bench", "--shapes", "XY:3x3"], "unknown layout \"XY\""),
+        (&["bench", "--shapes", "60x100"], "\"60x100\": expected LAYOUT:DxDx..."),
+        (&["bench", "--shapes", "NC:60xa"], "\"a\" is not a size"),
+        (&["bench", "--shapes", "NC:0x100"], "\"NC:0x100\" holds no values"),
+        (&["bench", "--shapes", "NC:1000000x1000000"], "\"NC:1000000x1000000\" needs about 40000.0 GB"),
     ] {
         refused(&[args, &["--out", o]].concat(), message);
         assert!(!out.exists(), "{args:?} left {}", out.display());
@@ -144,6 +150,30 @@ fn runs_check_every_flag_first_and_leave_nothing_when_they_cannot_start() {
     refused(&["all", "--quick", "--seeds", "0", "--out", o], "--seeds must be at least 1");
     assert!(!out.exists() && start.elapsed().as_secs() < 5, "all ran before checking its flags");
     let _ = std::fs::remove_dir_all(&root);
+}
+
+/// `bench --shapes` times the shapes it names, each in its layout, and only those.
+#[test]
+fn bench_times_the_shapes_it_is_given() {
+    let out = std::env::temp_dir().join(format!("bnlab-bench-shapes-{}", std::process::id()));
+    let o = out.to_str().unwrap();
+    let (code, _, err) = bnlab(&["bench", "--shapes", "nc:60x100,NHWC:2x5x5x8", "--threads", "1", "--rounds", "1", "--e2e-steps", "0", "--out", o]);
+    assert_eq!(code, 0, "{err}");
+    let csv = std::fs::read_to_string(out.join("bench.csv")).unwrap();
+    let rows: Vec<Vec<&str>> = csv.lines().skip(1).map(|l| l.split(',').collect()).collect();
+    let entries: Vec<(&str, &str, &str)> = rows.iter().map(|r| (r[1], r[2], r[3])).collect();
+    let mut want = Vec::new();
+    for (shape, layout) in [("60x100", "NC"), ("2x5x5x8", "NHWC")] {
+        for op in ["train_fwd", "train_fwd_bwd", "eval"] {
+            want.push((shape, layout, op));
+        }
+    }
+    assert_eq!(entries, want);
+    for r in &rows {
+        let ms: f64 = r[4].parse().unwrap();
+        assert!(ms.is_finite() && ms > 0.0, "{r:?}");
+    }
+    std::fs::remove_dir_all(&out).unwrap();
 }
 
 #[test]
