@@ -1612,7 +1612,14 @@ const STREAM_MIN_BYTES: usize = 16 << 20;
 /// Whether the outputs of a pass over a tensor of these dimensions are streamed.
 #[inline(always)]
 pub(crate) fn streams(d: crate::layout::Dims) -> bool {
-    d.len() * 4 >= STREAM_MIN_BYTES
+    streams_bytes(d.len() * 4)
+}
+
+/// Whether the output of a pass over a tensor of `bytes` bytes is streamed (see
+/// [`STREAM_MIN_BYTES`]; the float64 passes ask with their own size).
+#[inline(always)]
+pub(crate) fn streams_bytes(bytes: usize) -> bool {
+    bytes >= STREAM_MIN_BYTES
 }
 
 /// Whether dx of the backward pass is streamed: as [`streams`], and also from 11 MB where

@@ -49,6 +49,10 @@ fn shapes() -> Vec<(Layout, Vec<usize>)> {
         (Layout::Nhwc, vec![4, 9, 11, 6]),
         (Layout::Ncl, vec![2, 2, 1]),
         (Layout::Ncdhw, vec![2, 3, 2, 3, 4]),
+        // 16 MB and more: outputs written with streaming stores where the CPU has AVX-512.
+        (Layout::Nc, vec![513, 4104]),
+        (Layout::Nchw, vec![4, 2, 512, 512]),
+        (Layout::Nhwc, vec![2, 128, 128, 64]),
     ]
 }
 

@@ -52,6 +52,8 @@ mod compensated;
 mod forward_eval;
 mod forward_train;
 mod pointwise;
+#[cfg(target_arch = "x86_64")]
+mod streamed;
 mod sums;
 
 pub use backward::backward_f64_into;

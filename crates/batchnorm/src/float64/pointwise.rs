@@ -2,6 +2,8 @@
 
 use crate::layout::Dims;
 use crate::parallel::for_each_chunk;
+#[cfg(target_arch = "x86_64")]
+use std::arch::x86_64::*;
 
 /// Values per task of an element-wise pass (128 KB of float64).
 const TASK_VALUES: usize = 1 << 14;
@@ -15,6 +17,14 @@ const SIDE_BY_SIDE_MIN: usize = 1024;
 pub(crate) trait Pointwise: Copy + Send + Sync {
     /// The output value.
     fn apply(self, x: f64, dy: f64, q: [f64; 4]) -> f64;
+
+    /// [`apply`](Self::apply) on eight values at once, lane by lane with the same IEEE
+    /// operations (for the streamed passes, `streamed`).
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn apply8(self, x: __m512d, dy: __m512d, q: [__m512d; 4]) -> __m512d;
 }
 
 /// `y = (x - mean) * s + t`, `q = [mean, s, t, _]`: centred on the float64 mean, so that
@@ -27,6 +37,12 @@ impl Pointwise for Normalise {
     fn apply(self, x: f64, _: f64, q: [f64; 4]) -> f64 {
         (x - q[0]).mul_add(q[1], q[2])
     }
+
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn apply8(self, x: __m512d, _: __m512d, q: [__m512d; 4]) -> __m512d {
+        _mm512_fmadd_pd(_mm512_sub_pd(x, q[0]), q[1], q[2])
+    }
 }
 
 /// `dx = a * dy + (b * (x - mean) + e)`, `q = [mean, a, b, e]`: the training backward.
@@ -37,6 +53,12 @@ impl Pointwise for TrainDx {
     #[inline(always)]
     fn apply(self, x: f64, dy: f64, q: [f64; 4]) -> f64 {
         q[1].mul_add(dy, (x - q[0]).mul_add(q[2], q[3]))
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn apply8(self, x: __m512d, dy: __m512d, q: [__m512d; 4]) -> __m512d {
+        _mm512_fmadd_pd(q[1], dy, _mm512_fmadd_pd(_mm512_sub_pd(x, q[0]), q[2], q[3]))
     }
 }
 
@@ -50,10 +72,17 @@ impl Pointwise for ConstantDx {
     fn apply(self, _: f64, dy: f64, q: [f64; 4]) -> f64 {
         q[1] * dy
     }
+
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn apply8(self, _: __m512d, dy: __m512d, q: [__m512d; 4]) -> __m512d {
+        _mm512_mul_pd(q[1], dy)
+    }
 }
 
 /// Writes `out = op(a, b, q[channel])` over a tensor of dimensions `d`, `q` laid out
-/// `[q0 (C) | q1 | q2 | q3]`, in tasks of whole rows or runs.
+/// `[q0 (C) | q1 | q2 | q3]`, in tasks of whole rows or runs; from 16 MB on, where the CPU
+/// has AVX-512, with streaming stores (`streamed::streams` says which shapes).
 pub(crate) fn map<P: Pointwise>(op: P, a: &[f64], b: &[f64], d: Dims, q: &[f64], out: &mut [f64]) {
     if d.is_empty() {
         return;
@@ -64,9 +93,24 @@ pub(crate) fn map<P: Pointwise>(op: P, a: &[f64], b: &[f64], d: Dims, q: &[f64],
     // Tasks of whole rows or runs, about 128 KB each; a value is 8 bytes, so the pass is
     // worth the pool from half a float32 pass's count of values.
     let chunk = (TASK_VALUES / unit).max(1) * unit;
+    #[cfg(target_arch = "x86_64")]
+    let nt = super::streamed::streams(d);
     for_each_chunk(out, chunk, 2 * d.len(), |i, o| {
         let first = i * chunk;
         let r = first..first + o.len();
+        #[cfg(target_arch = "x86_64")]
+        if nt {
+            use super::streamed::{rows, runs};
+            // SAFETY: `streams` found AVX-512F; `a` and `b` hold the task's range.
+            unsafe {
+                match (d.is_rows(), c > SIDE_BY_SIDE_MIN) {
+                    (true, true) => rows::<P, 4>(op, &a[r.clone()], &b[r], q, o),
+                    (true, false) => rows::<P, 1>(op, &a[r.clone()], &b[r], q, o),
+                    (false, _) => runs(op, &a[r.clone()], &b[r], d, q, first, o),
+                }
+            }
+            return;
+        }
         if d.is_rows() {
             map_rows(op, &a[r.clone()], &b[r], q, o);
         } else {
