@@ -49,10 +49,13 @@ fn shapes() -> Vec<(Layout, Vec<usize>)> {
         (Layout::Nhwc, vec![4, 9, 11, 6]),
         (Layout::Ncl, vec![2, 2, 1]),
         (Layout::Ncdhw, vec![2, 3, 2, 3, 4]),
-        // 16 MB and more: outputs written with streaming stores where the CPU has AVX-512.
+        // 16 MB and more: outputs written with streaming stores where the CPU has AVX-512,
+        // wide rows four at a time, narrower rows and runs long and short as one stream.
         (Layout::Nc, vec![513, 4104]),
         (Layout::Nchw, vec![4, 2, 512, 512]),
+        (Layout::Nchw, vec![128, 340, 7, 7]),
         (Layout::Nhwc, vec![2, 128, 128, 64]),
+        (Layout::Nc, vec![90000, 24]),
     ]
 }
 

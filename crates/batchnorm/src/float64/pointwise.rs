@@ -100,12 +100,13 @@ pub(crate) fn map<P: Pointwise>(op: P, a: &[f64], b: &[f64], d: Dims, q: &[f64],
         let r = first..first + o.len();
         #[cfg(target_arch = "x86_64")]
         if nt {
-            use super::streamed::{rows, runs};
-            // SAFETY: `streams` found AVX-512F; `a` and `b` hold the task's range.
+            use super::streamed::{flat_rows, rows4, runs};
+            // SAFETY: `streams` found AVX-512F and rows or runs of 8 values or more; `a` and
+            // `b` hold the task's range.
             unsafe {
-                match (d.is_rows(), c > SIDE_BY_SIDE_MIN) {
-                    (true, true) => rows::<P, 4>(op, &a[r.clone()], &b[r], q, o),
-                    (true, false) => rows::<P, 1>(op, &a[r.clone()], &b[r], q, o),
+                match (d.is_rows(), c > SIDE_BY_SIDE_MIN && c.is_multiple_of(8)) {
+                    (true, true) => rows4(op, &a[r.clone()], &b[r], q, o),
+                    (true, false) => flat_rows(op, &a[r.clone()], &b[r], q, o),
                     (false, _) => runs(op, &a[r.clone()], &b[r], d, q, first, o),
                 }
             }

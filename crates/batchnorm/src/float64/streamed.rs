@@ -9,29 +9,27 @@ use super::pointwise::Pointwise;
 use crate::layout::Dims;
 use std::arch::x86_64::*;
 
-/// Shortest channels-first run written with streaming stores (4 KB): a run's unaligned
-/// ends are ordinary stores, and short runs mix the two too finely. Measured (`bnlab bench
-/// --dtype f64 --shapes`, 3-4 alternating runs, medians, ms at 1 / 2 threads, never
-/// streamed -> streamed): runs
-/// of 784 gain (NCHW 32x128x28x28 eval 1.69 -> 1.13 / 0.84 -> 0.56, forward + backward 9.30
-/// -> 7.50 / 4.83 -> 3.65), runs of 196 do not (NCHW 64x256x14x14 eval 1.73 -> 1.75 / 0.78 ->
-/// 0.91), runs of 49 lose (NCHW 128x512x7x7 eval 1.78 -> 3.28 / 0.75 -> 1.80).
-const MIN_RUN: usize = 512;
-
-/// Narrowest rows written with streaming stores (512 bytes): each row's unaligned ends are
-/// ordinary stores, one line in eight at this width. Measured (as [`MIN_RUN`]): rows of 64
-/// and 40 channels gain (NHWC 32x56x56x64 eval 5.07 -> 3.69 / 2.95 -> 2.15 ms, NC 65536x40
-/// 1.89 -> 1.38 / 0.84 -> 0.80), rows of 32 and fewer lose (NHWC 32x56x56x32 eval 1.61 ->
-/// 2.87 / 1.38 -> 1.17, NHWC 64x56x56x16 1.59 -> 5.91 / 1.27 -> 1.97, NC 131072x24 1.93 ->
-/// 2.87 / 1.29 -> 1.28).
-const MIN_ROW: usize = 64;
+/// Fewest values of a row or run for the streamed passes: a vector of eight then straddles
+/// at most one boundary between rows or runs.
+const MIN_SPAN: usize = 8;
 
 /// Whether a pass over a float64 tensor of dimensions `d` streams its output: on AVX-512,
-/// from the float32 passes' size on, over rows of whole lines (channels a multiple of 8, at
-/// least [`MIN_ROW`]) or runs of at least [`MIN_RUN`] values.
+/// from the float32 passes' size on, over rows or runs of at least [`MIN_SPAN`] values.
+///
+/// Rows and runs are streamed as one stream of whole lines across their boundaries
+/// ([`runs`], [`flat_rows`]); each streamed on its own, with its unaligned ends ordinary
+/// stores, short ones lost to ordinary stores (`bnlab bench --dtype f64 --shapes`, 3-4
+/// alternating runs, medians, eval ms at 1 / 2 threads: NCHW 128x512x7x7 1.78 -> 3.28 /
+/// 0.75 -> 1.80, NHWC 64x56x56x16 1.59 -> 5.91 / 1.27 -> 1.97). As one stream, against
+/// ordinary stores: NCHW 128x512x7x7 1.72 -> 1.25 / 1.18 -> 0.98, NCHW 64x256x14x14 1.70 ->
+/// 1.20 / 1.28 -> 0.94, NCHW 256x1024x4x4 3.00 -> 2.20 / 1.96 -> 1.42, NHWC 64x56x56x16 1.53
+/// -> 1.37 / 1.37 -> 1.00; against each run or row streamed on its own: NCHW 32x64x56x56
+/// 2.97 -> 2.56 / 2.10 -> 2.02, NHWC 32x56x56x64 3.68 -> 3.05 / 2.62 -> 2.10. Rows of more
+/// than 1024 channels, a multiple of 8, go four side by side instead ([`rows4`]; as one
+/// stream NC 4096x4096 took 15.1 ms against 9.4 at 1 thread, 8.3 against 6.0 at 2).
 pub(crate) fn streams(d: Dims) -> bool {
-    let shaped = if d.is_rows() { d.channels.is_multiple_of(8) && d.channels >= MIN_ROW } else { d.inner >= MIN_RUN };
-    shaped && crate::simd::has_avx512() && crate::simd::streams_bytes(8 * d.len())
+    let span = if d.is_rows() { d.channels } else { d.inner };
+    span >= MIN_SPAN && crate::simd::has_avx512() && crate::simd::streams_bytes(8 * d.len())
 }
 
 /// Values before `p` reaches a 64-byte boundary (at most `n`).
@@ -40,43 +38,102 @@ fn head(p: *const f64, n: usize) -> usize {
     ((64 - (p as usize) % 64) % 64 / 8).min(n)
 }
 
-/// Runs of a channels-first tensor of dimensions `d` (`inner` values each, of channel
-/// `(first / inner + i) % C` for run `i` of `out`, whose first value is value `first` of
-/// the tensor), as `pointwise::map_run` writes each.
+/// Runs of a channels-first tensor of dimensions `d` (`inner` values each, at least 8, of
+/// channel `(first / inner + i) % C` for run `i` of `out`, whose first value is value
+/// `first` of the tensor), as `pointwise::map_run` writes each, but as one stream of whole
+/// lines across the runs' boundaries: a vector that straddles one takes the next channel's
+/// constants in the lanes past it.
 ///
 /// # Safety
-/// The CPU has AVX-512F; `a` and `b` hold at least `out.len()` values.
+/// The CPU has AVX-512F; `a` and `b` hold at least `out.len()` values; `d.inner >= 8`.
 #[target_feature(enable = "avx512f,avx2,fma")]
 pub(crate) unsafe fn runs<P: Pointwise>(op: P, a: &[f64], b: &[f64], d: Dims, q: [&[f64]; 4], first: usize, out: &mut [f64]) {
-    let (inner, c) = (d.inner, d.channels);
-    for (i, run) in out.chunks_exact_mut(inner).enumerate() {
-        let ch = (first / inner + i) % c;
-        let qs = [q[0][ch], q[1][ch], q[2][ch], q[3][ch]];
-        let qv = [_mm512_set1_pd(qs[0]), _mm512_set1_pd(qs[1]), _mm512_set1_pd(qs[2]), _mm512_set1_pd(qs[3])];
-        let (x, dy, y) = (a.as_ptr().add(i * inner), b.as_ptr().add(i * inner), run.as_mut_ptr());
-        let h = head(y, inner);
-        for j in 0..h {
-            *y.add(j) = op.apply(*x.add(j), *dy.add(j), qs);
+    let (inner, c, n) = (d.inner, d.channels, out.len());
+    debug_assert!(inner >= 8 && first.is_multiple_of(inner) && n.is_multiple_of(inner));
+    let (x, dy, y) = (a.as_ptr(), b.as_ptr(), out.as_mut_ptr());
+    let consts = |ch: usize| [q[0][ch], q[1][ch], q[2][ch], q[3][ch]];
+    let lanes = |q: [f64; 4]| [_mm512_set1_pd(q[0]), _mm512_set1_pd(q[1]), _mm512_set1_pd(q[2]), _mm512_set1_pd(q[3])];
+    let one = |v: usize| *y.add(v) = op.apply(*x.add(v), *dy.add(v), consts(((first + v) / inner) % c));
+    let h = head(y, n);
+    for v in 0..h {
+        one(v);
+    }
+    let mut v = h;
+    // The run holding value v: its channel, constants and (relative) end.
+    let mut ch = ((first + v) / inner) % c;
+    let mut cur = lanes(consts(ch));
+    let mut end = ((first + v) / inner + 1) * inner - first;
+    while v + 8 <= n {
+        let (vx, vd) = (_mm512_loadu_pd(x.add(v)), _mm512_loadu_pd(dy.add(v)));
+        if v + 8 < end {
+            _mm512_stream_pd(y.add(v), op.apply8(vx, vd, cur));
+        } else {
+            ch = if ch + 1 == c { 0 } else { ch + 1 };
+            let next = lanes(consts(ch));
+            // Lanes end - v and up (none when the vector ends with the run) are the next run's.
+            let m = (0xffu32 << (end - v)) as __mmask8;
+            let qv = [0, 1, 2, 3].map(|s| _mm512_mask_blend_pd(m, cur[s], next[s]));
+            _mm512_stream_pd(y.add(v), op.apply8(vx, vd, qv));
+            (cur, end) = (next, end + inner);
         }
-        let mut j = h;
-        while j + 8 <= inner {
-            _mm512_stream_pd(y.add(j), op.apply8(_mm512_loadu_pd(x.add(j)), _mm512_loadu_pd(dy.add(j)), qv));
-            j += 8;
-        }
-        for j in j..inner {
-            *y.add(j) = op.apply(*x.add(j), *dy.add(j), qs);
-        }
+        v += 8;
+    }
+    for v in v..n {
+        one(v);
     }
     _mm_sfence();
 }
 
-/// Whole rows of `c` channels (a multiple of 8), `R` rows side by side (each channel's
-/// constants loaded once for them), as `pointwise::map_rows` writes them.
+/// Rows of `c` channels (at least 8; `out` starts with a row), as `pointwise::map_rows`
+/// writes them, as one stream of whole lines across the rows' boundaries: a vector that
+/// straddles one takes channels 0, 1, ... in the lanes past it (masked loads, which touch
+/// no value outside the constants).
 ///
 /// # Safety
-/// The CPU has AVX-512F; `a` and `b` hold at least `out.len()` values.
+/// The CPU has AVX-512F; `a` and `b` hold at least `out.len()` values; `q[0].len() >= 8`.
 #[target_feature(enable = "avx512f,avx2,fma")]
-pub(crate) unsafe fn rows<P: Pointwise, const R: usize>(op: P, a: &[f64], b: &[f64], q: [&[f64]; 4], out: &mut [f64]) {
+pub(crate) unsafe fn flat_rows<P: Pointwise>(op: P, a: &[f64], b: &[f64], q: [&[f64]; 4], out: &mut [f64]) {
+    let (c, n) = (q[0].len(), out.len());
+    debug_assert!(c >= 8 && n.is_multiple_of(c));
+    let (x, dy, y) = (a.as_ptr(), b.as_ptr(), out.as_mut_ptr());
+    let one = |v: usize| *y.add(v) = op.apply(*x.add(v), *dy.add(v), [q[0][v % c], q[1][v % c], q[2][v % c], q[3][v % c]]);
+    let h = head(y, n);
+    for v in 0..h {
+        one(v);
+    }
+    let (mut v, mut j) = (h, h % c);
+    while v + 8 <= n {
+        let qv = if j + 8 <= c {
+            let qv = [0, 1, 2, 3].map(|s| _mm512_loadu_pd(q[s].as_ptr().add(j)));
+            j = if j + 8 == c { 0 } else { j + 8 };
+            qv
+        } else {
+            // Lanes 0..k are channels j..c, lanes k.. channels 0.. of the next row.
+            let k = c - j;
+            let m = (0xffu32 << k) as __mmask8;
+            j = 8 - k;
+            [0, 1, 2, 3].map(|s| _mm512_mask_loadu_pd(_mm512_maskz_loadu_pd(!m, q[s].as_ptr().add(c - k)), m, q[s].as_ptr().wrapping_sub(k)))
+        };
+        _mm512_stream_pd(y.add(v), op.apply8(_mm512_loadu_pd(x.add(v)), _mm512_loadu_pd(dy.add(v)), qv));
+        v += 8;
+    }
+    for v in v..n {
+        one(v);
+    }
+    _mm_sfence();
+}
+
+/// Whole rows of `c` channels, four side by side (each channel's constants loaded once for
+/// them; the rows left over one at a time), as `pointwise::map_rows` writes wide rows: each
+/// row's unaligned ends are ordinary stores (a row of whole lines starts where the last one
+/// did within its line).
+///
+/// # Safety
+/// The CPU has AVX-512F; `a` and `b` hold at least `out.len()` values; `c` is a multiple of
+/// 8 (else the streaming stores of some rows fall off the lines' boundaries, and fault).
+#[target_feature(enable = "avx512f,avx2,fma")]
+pub(crate) unsafe fn rows4<P: Pointwise>(op: P, a: &[f64], b: &[f64], q: [&[f64]; 4], out: &mut [f64]) {
+    const R: usize = 4;
     let c = q[0].len();
     let rows = out.len() / c;
     // Every row starts at the same place in a line: a row is a whole number of lines.
@@ -138,7 +195,7 @@ mod tests {
                 assert_eq!(v.to_bits(), want(i).to_bits(), "{what}: value {i}");
             }
         };
-        for c in [8, 64, 1032] {
+        for c in [8, 13, 64, 1032] {
             let q: Vec<f64> = (0..4 * c).map(|i| value(i, 3) * 0.01).collect();
             let qs = [&q[..c], &q[c..2 * c], &q[2 * c..3 * c], &q[3 * c..]];
             for n in 1..=9 {
@@ -147,17 +204,19 @@ mod tests {
                 for off in 0..8 {
                     let mut buf = vec![f64::NAN; len + off];
                     let want = |i: usize| op.apply(a[i], b[i], [qs[0][i % c], qs[1][i % c], qs[2][i % c], qs[3][i % c]]);
-                    // SAFETY: the CPU has AVX-512F; a and b hold len values.
-                    unsafe { rows::<P, 4>(op, &a, &b, qs, &mut buf[off..]) };
-                    check(&format!("{c} channels, {n} rows four at a time, offset {off}"), &buf[off..], &want);
-                    buf.fill(f64::NAN);
-                    // SAFETY: as above.
-                    unsafe { rows::<P, 1>(op, &a, &b, qs, &mut buf[off..]) };
-                    check(&format!("{c} channels, {n} rows one at a time, offset {off}"), &buf[off..], &want);
+                    if c.is_multiple_of(8) {
+                        // SAFETY: the CPU has AVX-512F; a and b hold len values; rows of whole lines.
+                        unsafe { rows4(op, &a, &b, qs, &mut buf[off..]) };
+                        check(&format!("{c} channels, {n} rows four at a time, offset {off}"), &buf[off..], &want);
+                        buf.fill(f64::NAN);
+                    }
+                    // SAFETY: the CPU has AVX-512F; a and b hold len values; rows of 8 or more.
+                    unsafe { flat_rows(op, &a, &b, qs, &mut buf[off..]) };
+                    check(&format!("{c} channels, {n} rows as one stream, offset {off}"), &buf[off..], &want);
                 }
             }
         }
-        for (inner, c) in [(512, 3), (515, 2), (1000, 5)] {
+        for (inner, c) in [(8, 3), (9, 2), (49, 5), (512, 3), (515, 2), (1000, 5)] {
             let len = 2 * c * inner;
             let (a, b): (Vec<f64>, Vec<f64>) = ((0..len).map(|i| value(i, 4)).collect(), (0..len).map(|i| value(i, 5)).collect());
             let q: Vec<f64> = (0..4 * c).map(|i| value(i, 6) * 0.01).collect();
