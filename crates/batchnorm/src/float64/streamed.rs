@@ -38,6 +38,26 @@ fn head(p: *const f64, n: usize) -> usize {
     ((64 - (p as usize) % 64) % 64 / 8).min(n)
 }
 
+/// Writes `y[0..n]` as one stream: `one(v)` writes value `v` with an ordinary store (the
+/// first `h`, up to a line's boundary, and those after the last whole line), `eight(v)`
+/// gives values `v..v + 8`, asked for in order from `h`, 8 apart, and streamed; then the
+/// fence that orders the streamed stores before whatever the caller does next.
+#[inline(always)]
+unsafe fn stream_from(y: *mut f64, n: usize, h: usize, one: impl Fn(usize), mut eight: impl FnMut(usize) -> __m512d) {
+    for v in 0..h {
+        one(v);
+    }
+    let mut v = h;
+    while v + 8 <= n {
+        _mm512_stream_pd(y.add(v), eight(v));
+        v += 8;
+    }
+    for v in v..n {
+        one(v);
+    }
+    _mm_sfence();
+}
+
 /// Runs of a channels-first tensor of dimensions `d` (`inner` values each, at least 8, of
 /// channel `(first / inner + i) % C` for run `i` of `out`, whose first value is value
 /// `first` of the tensor), as `pointwise::map_run` writes each, but as one stream of whole
@@ -55,33 +75,24 @@ pub(crate) unsafe fn runs<P: Pointwise>(op: P, a: &[f64], b: &[f64], d: Dims, q:
     let lanes = |q: [f64; 4]| [_mm512_set1_pd(q[0]), _mm512_set1_pd(q[1]), _mm512_set1_pd(q[2]), _mm512_set1_pd(q[3])];
     let one = |v: usize| *y.add(v) = op.apply(*x.add(v), *dy.add(v), consts(((first + v) / inner) % c));
     let h = head(y, n);
-    for v in 0..h {
-        one(v);
-    }
-    let mut v = h;
-    // The run holding value v: its channel, constants and (relative) end.
-    let mut ch = ((first + v) / inner) % c;
+    // The run holding the next vector's first value: its channel, constants and (relative) end.
+    let mut ch = ((first + h) / inner) % c;
     let mut cur = lanes(consts(ch));
-    let mut end = ((first + v) / inner + 1) * inner - first;
-    while v + 8 <= n {
+    let mut end = ((first + h) / inner + 1) * inner - first;
+    let eight = |v: usize| {
         let (vx, vd) = (_mm512_loadu_pd(x.add(v)), _mm512_loadu_pd(dy.add(v)));
         if v + 8 < end {
-            _mm512_stream_pd(y.add(v), op.apply8(vx, vd, cur));
-        } else {
-            ch = if ch + 1 == c { 0 } else { ch + 1 };
-            let next = lanes(consts(ch));
-            // Lanes end - v and up (none when the vector ends with the run) are the next run's.
-            let m = (0xffu32 << (end - v)) as __mmask8;
-            let qv = [0, 1, 2, 3].map(|s| _mm512_mask_blend_pd(m, cur[s], next[s]));
-            _mm512_stream_pd(y.add(v), op.apply8(vx, vd, qv));
-            (cur, end) = (next, end + inner);
+            return op.apply8(vx, vd, cur);
         }
-        v += 8;
-    }
-    for v in v..n {
-        one(v);
-    }
-    _mm_sfence();
+        ch = if ch + 1 == c { 0 } else { ch + 1 };
+        let next = lanes(consts(ch));
+        // Lanes end - v and up (none when the vector ends with the run) are the next run's.
+        let m = (0xffu32 << (end - v)) as __mmask8;
+        let qv = [0, 1, 2, 3].map(|s| _mm512_mask_blend_pd(m, cur[s], next[s]));
+        (cur, end) = (next, end + inner);
+        op.apply8(vx, vd, qv)
+    };
+    stream_from(y, n, h, one, eight);
 }
 
 /// Rows of `c` channels (at least 8; `out` starts with a row), as `pointwise::map_rows`
@@ -98,11 +109,9 @@ pub(crate) unsafe fn flat_rows<P: Pointwise>(op: P, a: &[f64], b: &[f64], q: [&[
     let (x, dy, y) = (a.as_ptr(), b.as_ptr(), out.as_mut_ptr());
     let one = |v: usize| *y.add(v) = op.apply(*x.add(v), *dy.add(v), [q[0][v % c], q[1][v % c], q[2][v % c], q[3][v % c]]);
     let h = head(y, n);
-    for v in 0..h {
-        one(v);
-    }
-    let (mut v, mut j) = (h, h % c);
-    while v + 8 <= n {
+    // The channel of the next vector's first value.
+    let mut j = h % c;
+    let eight = |v: usize| {
         let qv = if j + 8 <= c {
             let qv = [0, 1, 2, 3].map(|s| _mm512_loadu_pd(q[s].as_ptr().add(j)));
             j = if j + 8 == c { 0 } else { j + 8 };
@@ -114,13 +123,9 @@ pub(crate) unsafe fn flat_rows<P: Pointwise>(op: P, a: &[f64], b: &[f64], q: [&[
             j = 8 - k;
             [0, 1, 2, 3].map(|s| _mm512_mask_loadu_pd(_mm512_maskz_loadu_pd(!m, q[s].as_ptr().add(c - k)), m, q[s].as_ptr().wrapping_sub(k)))
         };
-        _mm512_stream_pd(y.add(v), op.apply8(_mm512_loadu_pd(x.add(v)), _mm512_loadu_pd(dy.add(v)), qv));
-        v += 8;
-    }
-    for v in v..n {
-        one(v);
-    }
-    _mm_sfence();
+        op.apply8(_mm512_loadu_pd(x.add(v)), _mm512_loadu_pd(dy.add(v)), qv)
+    };
+    stream_from(y, n, h, one, eight);
 }
 
 /// Whole rows of `c` channels, four side by side (each channel's constants loaded once for
