@@ -41,6 +41,8 @@ mod coefficients;
 mod config;
 pub mod conformance;
 mod error;
+#[cfg(target_arch = "x86_64")]
+mod flat_rows;
 mod float64;
 mod fold;
 mod forward_eval;

@@ -1650,7 +1650,8 @@ const STREAM_MIN_RUN: usize = 1024;
 /// streamed ones (NC 100000x100 eval: 14.1 ms streamed, 2.7 ms cached). Rows of whole
 /// vectors gain even when narrow: NHWC 32x56x56x64 in `bnlab bench` (3 interleaved rounds)
 /// took 1.38-1.58 ms for eval and 3.0-3.4 ms for train forward at 1 thread streamed,
-/// 1.93-2.39 and 3.6-4.2 ms cached.
+/// 1.93-2.39 and 3.6-4.2 ms cached. Where the CPU has AVX-512, rows that fail this stream
+/// as one stream across the rows instead (`flat_rows`).
 #[inline(always)]
 fn rows_stream(p: *const f32, c: usize) -> bool {
     c.is_multiple_of(8) && (p as usize).is_multiple_of(16)
@@ -1745,6 +1746,11 @@ pub(crate) fn rows_per_task(c: usize, nt: bool) -> usize {
 #[inline(always)]
 pub(crate) fn rows_affine_out(x: &[f32], y: &mut [f32], ctr: &[f32], s: &[f32], t: &[f32], il: Option<Interleaved>, nt: bool) {
     #[cfg(target_arch = "x86_64")]
+    if nt && crate::flat_rows::flat_rows(ctr.len(), rows_stream(y.as_ptr(), ctr.len())) {
+        // SAFETY: `flat_rows` found AVX-512F and rows of 16 channels or more.
+        return unsafe { crate::flat_rows::rows_affine(x, y, ctr, s, t) };
+    }
+    #[cfg(target_arch = "x86_64")]
     if nt && rows_stream(y.as_ptr(), ctr.len()) && has_avx2() {
         let c = ctr.len();
         // SAFETY: the CPU has AVX-512F where `rows_side_by_side` says so.
@@ -1769,6 +1775,11 @@ pub(crate) fn rows_affine_out(x: &[f32], y: &mut [f32], ctr: &[f32], s: &[f32], 
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn rows_grad_combine_out(x: &[f32], dy: &[f32], dx: &mut [f32], ctr: &[f32], a: &[f32], b: &[f32], d: &[f32], il: Option<Interleaved>, nt: bool) {
+    #[cfg(target_arch = "x86_64")]
+    if nt && crate::flat_rows::flat_rows(ctr.len(), rows_stream(dx.as_ptr(), ctr.len())) {
+        // SAFETY: `flat_rows` found AVX-512F and rows of 16 channels or more.
+        return unsafe { crate::flat_rows::rows_grad_combine(x, dy, dx, ctr, a, b, d) };
+    }
     #[cfg(target_arch = "x86_64")]
     if nt && rows_stream(dx.as_ptr(), ctr.len()) && has_avx2() {
         let (c, q) = (ctr.len(), (ctr, a, b, d));

@@ -209,9 +209,9 @@ fn large_tensors_match_reference_on_every_path() {
 }
 
 /// Outputs of 16 MB and more are written with streaming stores where the runs allow it
-/// (rows of whole vectors, channel runs of 1024 and more; shorter channel runs of y as one stream
-/// across run boundaries where the CPU has AVX-512) and with ordinary stores where they do
-/// not: every case checked against the reference.
+/// (rows of whole vectors, channel runs of 1024 and more; where the CPU has AVX-512, shorter
+/// channel runs of y and rows of other widths as one stream across their boundaries) and
+/// with ordinary stores where they do not: every case checked against the reference.
 #[test]
 fn streamed_outputs_match_reference() {
     for (layout, shape) in [
@@ -221,7 +221,7 @@ fn streamed_outputs_match_reference() {
         (Layout::Nchw, vec![4, 16, 256, 260]), // long runs, channel-by-channel tasks: streamed
         (Layout::Nchw, vec![64, 129, 23, 23]), // short runs: y one stream across runs (AVX-512), dx cached
         (Layout::Nchw, vec![1300, 3, 33, 33]), // runs of 1089 (streamed one by one) and 3 channels
-        (Layout::Nhwc, vec![8, 72, 80, 101]),  // rows of odd width: cached
+        (Layout::Nhwc, vec![8, 72, 80, 101]),  // rows of odd width: one stream across rows (AVX-512)
     ] {
         let n: usize = shape.iter().product();
         assert!(n * 4 >= 16 << 20, "{shape:?} must reach the streaming threshold");

@@ -15,7 +15,7 @@ fn no_nan(v: &[f32], what: &str, layout: Layout, shape: &[usize]) {
 
 #[test]
 fn outputs_are_written_in_full() {
-    let shapes: [(Layout, &[usize]); 14] = [
+    let shapes: [(Layout, &[usize]); 15] = [
         (Layout::Nc, &[60, 100]),
         (Layout::Nc, &[256, 1024]),
         (Layout::Nc, &[16, 3000]),          // column tiles
@@ -30,6 +30,7 @@ fn outputs_are_written_in_full() {
         (Layout::Nhwc, &[2, 97, 97, 256]),  // backward streamed from 11 MB, rows of 256
         (Layout::Nhwc, &[2, 190, 230, 48]), // streamed rows, constants in registers (16.8 MB)
         (Layout::Nhwc, &[2, 181, 183, 64]), // streamed rows, constants in registers (17 MB)
+        (Layout::Nc, &[42000, 100]),        // rows of odd width as one stream (16.8 MB, AVX-512)
     ];
     let mut rng = Rng::new(5);
     for (layout, shape) in shapes {
