@@ -1,7 +1,8 @@
-//! Streamed passes over rows whose width is not a whole number of 8-lane vectors (rows of
-//! 100 channels, say): each row alone would leave a partial line at either end, and a pass
-//! that mixes ordinary and streaming stores in a line loses what streaming gains, so such
-//! rows were written with ordinary stores (`simd::rows_stream`). Here the rows of a task go
+//! Streamed passes over rows that are not a whole number of 64-byte lines wide (rows of 100
+//! or 200 channels, say): each row alone would leave a partial line at either end, and a
+//! pass that mixes ordinary and streaming stores in a line loses what streaming gains, so
+//! rows that are not whole 8-lane vectors were written with ordinary stores
+//! (`simd::rows_stream`), and rows of whole vectors with 32-byte ones. Here the rows of a task go
 //! as one stream of whole 64-byte lines across their boundaries instead: a vector of 16
 //! values that straddles a boundary takes channels `j..C` in its first lanes and `0, 1, ...`
 //! in the rest, its constants gathered by two masked loads (which touch no value outside
@@ -13,19 +14,35 @@ use std::arch::x86_64::*;
 /// Fewest channels a row needs here: a vector then straddles at most one boundary.
 pub(crate) const MIN_CHANNELS: usize = 16;
 
-/// Whether a streamed pass over rows of `c` channels goes as one stream across rows: rows
-/// whose width or start leaves partial lines (see `simd::rows_stream`) of at least
-/// [`MIN_CHANNELS`], on a CPU with AVX-512.
+/// Rows of whole 8-lane vectors, but not of whole lines, at least this wide keep the AVX2
+/// path's strips (`simd::x86::NT_WIDE`), which take them faster: NC 8192x2056 eval 5.1-5.4
+/// ms that way against 6.3-6.6 as one stream, NC 2048x4104 2.4-2.5 against 3.1-3.5; NC
+/// 16384x1000 4.6-4.9 against 4.0-4.3 (`examples/shapes`, 1 thread, 3 alternating runs).
+const WIDE: usize = 2048;
+
+/// Whether a streamed pass over rows of `c` channels goes as one stream across rows, on a
+/// CPU with AVX-512, for rows of at least [`MIN_CHANNELS`]: rows that are not whole 8-lane
+/// vectors from a 16-byte boundary (`whole_vectors` false, see `simd::rows_stream`), and
+/// rows of whole vectors but not whole lines narrower than [`WIDE`] (which the AVX2 path
+/// writes with 32-byte stores).
 ///
-/// Measured against the ordinary stores such rows had (`bnlab bench --shapes`, 3
+/// Measured against the ordinary stores the former had (`bnlab bench --shapes`, 3
 /// alternating runs, medians, ms at 1 / 2 threads): NC 100000x100 eval 3.48 -> 2.85 / 2.30
 /// -> 1.56, forward 6.07 -> 5.51 / 3.41 -> 2.94; NC 65536x196 eval 4.67 -> 3.52 / 3.42 ->
 /// 2.06, forward 7.43 -> 5.54 / 4.98 -> 3.33; NHWC 32x56x56x100 eval 3.14 -> 2.65 / 2.52 ->
-/// 1.53, forward + backward 15.6 -> 14.6 / 10.4 -> 8.3. Rows of whole vectors (96, 200
-/// channels) keep their own streamed paths, unchanged.
+/// 1.53, forward + backward 15.6 -> 14.6 / 10.4 -> 8.3; NC 16384x1001 eval 6.73 -> 4.58 /
+/// 4.22 -> 2.76; NC 8192x2050 eval 8.63 -> 6.99 / 5.04 -> 3.63. Against the AVX2 path for
+/// the latter (`examples/shapes`, 1 thread, 3 alternating runs, eval / forward ms): NC
+/// 100000x104 2.9-3.3 -> 2.1-2.6 / 5.0-5.4 -> 3.8-4.5, NC 65536x200 3.7-4.4 -> 2.9-3.4 /
+/// 6.2-7.1 -> 4.4-4.9, NHWC 32x56x56x72 2.0-2.3 -> 1.5-1.6 / 3.5-3.8 -> 2.6-2.9; less in
+/// `bnlab bench --shapes` (3 alternating runs, medians, eval ms at 1 / 2 threads): 3.24 ->
+/// 2.97 / 1.85 -> 1.62, 4.37 -> 3.67 / 2.16 -> 2.10, 1.89 -> 1.60 / 1.12 -> 1.13, forward
+/// + backward 0.91-0.94x the time. Rows of whole lines keep their own paths (side by side,
+/// constants in registers).
 #[inline(always)]
-pub(crate) fn flat_rows(c: usize, whole_lines: bool) -> bool {
-    !whole_lines && c >= MIN_CHANNELS && crate::simd::has_avx512()
+pub(crate) fn flat_rows(c: usize, whole_vectors: bool) -> bool {
+    let eighths = !c.is_multiple_of(16) && c < WIDE;
+    (!whole_vectors || eighths) && c >= MIN_CHANNELS && crate::simd::has_avx512()
 }
 
 /// The constants of channels `j..j + 16` of a row of `c` (`c >= 16`), wrapping to channel 0
@@ -121,11 +138,11 @@ mod tests {
     #[test]
     fn one_stream_across_rows_equals_the_portable_loops() {
         if !crate::simd::has_avx512() {
-            assert!(!flat_rows(100, false), "no AVX-512: rows keep ordinary stores");
+            assert!(!flat_rows(100, false) && !flat_rows(104, true), "no AVX-512: rows keep their other paths");
             return;
         }
         let value = |i: usize, s: usize| ((i * 7919 + s * 104_729) % 1013) as f32 * 0.37 - 150.0;
-        for c in [16, 17, 20, 33, 100, 196, 1001] {
+        for c in [16, 17, 20, 24, 33, 100, 104, 196, 1001] {
             let q: Vec<Vec<f32>> = (0..4).map(|s| (0..c).map(|j| value(j, s + 3) * 1e-3).collect()).collect();
             for rows in [1, 2, 3, 7] {
                 let n = rows * c;

@@ -222,6 +222,7 @@ fn streamed_outputs_match_reference() {
         (Layout::Nchw, vec![64, 129, 23, 23]), // short runs: y one stream across runs (AVX-512), dx cached
         (Layout::Nchw, vec![1300, 3, 33, 33]), // runs of 1089 (streamed one by one) and 3 channels
         (Layout::Nhwc, vec![8, 72, 80, 101]),  // rows of odd width: one stream across rows (AVX-512)
+        (Layout::Nc, vec![21000, 200]),        // rows of whole vectors, not lines: the same
     ] {
         let n: usize = shape.iter().product();
         assert!(n * 4 >= 16 << 20, "{shape:?} must reach the streaming threshold");
