@@ -36,9 +36,9 @@ const WIDE: usize = 2048;
 /// 100000x104 2.9-3.3 -> 2.1-2.6 / 5.0-5.4 -> 3.8-4.5, NC 65536x200 3.7-4.4 -> 2.9-3.4 /
 /// 6.2-7.1 -> 4.4-4.9, NHWC 32x56x56x72 2.0-2.3 -> 1.5-1.6 / 3.5-3.8 -> 2.6-2.9; less in
 /// `bnlab bench --shapes` (3 alternating runs, medians, eval ms at 1 / 2 threads): 3.24 ->
-/// 2.97 / 1.85 -> 1.62, 4.37 -> 3.67 / 2.16 -> 2.10, 1.89 -> 1.60 / 1.12 -> 1.13, forward
-/// + backward 0.91-0.94x the time. Rows of whole lines keep their own paths (side by side,
-/// constants in registers).
+/// 2.97 / 1.85 -> 1.62, 4.37 -> 3.67 / 2.16 -> 2.10, 1.89 -> 1.60 / 1.12 -> 1.13, the
+/// forward and backward together 0.91-0.94x the time. Rows of whole lines keep their own
+/// paths (side by side, constants in registers).
 #[inline(always)]
 pub(crate) fn flat_rows(c: usize, whole_vectors: bool) -> bool {
     let eighths = !c.is_multiple_of(16) && c < WIDE;
