@@ -86,9 +86,14 @@ fn available_memory() -> Option<u64> {
     Some(kb * 1024)
 }
 
+/// A shape's sizes as the tables write them: `32x56x56x64`.
+fn dims_name(shape: &[usize]) -> String {
+    shape.iter().map(|s| s.to_string()).collect::<Vec<_>>().join("x")
+}
+
 /// A shape as `bnlab bench --shapes` and `torch_bn.py --shapes` write it: `NHWC:32x56x56x64`.
 fn shape_spec(layout: Layout, shape: &[usize]) -> String {
-    format!("{}:{}", layout.name(), shape.iter().map(|s| s.to_string()).collect::<Vec<_>>().join("x"))
+    format!("{}:{}", layout.name(), dims_name(shape))
 }
 
 /// Median seconds of `reps` calls after one warm-up call.
@@ -443,7 +448,7 @@ pub fn run(a: &BenchArgs) -> Result<PathBuf> {
         let mut rows = Vec::new();
         for (i, (layout, shape)) in a.shapes.iter().enumerate() {
             let bytes = shape.iter().product::<usize>() as f64 * if a.f64 { 8.0 } else { 4.0 };
-            let name = shape.iter().map(|s| s.to_string()).collect::<Vec<_>>().join("x");
+            let name = dims_name(shape);
             for (k, (op, floor)) in OPS.iter().enumerate() {
                 let ms = ours[i][k];
                 let gbps = floor * bytes / (ms * 1e-3) / 1e9;
