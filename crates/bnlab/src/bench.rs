@@ -70,7 +70,7 @@ pub fn shapes(specs: &[String]) -> Result<Vec<(Layout, Vec<usize>)>> {
             if let Some(a) = available.filter(|&a| n.saturating_mul(BYTES_PER_VALUE) > a) {
                 bail!(
                     "--shapes: timing {spec:?} needs about {:.1} GB ({BYTES_PER_VALUE} bytes a value), more than the {:.1} GB available",
-                    (n * BYTES_PER_VALUE) as f64 / 1e9,
+                    n as f64 * BYTES_PER_VALUE as f64 / 1e9,
                     a as f64 / 1e9
                 );
             }

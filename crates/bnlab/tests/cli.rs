@@ -138,6 +138,7 @@ fn runs_check_every_flag_first_and_leave_nothing_when_they_cannot_start() {
         (&["bench", "--shapes", "NC:60xa"], "\"a\" is not a size"),
         (&["bench", "--shapes", "NC:0x100"], "\"NC:0x100\" holds no values"),
         (&["bench", "--shapes", "NC:1000000x1000000"], "\"NC:1000000x1000000\" needs about 40000.0 GB"),
+        (&["bench", "--shapes", "NC:10000000000x1000000000"], "needs about 400000000000.0 GB"),
     ] {
         refused(&[args, &["--out", o]].concat(), message);
         assert!(!out.exists(), "{args:?} left {}", out.display());
