@@ -111,7 +111,20 @@ pub fn run(ctx: &Ctx) -> Result<Section> {
     let spread = super::spread(&[&bests(0), &bests(1), &bests(2)]);
     let verdict = decide(none, drop, bn, spread);
     let why = if verdict == Verdict::Undecided {
-        format!("; neither BN nor dropout moved it from neither beyond the seeds' spread ({spread:.4}): this setting shows no overfitting for either to cure")
+        let fin = crate::stats::mean_std(&res[0].iter().map(|r| r.fin).collect::<Vec<_>>()).0;
+        if res[0].iter().any(|r| r.turn_epoch.is_some()) {
+            format!(
+                "; neither BN nor dropout moved it from neither beyond the seeds' spread ({spread:.4}), though the net without either \
+                 overfits ({}), in its loss more than in its accuracy (final {fin:.4} against best {none:.4}): little for a regulariser to win",
+                overfitting(&res[0], epochs)
+            )
+        } else {
+            format!(
+                "; neither BN nor dropout moved it from neither beyond the seeds' spread ({spread:.4}), and the net without either shows no \
+                 overfitting for them to cure ({})",
+                overfitting(&res[0], epochs)
+            )
+        }
     } else {
         String::new()
     };
@@ -141,11 +154,27 @@ pub fn run(ctx: &Ctx) -> Result<Section> {
     })
 }
 
+/// How the seeds of one variant overfit, in words: the mean train - test accuracy gap at
+/// the end and the epochs (of `epochs`; epoch 0 is before training) where the test loss
+/// was lowest.
+fn overfitting(rs: &[Res], epochs: u64) -> String {
+    let gap = crate::stats::mean_std(&rs.iter().map(|r| r.gap).collect::<Vec<_>>()).0;
+    let turns: Vec<usize> = rs.iter().filter_map(|r| r.turn_epoch).collect();
+    let turned = match (turns.iter().min(), turns.iter().max()) {
+        (Some(a), Some(b)) if a == b => format!("its test loss lowest at epoch {a} of {epochs}"),
+        (Some(a), Some(b)) => format!("its test loss lowest at epochs {a}-{b} of {epochs}"),
+        _ => "its test loss still falling at the end".to_string(),
+    };
+    let late = rs.len() - turns.len();
+    let late = if late > 0 && !turns.is_empty() { format!(", still falling at the end in {late} of {} seeds", rs.len()) } else { String::new() };
+    format!("train - test accuracy {gap:.3} at the end, {turned}{late}")
+}
+
 /// The verdict on "with BN dropout is no longer needed" from the variants' mean best test
 /// accuracies and the seeds' `spread`: held where BN alone beats no regularisation by more
 /// than the spread and does about as well as dropout (within 0.005); undecided where neither
-/// BN nor dropout moves the accuracy from no regularisation by more than the spread (the
-/// setting does not overfit, so nothing is there to replace); partly held where BN beats no
+/// BN nor dropout moves the accuracy from no regularisation by more than the spread (nothing
+/// for either to replace in the best accuracy); partly held where BN beats no
 /// regularisation but falls short of dropout; not held otherwise.
 fn decide(none: f64, drop: f64, bn: f64, spread: f64) -> Verdict {
     let beats_none = bn > none + spread;
@@ -176,5 +205,21 @@ mod tests {
         assert_eq!(decide(0.80, 0.801, 0.78, 0.004), Verdict::NotHeld);
         // BN ahead by less than the spread but dropout clearly ahead: not undecided.
         assert_eq!(decide(0.80, 0.83, 0.802, 0.004), Verdict::NotHeld);
+    }
+
+    fn res(gap: f64, turn_epoch: Option<usize>) -> Res {
+        Res { best: 0.8, fin: 0.8, gap, turn_epoch, test_loss: Vec::new() }
+    }
+
+    #[test]
+    fn overfitting_names_the_gap_and_where_the_test_loss_turned() {
+        let turned = [res(0.19, Some(15)), res(0.20, Some(11)), res(0.21, Some(6))];
+        assert_eq!(overfitting(&turned, 60), "train - test accuracy 0.200 at the end, its test loss lowest at epochs 6-15 of 60");
+        let one = [res(0.1, Some(4)), res(0.1, Some(4)), res(0.1, None)];
+        assert_eq!(
+            overfitting(&one, 60),
+            "train - test accuracy 0.100 at the end, its test loss lowest at epoch 4 of 60, still falling at the end in 1 of 3 seeds"
+        );
+        assert_eq!(overfitting(&[res(0.01, None)], 3), "train - test accuracy 0.010 at the end, its test loss still falling at the end");
     }
 }
