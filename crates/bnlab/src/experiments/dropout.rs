@@ -112,18 +112,14 @@ pub fn run(ctx: &Ctx) -> Result<Section> {
     let verdict = decide(none, drop, bn, spread);
     let why = if verdict == Verdict::Undecided {
         let fin = crate::stats::mean_std(&res[0].iter().map(|r| r.fin).collect::<Vec<_>>()).0;
+        let (head, how) = (format!("; neither BN nor dropout moved it from neither beyond the seeds' spread ({spread:.4})"), overfitting(&res[0], epochs));
         if res[0].iter().any(|r| r.turn_epoch.is_some()) {
             format!(
-                "; neither BN nor dropout moved it from neither beyond the seeds' spread ({spread:.4}), though the net without either \
-                 overfits ({}), in its loss more than in its accuracy (final {fin:.4} against best {none:.4}): little for a regulariser to win",
-                overfitting(&res[0], epochs)
+                "{head}, though the net without either overfits ({how}), in its loss more than in its accuracy (final {fin:.4} against best \
+                 {none:.4}): little for a regulariser to win"
             )
         } else {
-            format!(
-                "; neither BN nor dropout moved it from neither beyond the seeds' spread ({spread:.4}), and the net without either shows no \
-                 overfitting for them to cure ({})",
-                overfitting(&res[0], epochs)
-            )
+            format!("{head}, and the net without either shows no overfitting for them to cure ({how})")
         }
     } else {
         String::new()
