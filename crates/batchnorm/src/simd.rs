@@ -151,6 +151,7 @@ pub(crate) fn lane_sum<const L: usize>(a: &[f64; L]) -> f64 {
 }
 
 /// Whether the AVX2 reductions may run (cached by the standard library).
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 #[inline(always)]
 fn has_avx2() -> bool {
     #[cfg(target_arch = "x86_64")]
@@ -177,6 +178,7 @@ pub(crate) fn has_avx2_fma() -> bool {
 }
 
 /// Whether the AVX-512 reductions may run.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 #[inline(always)]
 pub(crate) fn has_avx512() -> bool {
     #[cfg(target_arch = "x86_64")]
@@ -191,6 +193,7 @@ pub(crate) fn has_avx512() -> bool {
 
 /// Whether the reductions that need AVX-512's 32 vector registers for 256-bit vectors
 /// (AVX-512VL) may run.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 #[inline(always)]
 pub(crate) fn has_avx512vl() -> bool {
     #[cfg(target_arch = "x86_64")]
@@ -1643,6 +1646,7 @@ pub(crate) fn streams_backward(d: crate::layout::Dims) -> bool {
 /// took 26 ms instead of 0.6 ms when streamed. The normalising passes stream shorter runs
 /// as one flat stream across run boundaries instead, where the CPU has AVX-512
 /// ([`runs_stream`]).
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 const STREAM_MIN_RUN: usize = 1024;
 
 /// Whether rows of `c` values starting at `p` stream: every row must start 16-byte aligned
@@ -1652,6 +1656,7 @@ const STREAM_MIN_RUN: usize = 1024;
 /// took 1.38-1.58 ms for eval and 3.0-3.4 ms for train forward at 1 thread streamed,
 /// 1.93-2.39 and 3.6-4.2 ms cached. Where the CPU has AVX-512, rows that fail this stream
 /// as one stream across the rows instead (`flat_rows`).
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 #[inline(always)]
 fn rows_stream(p: *const f32, c: usize) -> bool {
     c.is_multiple_of(8) && (p as usize).is_multiple_of(16)
@@ -1819,6 +1824,7 @@ pub(crate) fn rows_grad_combine_out(x: &[f32], dy: &[f32], dx: &mut [f32], ctr: 
 /// once and kept (3.75-3.85 -> 3.33-3.48), or never freed (2.95-3.01 -> 2.68-2.71): with its
 /// four tensors the backward depends on where the pages land, and a training step allocates
 /// afresh.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 #[inline(always)]
 fn runs_stream(inner: usize, nt: bool) -> bool {
     nt && (16..STREAM_MIN_RUN).contains(&inner) && has_avx512()

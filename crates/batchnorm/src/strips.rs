@@ -123,9 +123,12 @@
 //! 512 values along the row into L1 or L2; prefetching from 1 MB instead of 8, 30.4-30.6
 //! -> 31.3-31.5 us (even at 2 threads).
 
-use crate::simd::{has_avx2_fma, has_avx512, has_avx512vl, strip_acc_grad_1, strip_acc_shifted_1};
+#[cfg(target_arch = "x86_64")]
+use crate::simd::{has_avx2_fma, has_avx512, has_avx512vl};
+use crate::simd::{strip_acc_grad_1, strip_acc_shifted_1};
 
 /// Rows per block: a strip's values of a block of rows are one cache line per row.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 const BLOCK_ROWS: usize = 8;
 
 /// Rows per block of the statistics' 32-channel strips over rows of at most
@@ -140,7 +143,9 @@ const TALL_MAX_CHANNELS: usize = 256;
 
 /// Rows wider than this many channels are summed with `dy` in blocks of
 /// [`WIDE_BLOCK_ROWS`]: with two inputs a block of 8 wide rows is 16 pages.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 const WIDE: usize = 512;
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 const WIDE_BLOCK_ROWS: usize = 4;
 
 /// How a reduction over rows asks for its data before it loads it.
@@ -259,7 +264,11 @@ const ALONG_MIN_CHANNELS: usize = 2048;
 pub(crate) fn strips_acc_shifted(x: &[f32], c: usize, j0: usize, k: &[f64], a1: &mut [f64], a2: &mut [f64], ahead: Ahead) {
     let w = k.len();
     assert!(j0 + w <= c && a1.len() >= w && a2.len() >= w, "strip out of its rows");
+    // Only the vector strips (x86-64) prefetch or leave channels to the scalar loop.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))]
     let mut done = 0;
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = ahead;
     #[cfg(target_arch = "x86_64")]
     let pf = Prefetch::new(ahead, c);
     #[cfg(target_arch = "x86_64")]
@@ -282,7 +291,11 @@ pub(crate) fn strips_acc_shifted(x: &[f32], c: usize, j0: usize, k: &[f64], a1: 
 pub(crate) fn strips_acc_grad(x: &[f32], dy: &[f32], c: usize, j0: usize, k: &[f64], a1: &mut [f64], a2: &mut [f64], ahead: Ahead) {
     let w = k.len();
     assert!(j0 + w <= c && a1.len() >= w && a2.len() >= w && dy.len() >= x.len(), "strip out of its rows");
+    // Only the vector strips (x86-64) prefetch or leave channels to the scalar loop.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))]
     let mut done = 0;
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = ahead;
     #[cfg(target_arch = "x86_64")]
     let pf = Prefetch::new(ahead, c);
     #[cfg(target_arch = "x86_64")]
