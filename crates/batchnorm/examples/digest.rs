@@ -1,7 +1,8 @@
 //! Prints a digest of every output the kernels write for a set of shapes, so that two
 //! builds or two CPUs can be compared bit for bit: `scripts/check-isas` runs it natively and
-//! under QEMU as an AVX2-only CPU (Haswell) and as one with neither AVX2 nor AVX-512
-//! (qemu64, the portable loops), and fails where any line differs.
+//! under QEMU as an AVX2-only CPU (Haswell), as one with neither AVX2 nor AVX-512 (qemu64,
+//! the portable loops) and, with `--aarch64`, built for 64-bit Arm, and fails where any
+//! line differs.
 //!
 //! cargo run --release -p batchnorm --example digest [-- NC:256x1024 NHWC:8x14x14x256 ...]
 //!
