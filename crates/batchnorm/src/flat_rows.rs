@@ -9,6 +9,7 @@
 //! the constants). Same operations as the portable loops (`simd::rows_affine`,
 //! `simd::rows_grad_combine`), so the values are theirs bit for bit.
 
+use crate::simd::{affine1, grad1, head_of};
 use std::arch::x86_64::*;
 
 /// Fewest channels a row needs here: a vector then straddles at most one boundary.
@@ -64,7 +65,7 @@ unsafe fn wrapped(p: *const f32, c: usize, j: usize) -> __m512 {
 /// `j`), streamed; then the fence.
 #[inline(always)]
 unsafe fn stream_rows(o: *mut f32, n: usize, c: usize, one: impl Fn(usize, usize), sixteen: impl Fn(usize, usize) -> __m512) {
-    let h = ((64 - (o as usize) % 64) % 64 / 4).min(n);
+    let h = head_of(o).min(n);
     for i in 0..h {
         one(i, i % c);
     }
@@ -96,7 +97,7 @@ pub(crate) unsafe fn rows_affine(x: &[f32], y: &mut [f32], ctr: &[f32], s: &[f32
         yp,
         n,
         c,
-        |i, j| *yp.add(i) = (*xp.add(i) - *cp.add(j)) * *sp.add(j) + *tp.add(j),
+        |i, j| *yp.add(i) = affine1(*xp.add(i), *cp.add(j), *sp.add(j), *tp.add(j)),
         |i, j| {
             let d = _mm512_sub_ps(_mm512_loadu_ps(xp.add(i)), wrapped(cp, c, j));
             _mm512_add_ps(_mm512_mul_ps(d, wrapped(sp, c, j)), wrapped(tp, c, j))
@@ -119,7 +120,7 @@ pub(crate) unsafe fn rows_grad_combine(x: &[f32], dy: &[f32], dx: &mut [f32], ct
         op,
         n,
         c,
-        |i, j| *op.add(i) = *gp.add(i) * *ap.add(j) + ((*xp.add(i) - *cp.add(j)) * *bp.add(j) + *dp.add(j)),
+        |i, j| *op.add(i) = grad1(*xp.add(i), *gp.add(i), *cp.add(j), *ap.add(j), *bp.add(j), *dp.add(j)),
         |i, j| {
             let g = _mm512_mul_ps(_mm512_loadu_ps(gp.add(i)), wrapped(ap, c, j));
             let e = _mm512_sub_ps(_mm512_loadu_ps(xp.add(i)), wrapped(cp, c, j));

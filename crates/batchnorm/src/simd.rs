@@ -1450,13 +1450,13 @@ mod x86 {
 /// the heads and tails of the vector ones) computes it through here, and the vector bodies
 /// do the same three operations in the same order, so all agree bit for bit.
 #[inline(always)]
-fn affine1(x: f32, ctr: f32, s: f32, t: f32) -> f32 {
+pub(crate) fn affine1(x: f32, ctr: f32, s: f32, t: f32) -> f32 {
     (x - ctr) * s + t
 }
 
 /// One value of dx, `dy * a + ((x - ctr) * b + d)`, as [`affine1`].
 #[inline(always)]
-fn grad1(x: f32, dy: f32, ctr: f32, a: f32, b: f32, d: f32) -> f32 {
+pub(crate) fn grad1(x: f32, dy: f32, ctr: f32, a: f32, b: f32, d: f32) -> f32 {
     dy * a + ((x - ctr) * b + d)
 }
 
