@@ -117,7 +117,7 @@ fn digests(d: Dims) -> batchnorm::Result<String> {
     param_grads_into(&x, &dy, d, &saved, Some(&mut pw), Some(&mut pb), &mut ws)?;
     put("pgrads", fnv([f32s(&pw), f32s(&pb)]));
     let mean: Vec<f32> = moments.iter().map(|m| m.mean as f32).collect();
-    let var: Vec<f32> = moments.iter().map(|m| (m.m2 / m.count) as f32).collect();
+    let var: Vec<f32> = moments.iter().map(|m| m.var_biased() as f32).collect();
     forward_eval_into(&x, d, Some(&w), Some(&b), &mean, &var, 1e-5, &mut y, &mut ws)?;
     put("eval", f32s(&y));
     let xb: Vec<[u8; 4]> = x.iter().map(|v| v.to_le_bytes()).collect();
@@ -140,7 +140,7 @@ fn digests(d: Dims) -> batchnorm::Result<String> {
     put("dx64", f64s(&dx64));
     put("grads64", fnv([f64s(&dw64), f64s(&db64)]));
     let mean64: Vec<f64> = m64.iter().map(|m| m.mean).collect();
-    let var64: Vec<f64> = m64.iter().map(|m| m.m2 / m.count).collect();
+    let var64: Vec<f64> = m64.iter().map(Moments::var_biased).collect();
     forward_eval_f64_into(&x64, d, Some(&w64), Some(&b64), &mean64, &var64, 1e-5, &mut y64, &mut ws)?;
     put("eval64", f64s(&y64));
     Ok(out.join(" "))
