@@ -4,7 +4,7 @@ use batchnorm::{Dims, Layout};
 use candle_core::{bail, Result};
 
 /// The core layout of a tensor of `rank`: channels at axis 1 (`NC`, `NCL`, `NCHW`, `NCDHW`),
-/// or last (`NLC`, `NHWC`) when the layer was told its inputs are channels-last.
+/// or last (`NLC`, `NHWC`, `NDHWC`) when the layer was told its inputs are channels-last.
 pub(crate) fn layout_of(rank: usize, channels_last: bool) -> Result<Layout> {
     Ok(match (rank, channels_last) {
         (2, _) => Layout::Nc,
@@ -13,11 +13,8 @@ pub(crate) fn layout_of(rank: usize, channels_last: bool) -> Result<Layout> {
         (5, false) => Layout::Ncdhw,
         (3, true) => Layout::Nlc,
         (4, true) => Layout::Nhwc,
-        (r, last) => bail!(
-            "batch norm takes tensors of rank 2 to {} ({}), got rank {r}",
-            if last { 4 } else { 5 },
-            if last { "NC, NLC, NHWC" } else { "NC, NCL, NCHW, NCDHW" }
-        ),
+        (5, true) => Layout::Ndhwc,
+        (r, last) => bail!("batch norm takes tensors of rank 2 to 5 ({}), got rank {r}", if last { "NC, NLC, NHWC, NDHWC" } else { "NC, NCL, NCHW, NCDHW" }),
     })
 }
 

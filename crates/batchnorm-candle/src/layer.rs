@@ -86,7 +86,7 @@ pub fn batch_norm(num_features: usize, config: BatchNormConfig, vb: VarBuilder) 
 }
 
 impl BatchNorm {
-    /// Inputs of rank 3 and 4 are channels-last (`NLC`, `NHWC`) rather than channels-first.
+    /// Inputs of rank 3 to 5 are channels-last (`NLC`, `NHWC`, `NDHWC`) rather than channels-first.
     pub fn channels_last(mut self, yes: bool) -> Self {
         self.channels_last = yes;
         self

@@ -134,7 +134,7 @@ fn gradients_match_finite_differences_of_the_f64_layer() {
 
 #[test]
 fn fallback_path_matches_fused_path() {
-    for (cl, shape) in [(false, vec![4usize, 3, 5]), (true, vec![2, 3, 4, 5]), (false, vec![7, 5])] {
+    for (cl, shape) in [(false, vec![4usize, 3, 5]), (true, vec![2, 3, 4, 5]), (false, vec![7, 5]), (true, vec![2, 3, 2, 4, 5])] {
         let c = if cl { shape[shape.len() - 1] } else { shape[1] };
         let cfg = BatchNormConfig::new(c).momentum(Momentum::CumulativeAverage);
         let (vm32, vm64) = (VarMap::new(), VarMap::new());
@@ -171,7 +171,7 @@ fn fallback_path_matches_fused_path() {
 fn f64_kernels_match_composed_f64_ops() {
     let max_diff64 =
         |a: &Tensor, b: &Tensor| -> f64 { (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(D::Minus1).unwrap().to_scalar::<f64>().unwrap() };
-    for (cl, shape) in [(false, vec![4usize, 3, 5]), (true, vec![2, 3, 4, 5]), (false, vec![7, 5]), (false, vec![2, 4, 9, 7])] {
+    for (cl, shape) in [(false, vec![4usize, 3, 5]), (true, vec![2, 3, 4, 5]), (false, vec![7, 5]), (false, vec![2, 4, 9, 7]), (true, vec![2, 2, 3, 4, 5])] {
         let c = if cl { shape[shape.len() - 1] } else { shape[1] };
         let cfg = BatchNormConfig::new(c);
         let (vma, vmb) = (VarMap::new(), VarMap::new());

@@ -15,6 +15,7 @@ use std::str::FromStr;
 /// | `NCDHW` | `[N, C, D, H, W]` | N·D·H·W |
 /// | `NLC` | `[N, L, C]` | N·L |
 /// | `NHWC` | `[N, H, W, C]` | N·H·W |
+/// | `NDHWC` | `[N, D, H, W, C]` | N·D·H·W |
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Layout {
     /// Dense layers: `[N, C]`.
@@ -29,11 +30,13 @@ pub enum Layout {
     Nlc,
     /// Channels-last images: `[N, H, W, C]`.
     Nhwc,
+    /// Channels-last volumes: `[N, D, H, W, C]` (PyTorch's `channels_last_3d`).
+    Ndhwc,
 }
 
 impl Layout {
     /// Every layout, in a fixed order.
-    pub const ALL: [Layout; 6] = [Layout::Nc, Layout::Ncl, Layout::Nchw, Layout::Ncdhw, Layout::Nlc, Layout::Nhwc];
+    pub const ALL: [Layout; 7] = [Layout::Nc, Layout::Ncl, Layout::Nchw, Layout::Ncdhw, Layout::Nlc, Layout::Nhwc, Layout::Ndhwc];
 
     /// The layout's name as written in shapes and case files (`"NCHW"`).
     pub fn name(self) -> &'static str {
@@ -44,6 +47,7 @@ impl Layout {
             Layout::Ncdhw => "NCDHW",
             Layout::Nlc => "NLC",
             Layout::Nhwc => "NHWC",
+            Layout::Ndhwc => "NDHWC",
         }
     }
 
@@ -58,6 +62,7 @@ impl Layout {
             Layout::Nc | Layout::Ncl | Layout::Nchw | Layout::Ncdhw => 1,
             Layout::Nlc => 2,
             Layout::Nhwc => 3,
+            Layout::Ndhwc => 4,
         }
     }
 }
@@ -95,7 +100,7 @@ impl FromStr for Layout {
         Layout::ALL
             .into_iter()
             .find(|l| l.name().eq_ignore_ascii_case(s))
-            .ok_or_else(|| BnError::InvalidConfig(format!("unknown layout {s:?} (expected one of NC, NCL, NCHW, NCDHW, NLC, NHWC)")))
+            .ok_or_else(|| BnError::InvalidConfig(format!("unknown layout {s:?} (expected one of NC, NCL, NCHW, NCDHW, NLC, NHWC, NDHWC)")))
     }
 }
 
@@ -113,6 +118,8 @@ impl FromStr for Layout {
 /// assert_eq!(d.per_channel(), 40);
 /// let d = Dims::new(Layout::Nchw, &[2, 3, 4, 5]).unwrap();
 /// assert_eq!((d.outer, d.channels, d.inner), (2, 3, 20));
+/// // Channels-last volumes are rows of C values, as an `NC` tensor of N·D·H·W rows.
+/// assert_eq!(Dims::new(Layout::Ndhwc, &[2, 3, 4, 5, 6]).unwrap(), Dims::rows(120, 6));
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Dims {
@@ -137,7 +144,7 @@ impl Dims {
         };
         let channels = shape[ca];
         let (outer, inner) = match layout {
-            Layout::Nlc | Layout::Nhwc => (prod(&shape[..ca])?, 1),
+            Layout::Nlc | Layout::Nhwc | Layout::Ndhwc => (prod(&shape[..ca])?, 1),
             _ => (prod(&shape[..ca])?, prod(&shape[ca + 1..])?),
         };
         let d = Dims { outer, channels, inner };

@@ -9,7 +9,7 @@
 //! the running variance from the unbiased batch variance, `m/(m-1)` times the biased one, by
 //! default). Eval normalises with the running statistics. Statistics are per channel over
 //! every other axis, for dense (`NC`), channels-first (`NCL`, `NCHW`, `NCDHW`) and
-//! channels-last (`NLC`, `NHWC`) tensors.
+//! channels-last (`NLC`, `NHWC`, `NDHWC`) tensors.
 //!
 //! Tensors are float32; [`forward_eval_converted_into`] evaluates tensors stored in another
 //! type (f16, bf16) through float32 a block at a time, given the two conversions, and

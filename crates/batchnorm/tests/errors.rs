@@ -36,6 +36,9 @@ fn invalid_configurations_are_refused_when_built() {
     assert!(BatchNorm::new(BatchNormConfig::new(4).momentum(Momentum::Exponential(1.0))).is_ok());
     assert!("NCHWX".parse::<Layout>().is_err());
     assert_eq!("nhwc".parse::<Layout>().unwrap(), Layout::Nhwc);
+    for l in Layout::ALL {
+        assert_eq!(l.name().parse::<Layout>().unwrap(), l);
+    }
 }
 
 #[test]

@@ -203,6 +203,7 @@ fn large_tensors_match_reference_on_every_path() {
         (Layout::Nhwc, vec![8, 40, 41, 3]), // rows of 3 regrouped into rows of 24
         (Layout::Nc, vec![7001, 5]),        // rows of 5 regrouped into rows of 40, rows left over
         (Layout::Ncdhw, vec![3, 3, 10, 30, 30]),
+        (Layout::Ndhwc, vec![3, 4, 10, 12, 40]), // rows of 40, several blocks
     ] {
         check_step(layout, &shape, 7, 1e3, 2.0, 1e-4);
     }
