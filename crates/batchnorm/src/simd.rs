@@ -1550,7 +1550,8 @@ pub(crate) fn rows_acc_grad(x: &[f32], dy: &[f32], k: &[f64], a1: &mut [f64], a2
 /// 37.7-38.9 / 27.2-27.4 -> 24.1-32.6, NHWC 64x14x14x256 547-556 -> 1407-1493 / 283-284 ->
 /// 571-644, NHWC 8x14x14x256 43.0 -> 48.5 at 1 thread. Rows 1-4 KB apart put the stores of
 /// one row and the loads of the next at the same offsets within 4 KB, which may be why
-/// (not followed up).
+/// (not followed up). Where the CPU has AVX-512, rows of 16 to 1023 channels go as one run
+/// across the rows instead (`flat_rows`), streamed or not.
 #[inline(always)]
 pub(crate) fn rows_affine(x: &[f32], y: &mut [f32], ctr: &[f32], s: &[f32], t: &[f32]) {
     let c = ctr.len();
@@ -1753,7 +1754,12 @@ pub(crate) fn rows_affine_out(x: &[f32], y: &mut [f32], ctr: &[f32], s: &[f32], 
     #[cfg(target_arch = "x86_64")]
     if nt && crate::flat_rows::flat_rows(ctr.len(), rows_stream(y.as_ptr(), ctr.len())) {
         // SAFETY: `flat_rows` found AVX-512F and rows of 16 channels or more.
-        return unsafe { crate::flat_rows::rows_affine(x, y, ctr, s, t) };
+        return unsafe { crate::flat_rows::rows_affine::<true>(x, y, ctr, s, t) };
+    }
+    #[cfg(target_arch = "x86_64")]
+    if !nt && crate::flat_rows::cached_rows(ctr.len()) {
+        // SAFETY: `cached_rows` found AVX-512F and rows of 16 channels or more.
+        return unsafe { crate::flat_rows::rows_affine::<false>(x, y, ctr, s, t) };
     }
     #[cfg(target_arch = "x86_64")]
     if nt && rows_stream(y.as_ptr(), ctr.len()) && has_avx2() {
@@ -1783,7 +1789,12 @@ pub(crate) fn rows_grad_combine_out(x: &[f32], dy: &[f32], dx: &mut [f32], ctr: 
     #[cfg(target_arch = "x86_64")]
     if nt && crate::flat_rows::flat_rows(ctr.len(), rows_stream(dx.as_ptr(), ctr.len())) {
         // SAFETY: `flat_rows` found AVX-512F and rows of 16 channels or more.
-        return unsafe { crate::flat_rows::rows_grad_combine(x, dy, dx, ctr, a, b, d) };
+        return unsafe { crate::flat_rows::rows_grad_combine::<true>(x, dy, dx, ctr, a, b, d) };
+    }
+    #[cfg(target_arch = "x86_64")]
+    if !nt && crate::flat_rows::cached_rows(ctr.len()) {
+        // SAFETY: `cached_rows` found AVX-512F and rows of 16 channels or more.
+        return unsafe { crate::flat_rows::rows_grad_combine::<false>(x, dy, dx, ctr, a, b, d) };
     }
     #[cfg(target_arch = "x86_64")]
     if nt && rows_stream(dx.as_ptr(), ctr.len()) && has_avx2() {
