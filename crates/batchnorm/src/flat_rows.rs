@@ -11,12 +11,14 @@
 //!
 //! The same loops with ordinary stores write the outputs that stay in cache (tensors under
 //! 16 MB, see `simd::streams`) of rows narrower than [`CACHED_MAX`], of whole lines or not
-//! (see [`cached_rows`]).
+//! (see [`cached_rows`]), in 16-lane vectors where the CPU has AVX-512 and in 8-lane ones
+//! where it has AVX2 only.
 
 use crate::simd::{affine1, grad1, head_of};
 use std::arch::x86_64::*;
 
-/// Fewest channels a row needs here: a vector then straddles at most one boundary.
+/// Fewest channels a row needs here: a 16-lane vector then straddles at most one boundary
+/// (an 8-lane one from 8 channels, see [`cached_rows`]).
 pub(crate) const MIN_CHANNELS: usize = 16;
 
 /// Rows of whole 8-lane vectors, but not of whole lines, at least this wide keep the AVX2
@@ -50,7 +52,7 @@ pub(crate) fn flat_rows(c: usize, whole_vectors: bool) -> bool {
     (!whole_vectors || eighths) && c >= MIN_CHANNELS && crate::simd::has_avx512()
 }
 
-/// Rows narrower than this whose outputs are not streamed go as one run of 64-byte vectors
+/// Rows narrower than this whose outputs are not streamed go as one run of 16-lane vectors
 /// across their boundaries too, with ordinary stores ([`cached_rows`]).
 ///
 /// The compiler's vectorisation of the portable loop a row at a time pays for each row's
@@ -70,45 +72,156 @@ pub(crate) fn flat_rows(c: usize, whole_vectors: bool) -> bool {
 /// rows of 100 channels ran alike either way (NC 8192x100).
 pub(crate) const CACHED_MAX: usize = 1024;
 
-/// Whether a pass over rows of `c` channels whose output is not streamed goes as one run
-/// across rows with ordinary stores (see [`CACHED_MAX`]), on a CPU with AVX-512.
+/// Rows narrower than this whose outputs are not streamed go as one run of 8-lane vectors
+/// on a CPU with AVX2 but not AVX-512 (the portable loop's AVX2 copy a row at a time
+/// otherwise).
+///
+/// Measured on this project's machine with the pass's AVX-512 path turned off (the rest of
+/// the kernels as they run there; `bnlab bench --shapes`, 3 runs of 3 rounds alternating,
+/// medians, ms at 1 / 2 threads, row by row -> one run of 8 lanes): NHWC 32x28x28x64 eval
+/// 0.551 -> 0.259 / 0.283 -> 0.146, forward 0.710 -> 0.417, forward + backward 1.956 ->
+/// 1.457; NHWC 32x28x28x20 eval 0.302 -> 0.080, forward + backward 1.048 -> 0.460; NHWC
+/// 16x14x14x128 eval 0.089 -> 0.061 / 0.054 -> 0.039; NHWC 8x28x28x12 (rows of 24 once
+/// regrouped, see `narrow`) eval 0.045 -> 0.013. Rows of 256 and 512 channels gained
+/// nothing there (NC 4096x256 eval 0.170 -> 0.164, NC 2048x512 0.143 -> 0.154; best of 7
+/// in 5 alternating runs of `examples/shapes`, 0.167-0.170 -> 0.155-0.202 and 0.141-0.144
+/// -> 0.167-0.203), where 16 lanes did (0.139-0.147 and 0.139-0.150).
+pub(crate) const CACHED_MAX_8: usize = 256;
+
+/// How a pass over rows of `c` channels whose output is not streamed goes as one run across
+/// rows with ordinary stores: in 16-lane vectors on a CPU with AVX-512 (rows of
+/// [`MIN_CHANNELS`] to [`CACHED_MAX`]), in 8-lane ones on a CPU with AVX2 only (rows of 8 to
+/// [`CACHED_MAX_8`]), or not at all (`None`).
 #[inline(always)]
-pub(crate) fn cached_rows(c: usize) -> bool {
-    (MIN_CHANNELS..CACHED_MAX).contains(&c) && crate::simd::has_avx512()
+pub(crate) fn cached_rows(c: usize) -> Option<Width> {
+    if crate::simd::has_avx512() {
+        (MIN_CHANNELS..CACHED_MAX).contains(&c).then_some(Width::W16)
+    } else {
+        ((8..CACHED_MAX_8).contains(&c) && crate::simd::has_avx2_fma()).then_some(Width::W8)
+    }
 }
 
-/// The constants of channels `j..j + 16` of a row of `c` (`c >= 16`), wrapping to channel 0
-/// past `c - 1`, from the array at `p`.
-#[inline(always)]
-unsafe fn wrapped(p: *const f32, c: usize, j: usize) -> __m512 {
-    if j + 16 <= c {
-        return _mm512_loadu_ps(p.add(j));
+/// The vectors a one-run pass goes in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Width {
+    /// 16 lanes (AVX-512F).
+    W16,
+    /// 8 lanes (AVX2).
+    W8,
+}
+
+/// The vector operations of the one-run loops, for 16-lane (AVX-512) and 8-lane (AVX2)
+/// vectors; the caller's CPU has the features of the type it uses.
+trait Lanes: Copy {
+    /// Values a vector holds.
+    const N: usize;
+    unsafe fn load(p: *const f32) -> Self;
+    /// The constants of channels `j..j + N` of a row of `c` (`c >= N`), wrapping to channel
+    /// 0 past `c - 1`, from the array at `p`; touches no value outside the array.
+    unsafe fn wrapped(p: *const f32, c: usize, j: usize) -> Self;
+    /// Stores `v` at `p` (streamed where `NT`, then `p` is 64-byte aligned).
+    unsafe fn store<const NT: bool>(p: *mut f32, v: Self);
+    unsafe fn sub(a: Self, b: Self) -> Self;
+    unsafe fn mul(a: Self, b: Self) -> Self;
+    unsafe fn add(a: Self, b: Self) -> Self;
+}
+
+impl Lanes for __m512 {
+    const N: usize = 16;
+    #[inline(always)]
+    unsafe fn load(p: *const f32) -> Self {
+        _mm512_loadu_ps(p)
     }
-    // Lanes k.. take channels 0.. of the next row.
-    let k = c - j;
-    let m = (0xffffu32 << k) as __mmask16;
-    _mm512_mask_loadu_ps(_mm512_maskz_loadu_ps(!m, p.add(j)), m, p.wrapping_sub(k))
+    #[inline(always)]
+    unsafe fn wrapped(p: *const f32, c: usize, j: usize) -> Self {
+        if j + 16 <= c {
+            return _mm512_loadu_ps(p.add(j));
+        }
+        // Lanes k.. take channels 0.. of the next row.
+        let k = c - j;
+        let m = (0xffffu32 << k) as __mmask16;
+        _mm512_mask_loadu_ps(_mm512_maskz_loadu_ps(!m, p.add(j)), m, p.wrapping_sub(k))
+    }
+    #[inline(always)]
+    unsafe fn store<const NT: bool>(p: *mut f32, v: Self) {
+        if NT {
+            _mm512_stream_ps(p, v)
+        } else {
+            _mm512_storeu_ps(p, v)
+        }
+    }
+    #[inline(always)]
+    unsafe fn sub(a: Self, b: Self) -> Self {
+        _mm512_sub_ps(a, b)
+    }
+    #[inline(always)]
+    unsafe fn mul(a: Self, b: Self) -> Self {
+        _mm512_mul_ps(a, b)
+    }
+    #[inline(always)]
+    unsafe fn add(a: Self, b: Self) -> Self {
+        _mm512_add_ps(a, b)
+    }
+}
+
+impl Lanes for __m256 {
+    const N: usize = 8;
+    #[inline(always)]
+    unsafe fn load(p: *const f32) -> Self {
+        _mm256_loadu_ps(p)
+    }
+    #[inline(always)]
+    unsafe fn wrapped(p: *const f32, c: usize, j: usize) -> Self {
+        if j + 8 <= c {
+            return _mm256_loadu_ps(p.add(j));
+        }
+        // Lanes below k from channels j.., the rest from channels 0..; masked-off lanes
+        // are not read, and the blend selects (an addition of the two would turn a -0.0
+        // constant into +0.0).
+        let k = (c - j) as i32;
+        let first = _mm256_cmpgt_epi32(_mm256_set1_epi32(k), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+        let rest = _mm256_xor_si256(first, _mm256_set1_epi32(-1));
+        let lo = _mm256_maskload_ps(p.add(j), first);
+        let hi = _mm256_maskload_ps(p.wrapping_sub(k as usize), rest);
+        _mm256_blendv_ps(lo, hi, _mm256_castsi256_ps(rest))
+    }
+    #[inline(always)]
+    unsafe fn store<const NT: bool>(p: *mut f32, v: Self) {
+        if NT {
+            _mm256_stream_ps(p, v)
+        } else {
+            _mm256_storeu_ps(p, v)
+        }
+    }
+    #[inline(always)]
+    unsafe fn sub(a: Self, b: Self) -> Self {
+        _mm256_sub_ps(a, b)
+    }
+    #[inline(always)]
+    unsafe fn mul(a: Self, b: Self) -> Self {
+        _mm256_mul_ps(a, b)
+    }
+    #[inline(always)]
+    unsafe fn add(a: Self, b: Self) -> Self {
+        _mm256_add_ps(a, b)
+    }
 }
 
 /// Writes `o[0..n]` (`n` a multiple of `c`, starting with a row) as one run: `one(i, j)`
 /// writes value `i` (channel `j`) with an ordinary store, up to the first line boundary and
-/// after the last whole line; `sixteen(i, j)` gives values `i..i + 16` (the first of channel
-/// `j`), streamed then fenced where `NT`, stored in cache otherwise.
+/// after the last whole vector; `vector(i, j)` gives values `i..i + V::N` (the first of
+/// channel `j`), streamed then fenced where `NT`, stored in cache otherwise.
 #[inline(always)]
-unsafe fn stream_rows<const NT: bool>(o: *mut f32, n: usize, c: usize, one: impl Fn(usize, usize), sixteen: impl Fn(usize, usize) -> __m512) {
+unsafe fn run_rows<V: Lanes, const NT: bool>(o: *mut f32, n: usize, c: usize, one: impl Fn(usize, usize), vector: impl Fn(usize, usize) -> V) {
     let h = head_of(o).min(n);
     for i in 0..h {
         one(i, i % c);
     }
     let (mut i, mut j) = (h, h % c);
-    while i + 16 <= n {
-        if NT {
-            _mm512_stream_ps(o.add(i), sixteen(i, j));
-        } else {
-            _mm512_storeu_ps(o.add(i), sixteen(i, j));
-        }
-        i += 16;
-        j += 16;
+    while i + V::N <= n {
+        V::store::<NT>(o.add(i), vector(i, j));
+        i += V::N;
+        j += V::N;
         if j >= c {
             j -= c;
         }
@@ -121,51 +234,82 @@ unsafe fn stream_rows<const NT: bool>(o: *mut f32, n: usize, c: usize, one: impl
     }
 }
 
-/// Rows of `c = ctr.len()` channels: `y = (x - ctr) * s + t`, as one run (streamed where
-/// `NT`).
-///
-/// # Safety
-/// The CPU has AVX-512F; `c >= 16`; `s` and `t` hold `c` values; `x` as many as `y`.
-#[target_feature(enable = "avx512f")]
-pub(crate) unsafe fn rows_affine<const NT: bool>(x: &[f32], y: &mut [f32], ctr: &[f32], s: &[f32], t: &[f32]) {
+/// Rows of `c = ctr.len()` channels: `y = (x - ctr) * s + t`, as one run of `V`s.
+#[inline(always)]
+unsafe fn affine_run<V: Lanes, const NT: bool>(x: &[f32], y: &mut [f32], ctr: &[f32], s: &[f32], t: &[f32]) {
     let (c, n) = (ctr.len(), y.len());
-    assert!(c >= MIN_CHANNELS && s.len() >= c && t.len() >= c && x.len() >= n && n.is_multiple_of(c));
+    assert!(c >= V::N && s.len() >= c && t.len() >= c && x.len() >= n && n.is_multiple_of(c));
     let (xp, yp, cp, sp, tp) = (x.as_ptr(), y.as_mut_ptr(), ctr.as_ptr(), s.as_ptr(), t.as_ptr());
-    stream_rows::<NT>(
+    run_rows::<V, NT>(
         yp,
         n,
         c,
         |i, j| *yp.add(i) = affine1(*xp.add(i), *cp.add(j), *sp.add(j), *tp.add(j)),
         |i, j| {
-            let d = _mm512_sub_ps(_mm512_loadu_ps(xp.add(i)), wrapped(cp, c, j));
-            _mm512_add_ps(_mm512_mul_ps(d, wrapped(sp, c, j)), wrapped(tp, c, j))
+            let d = V::sub(V::load(xp.add(i)), V::wrapped(cp, c, j));
+            V::add(V::mul(d, V::wrapped(sp, c, j)), V::wrapped(tp, c, j))
         },
     );
 }
 
-/// Rows of `c = ctr.len()` channels: `dx = dy * a + ((x - ctr) * b + d)`, as one run
+/// Rows of `c = ctr.len()` channels: `dx = dy * a + ((x - ctr) * b + d)`, as one run of `V`s.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn grad_run<V: Lanes, const NT: bool>(x: &[f32], dy: &[f32], dx: &mut [f32], ctr: &[f32], a: &[f32], b: &[f32], d: &[f32]) {
+    let (c, n) = (ctr.len(), dx.len());
+    assert!(c >= V::N && a.len() >= c && b.len() >= c && d.len() >= c && x.len() >= n && dy.len() >= n && n.is_multiple_of(c));
+    let (xp, gp, op) = (x.as_ptr(), dy.as_ptr(), dx.as_mut_ptr());
+    let (cp, ap, bp, dp) = (ctr.as_ptr(), a.as_ptr(), b.as_ptr(), d.as_ptr());
+    run_rows::<V, NT>(
+        op,
+        n,
+        c,
+        |i, j| *op.add(i) = grad1(*xp.add(i), *gp.add(i), *cp.add(j), *ap.add(j), *bp.add(j), *dp.add(j)),
+        |i, j| {
+            let g = V::mul(V::load(gp.add(i)), V::wrapped(ap, c, j));
+            let e = V::sub(V::load(xp.add(i)), V::wrapped(cp, c, j));
+            V::add(g, V::add(V::mul(e, V::wrapped(bp, c, j)), V::wrapped(dp, c, j)))
+        },
+    );
+}
+
+/// Rows of `c = ctr.len()` channels: `y = (x - ctr) * s + t`, as one run of 16-lane vectors
 /// (streamed where `NT`).
+///
+/// # Safety
+/// The CPU has AVX-512F; `c >= 16`; `s` and `t` hold `c` values; `x` as many as `y`.
+#[target_feature(enable = "avx512f")]
+pub(crate) unsafe fn rows_affine<const NT: bool>(x: &[f32], y: &mut [f32], ctr: &[f32], s: &[f32], t: &[f32]) {
+    affine_run::<__m512, NT>(x, y, ctr, s, t)
+}
+
+/// Rows of `c = ctr.len()` channels: `dx = dy * a + ((x - ctr) * b + d)`, as one run of
+/// 16-lane vectors (streamed where `NT`).
 ///
 /// # Safety
 /// The CPU has AVX-512F; `c >= 16`; `a`, `b` and `d` hold `c` values; `x` and `dy` as many
 /// as `dx`.
 #[target_feature(enable = "avx512f")]
 pub(crate) unsafe fn rows_grad_combine<const NT: bool>(x: &[f32], dy: &[f32], dx: &mut [f32], ctr: &[f32], a: &[f32], b: &[f32], d: &[f32]) {
-    let (c, n) = (ctr.len(), dx.len());
-    assert!(c >= MIN_CHANNELS && a.len() >= c && b.len() >= c && d.len() >= c && x.len() >= n && dy.len() >= n && n.is_multiple_of(c));
-    let (xp, gp, op) = (x.as_ptr(), dy.as_ptr(), dx.as_mut_ptr());
-    let (cp, ap, bp, dp) = (ctr.as_ptr(), a.as_ptr(), b.as_ptr(), d.as_ptr());
-    stream_rows::<NT>(
-        op,
-        n,
-        c,
-        |i, j| *op.add(i) = grad1(*xp.add(i), *gp.add(i), *cp.add(j), *ap.add(j), *bp.add(j), *dp.add(j)),
-        |i, j| {
-            let g = _mm512_mul_ps(_mm512_loadu_ps(gp.add(i)), wrapped(ap, c, j));
-            let e = _mm512_sub_ps(_mm512_loadu_ps(xp.add(i)), wrapped(cp, c, j));
-            _mm512_add_ps(g, _mm512_add_ps(_mm512_mul_ps(e, wrapped(bp, c, j)), wrapped(dp, c, j)))
-        },
-    );
+    grad_run::<__m512, NT>(x, dy, dx, ctr, a, b, d)
+}
+
+/// [`rows_affine`] with ordinary stores in 8-lane vectors.
+///
+/// # Safety
+/// The CPU has AVX2; `c >= 8`; `s` and `t` hold `c` values; `x` as many as `y`.
+#[target_feature(enable = "avx2")]
+pub(crate) unsafe fn rows_affine_8(x: &[f32], y: &mut [f32], ctr: &[f32], s: &[f32], t: &[f32]) {
+    affine_run::<__m256, false>(x, y, ctr, s, t)
+}
+
+/// [`rows_grad_combine`] with ordinary stores in 8-lane vectors.
+///
+/// # Safety
+/// The CPU has AVX2; `c >= 8`; `a`, `b` and `d` hold `c` values; `x` and `dy` as many as `dx`.
+#[target_feature(enable = "avx2")]
+pub(crate) unsafe fn rows_grad_combine_8(x: &[f32], dy: &[f32], dx: &mut [f32], ctr: &[f32], a: &[f32], b: &[f32], d: &[f32]) {
+    grad_run::<__m256, false>(x, dy, dx, ctr, a, b, d)
 }
 
 #[cfg(test)]
@@ -173,45 +317,58 @@ mod tests {
     use super::*;
     use crate::simd;
 
-    /// Both passes, streamed and cached, write what the portable loops write, bit for bit,
-    /// for widths with and without whole vectors, any number of rows, and every start within
-    /// a line.
+    type Affine = unsafe fn(&[f32], &mut [f32], &[f32], &[f32], &[f32]);
+    type Grad = unsafe fn(&[f32], &[f32], &mut [f32], &[f32], &[f32], &[f32], &[f32]);
+
+    /// Both passes, streamed and cached, in 16-lane and in 8-lane vectors, write what the
+    /// portable loops write, bit for bit, for widths with and without whole vectors, any
+    /// number of rows, and every start within a line; channel 0's constants include -0.0,
+    /// which a vector straddling two rows gathers from two loads.
     #[test]
     fn one_run_across_rows_equals_the_portable_loops() {
-        if !crate::simd::has_avx512() {
-            assert!(!flat_rows(100, false) && !flat_rows(104, true) && !cached_rows(64), "no AVX-512: rows keep their other paths");
-            return;
+        let (w16, w8) = (simd::has_avx512(), simd::has_avx2_fma());
+        assert_eq!(cached_rows(16), w16.then_some(Width::W16));
+        assert_eq!(cached_rows(15), (!w16 && w8).then_some(Width::W8));
+        assert_eq!(cached_rows(1023).is_some(), w16);
+        assert_eq!(cached_rows(255).is_some(), w16 || w8);
+        assert_eq!(cached_rows(1024), None);
+        assert_eq!(cached_rows(7), None);
+        if !w16 {
+            assert!(!flat_rows(100, false) && !flat_rows(104, true), "no AVX-512: streamed rows keep their other paths");
         }
-        assert!(cached_rows(16) && cached_rows(1023) && !cached_rows(15) && !cached_rows(1024));
+        let mut kinds: Vec<(&str, usize, Affine, Grad)> = Vec::new();
+        if w16 {
+            kinds.push(("16 lanes, streamed", 16, rows_affine::<true>, rows_grad_combine::<true>));
+            kinds.push(("16 lanes, cached", 16, rows_affine::<false>, rows_grad_combine::<false>));
+        }
+        if w8 {
+            kinds.push(("8 lanes, cached", 8, rows_affine_8, rows_grad_combine_8));
+        }
         let value = |i: usize, s: usize| ((i * 7919 + s * 104_729) % 1013) as f32 * 0.37 - 150.0;
-        for c in [16, 17, 20, 24, 33, 100, 104, 196, 1001] {
-            let q: Vec<Vec<f32>> = (0..4).map(|s| (0..c).map(|j| value(j, s + 3) * 1e-3).collect()).collect();
+        let same = |got: &[f32], want: &[f32]| got.iter().zip(want).all(|(a, b)| a.to_bits() == b.to_bits());
+        for c in [8, 9, 12, 15, 16, 17, 20, 24, 33, 100, 104, 196, 1001] {
+            let mut q: Vec<Vec<f32>> = (0..4).map(|s| (0..c).map(|j| value(j, s + 3) * 1e-3).collect()).collect();
+            // (x - ctr) * -0.0 + -0.0 is -0.0 where x > ctr: a +0.0 gathered instead shows.
+            (q[1][0], q[2][0]) = (-0.0, -0.0);
             for rows in [1, 2, 3, 7] {
                 let n = rows * c;
                 let (x, dy): (Vec<f32>, Vec<f32>) = ((0..n).map(|i| value(i, 1)).collect(), (0..n).map(|i| value(i, 2)).collect());
-                let mut want = vec![0.0f32; n];
+                let (mut want_y, mut want_dx) = (vec![0.0f32; n], vec![0.0f32; n]);
+                simd::rows_affine(&x, &mut want_y, &q[0], &q[1], &q[2]);
+                simd::rows_grad_combine(&x, &dy, &mut want_dx, &q[0], &q[1], &q[2], &q[3]);
                 let mut buf = vec![0.0f32; n + 16];
-                let same = |got: &[f32], want: &[f32]| got.iter().zip(want).all(|(a, b)| a.to_bits() == b.to_bits());
-                for off in 0..16 {
-                    let out = off..off + n;
-                    simd::rows_affine(&x, &mut want, &q[0], &q[1], &q[2]);
-                    buf.fill(f32::NAN);
-                    // SAFETY: the CPU has AVX-512F; c >= 16.
-                    unsafe { rows_affine::<true>(&x, &mut buf[out.clone()], &q[0], &q[1], &q[2]) };
-                    assert!(same(&buf[out.clone()], &want), "affine, streamed: {c} channels, {rows} rows, offset {off}");
-                    buf.fill(f32::NAN);
-                    // SAFETY: as above.
-                    unsafe { rows_affine::<false>(&x, &mut buf[out.clone()], &q[0], &q[1], &q[2]) };
-                    assert!(same(&buf[out.clone()], &want), "affine, cached: {c} channels, {rows} rows, offset {off}");
-                    simd::rows_grad_combine(&x, &dy, &mut want, &q[0], &q[1], &q[2], &q[3]);
-                    buf.fill(f32::NAN);
-                    // SAFETY: as above.
-                    unsafe { rows_grad_combine::<true>(&x, &dy, &mut buf[out.clone()], &q[0], &q[1], &q[2], &q[3]) };
-                    assert!(same(&buf[out.clone()], &want), "dx, streamed: {c} channels, {rows} rows, offset {off}");
-                    buf.fill(f32::NAN);
-                    // SAFETY: as above.
-                    unsafe { rows_grad_combine::<false>(&x, &dy, &mut buf[out.clone()], &q[0], &q[1], &q[2], &q[3]) };
-                    assert!(same(&buf[out], &want), "dx, cached: {c} channels, {rows} rows, offset {off}");
+                for &(kind, _, affine, grad) in kinds.iter().filter(|k| c >= k.1) {
+                    for off in 0..16 {
+                        let out = off..off + n;
+                        buf.fill(f32::NAN);
+                        // SAFETY: the CPU has the kernel's features (`kinds`); c is wide enough.
+                        unsafe { affine(&x, &mut buf[out.clone()], &q[0], &q[1], &q[2]) };
+                        assert!(same(&buf[out.clone()], &want_y), "affine, {kind}: {c} channels, {rows} rows, offset {off}");
+                        buf.fill(f32::NAN);
+                        // SAFETY: as above.
+                        unsafe { grad(&x, &dy, &mut buf[out.clone()], &q[0], &q[1], &q[2], &q[3]) };
+                        assert!(same(&buf[out], &want_dx), "dx, {kind}: {c} channels, {rows} rows, offset {off}");
+                    }
                 }
             }
         }

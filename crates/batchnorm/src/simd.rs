@@ -1550,8 +1550,9 @@ pub(crate) fn rows_acc_grad(x: &[f32], dy: &[f32], k: &[f64], a1: &mut [f64], a2
 /// 37.7-38.9 / 27.2-27.4 -> 24.1-32.6, NHWC 64x14x14x256 547-556 -> 1407-1493 / 283-284 ->
 /// 571-644, NHWC 8x14x14x256 43.0 -> 48.5 at 1 thread. Rows 1-4 KB apart put the stores of
 /// one row and the loads of the next at the same offsets within 4 KB, which may be why
-/// (not followed up). Where the CPU has AVX-512, rows of 16 to 1023 channels go as one run
-/// across the rows instead (`flat_rows`), streamed or not.
+/// (not followed up). Rows of 16 to 1023 channels go as one run across the rows instead
+/// where the CPU has AVX-512 (`flat_rows`), streamed or not, and rows of 8 to 1023 channels
+/// that are not streamed where it has AVX2.
 #[inline(always)]
 pub(crate) fn rows_affine(x: &[f32], y: &mut [f32], ctr: &[f32], s: &[f32], t: &[f32]) {
     let c = ctr.len();
@@ -1757,9 +1758,15 @@ pub(crate) fn rows_affine_out(x: &[f32], y: &mut [f32], ctr: &[f32], s: &[f32], 
         return unsafe { crate::flat_rows::rows_affine::<true>(x, y, ctr, s, t) };
     }
     #[cfg(target_arch = "x86_64")]
-    if !nt && crate::flat_rows::cached_rows(ctr.len()) {
-        // SAFETY: `cached_rows` found AVX-512F and rows of 16 channels or more.
-        return unsafe { crate::flat_rows::rows_affine::<false>(x, y, ctr, s, t) };
+    if !nt {
+        use crate::flat_rows::{cached_rows, Width};
+        match cached_rows(ctr.len()) {
+            // SAFETY: `cached_rows` found AVX-512F and rows of 16 channels or more.
+            Some(Width::W16) => return unsafe { crate::flat_rows::rows_affine::<false>(x, y, ctr, s, t) },
+            // SAFETY: `cached_rows` found AVX2 and rows of 8 channels or more.
+            Some(Width::W8) => return unsafe { crate::flat_rows::rows_affine_8(x, y, ctr, s, t) },
+            None => {}
+        }
     }
     #[cfg(target_arch = "x86_64")]
     if nt && rows_stream(y.as_ptr(), ctr.len()) && has_avx2() {
@@ -1792,9 +1799,15 @@ pub(crate) fn rows_grad_combine_out(x: &[f32], dy: &[f32], dx: &mut [f32], ctr: 
         return unsafe { crate::flat_rows::rows_grad_combine::<true>(x, dy, dx, ctr, a, b, d) };
     }
     #[cfg(target_arch = "x86_64")]
-    if !nt && crate::flat_rows::cached_rows(ctr.len()) {
-        // SAFETY: `cached_rows` found AVX-512F and rows of 16 channels or more.
-        return unsafe { crate::flat_rows::rows_grad_combine::<false>(x, dy, dx, ctr, a, b, d) };
+    if !nt {
+        use crate::flat_rows::{cached_rows, Width};
+        match cached_rows(ctr.len()) {
+            // SAFETY: `cached_rows` found AVX-512F and rows of 16 channels or more.
+            Some(Width::W16) => return unsafe { crate::flat_rows::rows_grad_combine::<false>(x, dy, dx, ctr, a, b, d) },
+            // SAFETY: `cached_rows` found AVX2 and rows of 8 channels or more.
+            Some(Width::W8) => return unsafe { crate::flat_rows::rows_grad_combine_8(x, dy, dx, ctr, a, b, d) },
+            None => {}
+        }
     }
     #[cfg(target_arch = "x86_64")]
     if nt && rows_stream(dx.as_ptr(), ctr.len()) && has_avx2() {
