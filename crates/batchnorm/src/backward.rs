@@ -78,6 +78,11 @@ multiversion! {
         let ch = d.channels;
         let nt = streams_backward(d);
         let eval = coef.len() == ch;
+        #[cfg(target_arch = "x86_64")]
+        if !nt && !eval && crate::simd::cached_runs(d.inner) {
+            let r = first * d.inner..first * d.inner + dx.len();
+            return crate::simd::runs_grad_combine_cached(&x[r.clone()], &dy[r], dx, d.inner, first % ch, parts(coef, ch));
+        }
         for (j, o) in dx.chunks_exact_mut(d.inner).enumerate() {
             let i = first + j;
             let c = i % ch;

@@ -1370,7 +1370,7 @@ mod x86 {
     /// channel's). `inner >= 16`, so a vector meets at most one run boundary.
     #[inline(always)]
     #[allow(clippy::too_many_arguments)]
-    unsafe fn stream_runs_512<const K: usize>(
+    unsafe fn stream_runs_512<const K: usize, const NT: bool>(
         y: *mut f32,
         n: usize,
         inner: usize,
@@ -1406,7 +1406,11 @@ mod x86 {
                 let later = (0xFFFF_u32 << left) as __mmask16;
                 line(i, std::array::from_fn(|q| _mm512_mask_blend_ps(later, here[q], _mm512_set1_ps(consts[q][next(ch)]))))
             };
-            _mm512_stream_ps(y.add(i), v);
+            if NT {
+                _mm512_stream_ps(y.add(i), v);
+            } else {
+                _mm512_storeu_ps(y.add(i), v);
+            }
             step(&mut ch, &mut off, 16);
             i += 16;
         }
@@ -1421,11 +1425,11 @@ mod x86 {
     /// portable loop.
     #[target_feature(enable = "avx512f")]
     #[allow(clippy::too_many_arguments)]
-    pub(super) unsafe fn runs_affine_512(x: &[f32], y: &mut [f32], inner: usize, ch0: usize, ctr: &[f32], s: &[f32], t: &[f32]) {
+    pub(super) unsafe fn runs_affine_512<const NT: bool>(x: &[f32], y: &mut [f32], inner: usize, ch0: usize, ctr: &[f32], s: &[f32], t: &[f32]) {
         let c = ctr.len();
         assert!(s.len() == c && t.len() == c && x.len() >= y.len() && inner >= 16 && ch0 < c);
         let (xp, yp, n) = (x.as_ptr(), y.as_mut_ptr(), y.len());
-        stream_runs_512::<3>(
+        stream_runs_512::<3, NT>(
             yp,
             n,
             inner,
@@ -1435,7 +1439,37 @@ mod x86 {
             |i, k| *yp.add(i) = affine1(*xp.add(i), ctr[k], s[k], t[k]),
             |i, [rc, rs, rt]| _mm512_add_ps(_mm512_mul_ps(_mm512_sub_ps(_mm512_loadu_ps(xp.add(i)), rc), rs), rt),
         );
-        _mm_sfence();
+        if NT {
+            _mm_sfence();
+        }
+    }
+
+    /// Channels-first runs: `dx = dy * a[ch] + ((x - ctr[ch]) * b[ch] + d[ch])` across run
+    /// boundaries as [`runs_affine_512`] (`q = (ctr, a, b, d)`); same operations as the
+    /// portable loop.
+    #[target_feature(enable = "avx512f")]
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn runs_grad_combine_512<const NT: bool>(x: &[f32], dy: &[f32], dx: &mut [f32], inner: usize, ch0: usize, q: [&[f32]; 4]) {
+        let [ctr, a, b, d] = q;
+        let c = ctr.len();
+        assert!(a.len() == c && b.len() == c && d.len() == c && x.len() >= dx.len() && dy.len() >= dx.len() && inner >= 16 && ch0 < c);
+        let (xp, gp, op, n) = (x.as_ptr(), dy.as_ptr(), dx.as_mut_ptr(), dx.len());
+        stream_runs_512::<4, NT>(
+            op,
+            n,
+            inner,
+            ch0,
+            c,
+            q,
+            |i, k| *op.add(i) = grad1(*xp.add(i), *gp.add(i), ctr[k], a[k], b[k], d[k]),
+            |i, [rc, ra, rb, rd]| {
+                let (xv, g) = (_mm512_loadu_ps(xp.add(i)), _mm512_loadu_ps(gp.add(i)));
+                _mm512_add_ps(_mm512_mul_ps(g, ra), _mm512_add_ps(_mm512_mul_ps(_mm512_sub_ps(xv, rc), rb), rd))
+            },
+        );
+        if NT {
+            _mm_sfence();
+        }
     }
 
     /// Orders earlier streaming stores before everything after it.
@@ -1854,9 +1888,48 @@ fn runs_stream(inner: usize, nt: bool) -> bool {
     nt && (16..STREAM_MIN_RUN).contains(&inner) && has_avx512()
 }
 
+/// Channel-first runs shorter than this whose output stays in cache go as one run of
+/// 16-lane vectors across their boundaries too (see [`cached_runs`]).
+///
+/// Run by run, the compiler's loop pays for each run's start and its vector tail (a run
+/// of 49 is three vectors and one value). Measured (`bnlab bench --shapes`, both builds
+/// alternating, 4 runs of 3 rounds, medians, ms at 1 / 2 threads, run by run -> one run;
+/// the normalising pass alone): NCHW 64x128x7x7 eval 0.052 -> 0.040 / 0.039 -> 0.032,
+/// forward 0.093 -> 0.082 / 0.069 -> 0.060; NCHW 64x64x4x4 eval 0.014 -> 0.007 / 0.011 ->
+/// 0.008; NCL 64x128x50 eval 0.049 -> 0.040 / 0.037 -> 0.031; NCHW 128x512x7x7 (12.8 MB)
+/// eval 0.709 -> 0.599 / 0.380 -> 0.377, forward 1.103 -> 0.970 / 0.705 -> 0.616; runs of
+/// 196 alike either way (NCHW 32x64x14x14 eval 0.037 -> 0.036 / 0.028 -> 0.027); runs of
+/// 784 and more were as fast run by run already (NCHW 32x32x28x28 at 92% of the floor).
+/// With the dx pass of the backward so too (the same harness, forward + backward, from
+/// before either pass went this way): NCHW 64x128x7x7 0.216 -> 0.197 ms at 1 thread, NCHW
+/// 64x64x4x4 0.064 -> 0.054 / 0.058 -> 0.053, NCL 64x128x50 0.217 -> 0.199 / 0.166 ->
+/// 0.145; the 12.8 MB shapes moved with the machine's noise (NCHW 32x128x28x28, whose runs
+/// of 784 neither change reaches, 0.91x the time at 1 thread and 1.31x at 2 in that set).
+const CACHED_RUN_MAX: usize = 256;
+
+/// Whether a pass over channels-first runs of `inner` values whose output is not streamed
+/// goes as one run across the run boundaries ([`CACHED_RUN_MAX`]), on a CPU with AVX-512.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+#[inline(always)]
+pub(crate) fn cached_runs(inner: usize) -> bool {
+    (16..CACHED_RUN_MAX).contains(&inner) && has_avx512()
+}
+
+/// Channels-first runs of `inner` values, run `j` of channel `(ch0 + j) % C`: `dx = dy *
+/// a + ((x - ctr) * b + d)` with that channel's `q = [ctr, a, b, d]`, with ordinary stores
+/// as one run across the run boundaries, where [`cached_runs`] says.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+pub(crate) fn runs_grad_combine_cached(x: &[f32], dy: &[f32], dx: &mut [f32], inner: usize, ch0: usize, q: [&[f32]; 4]) {
+    assert!(cached_runs(inner), "runs_grad_combine_cached: runs of {inner} on this CPU");
+    // SAFETY: the CPU has AVX-512F (`cached_runs`); the runs stay within `x`, `dy` and `dx`.
+    unsafe { x86::runs_grad_combine_512::<false>(x, dy, dx, inner, ch0, q) }
+}
+
 /// Channels-first runs of `inner` values, run `j` of channel `(first + j) % C`: `y = (x -
 /// ctr) * s + t` with that channel's constants; streamed when `nt`, as one flat stream where
-/// the runs are short ([`runs_stream`]), else run by run ([`affine_out`]). `x` and `y` start
+/// the runs are short ([`runs_stream`], and [`cached_runs`] with ordinary stores), else run
+/// by run ([`affine_out`]). `x` and `y` start
 /// at the first run; the caller issues [`store_fence`] when `nt`.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
@@ -1865,7 +1938,12 @@ pub(crate) fn runs_affine_out(x: &[f32], y: &mut [f32], first: usize, inner: usi
     #[cfg(target_arch = "x86_64")]
     if runs_stream(inner, nt) {
         // SAFETY: the CPU has AVX-512F; the runs stay within `x` and `y`.
-        return unsafe { x86::runs_affine_512(x, y, inner, first % c, ctr, s, t) };
+        return unsafe { x86::runs_affine_512::<true>(x, y, inner, first % c, ctr, s, t) };
+    }
+    #[cfg(target_arch = "x86_64")]
+    if !nt && cached_runs(inner) {
+        // SAFETY: the CPU has AVX-512F; the runs stay within `x` and `y`.
+        return unsafe { x86::runs_affine_512::<false>(x, y, inner, first % c, ctr, s, t) };
     }
     for (j, ys) in y.chunks_exact_mut(inner).enumerate() {
         let ch = (first + j) % c;
@@ -2114,33 +2192,46 @@ mod tests {
         }
     }
 
-    /// Channels-first runs normalised as one stream across run boundaries equal the portable
-    /// loop run by run, for runs of 16 values up (a vector meets a boundary at every lane
+    /// Channels-first runs normalised as one run across run boundaries (streamed, and cached
+    /// where [`cached_runs`] says; the dx pass cached) equal the portable loop run by run,
+    /// bit for bit, for runs of 16 values up (a vector meets a boundary at every lane
     /// position), first channels that wrap around, every 64-byte head, and chunks of one run
     /// to many.
     #[test]
-    fn streamed_runs_equal_the_portable_loops() {
+    fn runs_across_boundaries_equal_the_portable_loops() {
         let n = 6000;
         let x: Vec<f32> = (0..n).map(|i| ((i * 7919) % 1013) as f32 * 0.37 - 150.0).collect();
+        let dy: Vec<f32> = (0..n).map(|i| ((i * 104_729) % 997) as f32 * 0.01 - 5.0).collect();
         let c = 7;
         let coef = |k: f32| -> Vec<f32> { (0..c).map(|j| k + j as f32 * 0.125).collect() };
-        let (ctr, s, t) = (coef(0.5), coef(1.5), coef(-0.25));
+        let (ctr, s, t, d) = (coef(0.5), coef(1.5), coef(-0.25), coef(2.0));
+        let same = |got: &[f32], want: &[f32]| got.iter().zip(want).all(|(a, b)| a.to_bits() == b.to_bits());
         let mut buf = vec![0.0f32; n + 16];
-        for inner in [16, 17, 23, 31, 49, 196, 1000] {
+        for inner in [16, 17, 23, 31, 49, 196, 255, 256, 1000] {
             for first in [0, 3, 6, 13] {
                 for runs in [1, 2, 5, 5999 / inner] {
                     let len = runs * inner;
-                    let xs = &x[..len];
-                    let mut want = vec![0.0f32; len];
+                    let (xs, gs) = (&x[..len], &dy[..len]);
+                    let (mut want, mut want_dx) = (vec![0.0f32; len], vec![0.0f32; len]);
                     for j in 0..runs {
                         let (ch, r) = ((first + j) % c, j * inner..(j + 1) * inner);
-                        affine(&xs[r.clone()], &mut want[r], ctr[ch], s[ch], t[ch]);
+                        affine(&xs[r.clone()], &mut want[r.clone()], ctr[ch], s[ch], t[ch]);
+                        grad_combine(&xs[r.clone()], &gs[r.clone()], &mut want_dx[r], ctr[ch], s[ch], t[ch], d[ch]);
                     }
                     for off in [0, 1, 4, 15] {
-                        let y = &mut buf[off..off + len];
-                        runs_affine_out(xs, y, first, inner, &ctr, &s, &t, true);
-                        store_fence();
-                        assert_eq!(y, &want[..], "{runs} runs of {inner} from channel {first}, offset {off}");
+                        let out = off..off + len;
+                        for nt in [true, false] {
+                            buf.fill(f32::NAN);
+                            runs_affine_out(xs, &mut buf[out.clone()], first, inner, &ctr, &s, &t, nt);
+                            store_fence();
+                            assert!(same(&buf[out.clone()], &want), "{runs} runs of {inner} from channel {first}, offset {off}, streamed {nt}");
+                        }
+                        #[cfg(target_arch = "x86_64")]
+                        if cached_runs(inner) {
+                            buf.fill(f32::NAN);
+                            runs_grad_combine_cached(xs, gs, &mut buf[out.clone()], inner, first % c, [&ctr, &s, &t, &d]);
+                            assert!(same(&buf[out.clone()], &want_dx), "dx: {runs} runs of {inner} from channel {first}, offset {off}");
+                        }
                     }
                 }
             }
