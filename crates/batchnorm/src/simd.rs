@@ -1362,8 +1362,9 @@ mod x86 {
     }
 
     /// Writes `n` values that are channels-first runs of `inner` values (run `j` is channel
-    /// `(ch0 + j) % c`, the first run starting at value 0) as one flat run of 64-byte
-    /// streaming stores from the first 64-byte boundary: `one(i, ch)` writes value `i` of
+    /// `(ch0 + j) % c`, the first run starting at value 0) as one flat run of 64-byte stores
+    /// from the first 64-byte boundary, streamed and then fenced where `NT`, into the cache
+    /// otherwise: `one(i, ch)` writes value `i` of
     /// channel `ch` with an ordinary store (the head and the tail), `line(i, k)` gives values
     /// `i..i + 16` from the per-lane constants `k` (the `K` arrays of `consts`, broadcast;
     /// where a vector crosses into the next run, its lanes from there on take the next
@@ -1418,11 +1419,14 @@ mod x86 {
             one(k, ch);
             step(&mut ch, &mut off, 1);
         }
+        if NT {
+            _mm_sfence();
+        }
     }
 
-    /// Channels-first runs: `y = (x - ctr[ch]) * s[ch] + t[ch]` with 64-byte streaming
-    /// stores across run boundaries (see [`stream_runs_512`]); same operations as the
-    /// portable loop.
+    /// Channels-first runs: `y = (x - ctr[ch]) * s[ch] + t[ch]` with 64-byte stores
+    /// (streamed where `NT`) across run boundaries (see [`stream_runs_512`]); same
+    /// operations as the portable loop.
     #[target_feature(enable = "avx512f")]
     #[allow(clippy::too_many_arguments)]
     pub(super) unsafe fn runs_affine_512<const NT: bool>(x: &[f32], y: &mut [f32], inner: usize, ch0: usize, ctr: &[f32], s: &[f32], t: &[f32]) {
@@ -1439,22 +1443,19 @@ mod x86 {
             |i, k| *yp.add(i) = affine1(*xp.add(i), ctr[k], s[k], t[k]),
             |i, [rc, rs, rt]| _mm512_add_ps(_mm512_mul_ps(_mm512_sub_ps(_mm512_loadu_ps(xp.add(i)), rc), rs), rt),
         );
-        if NT {
-            _mm_sfence();
-        }
     }
 
     /// Channels-first runs: `dx = dy * a[ch] + ((x - ctr[ch]) * b[ch] + d[ch])` across run
-    /// boundaries as [`runs_affine_512`] (`q = (ctr, a, b, d)`); same operations as the
-    /// portable loop.
+    /// boundaries as [`runs_affine_512`] (`q = (ctr, a, b, d)`), with ordinary stores (the
+    /// dx pass does not stream short runs, see [`super::runs_stream`]); same operations as
+    /// the portable loop.
     #[target_feature(enable = "avx512f")]
-    #[allow(clippy::too_many_arguments)]
-    pub(super) unsafe fn runs_grad_combine_512<const NT: bool>(x: &[f32], dy: &[f32], dx: &mut [f32], inner: usize, ch0: usize, q: [&[f32]; 4]) {
+    pub(super) unsafe fn runs_grad_combine_512(x: &[f32], dy: &[f32], dx: &mut [f32], inner: usize, ch0: usize, q: [&[f32]; 4]) {
         let [ctr, a, b, d] = q;
         let c = ctr.len();
         assert!(a.len() == c && b.len() == c && d.len() == c && x.len() >= dx.len() && dy.len() >= dx.len() && inner >= 16 && ch0 < c);
         let (xp, gp, op, n) = (x.as_ptr(), dy.as_ptr(), dx.as_mut_ptr(), dx.len());
-        stream_runs_512::<4, NT>(
+        stream_runs_512::<4, false>(
             op,
             n,
             inner,
@@ -1467,9 +1468,6 @@ mod x86 {
                 _mm512_add_ps(_mm512_mul_ps(g, ra), _mm512_add_ps(_mm512_mul_ps(_mm512_sub_ps(xv, rc), rb), rd))
             },
         );
-        if NT {
-            _mm_sfence();
-        }
     }
 
     /// Orders earlier streaming stores before everything after it.
@@ -1923,7 +1921,7 @@ pub(crate) fn cached_runs(inner: usize) -> bool {
 pub(crate) fn runs_grad_combine_cached(x: &[f32], dy: &[f32], dx: &mut [f32], inner: usize, ch0: usize, q: [&[f32]; 4]) {
     assert!(cached_runs(inner), "runs_grad_combine_cached: runs of {inner} on this CPU");
     // SAFETY: the CPU has AVX-512F (`cached_runs`); the runs stay within `x`, `dy` and `dx`.
-    unsafe { x86::runs_grad_combine_512::<false>(x, dy, dx, inner, ch0, q) }
+    unsafe { x86::runs_grad_combine_512(x, dy, dx, inner, ch0, q) }
 }
 
 /// Channels-first runs of `inner` values, run `j` of channel `(first + j) % C`: `y = (x -
