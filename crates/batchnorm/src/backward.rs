@@ -9,8 +9,8 @@ use crate::narrow::{period, repeat_parts, split, MAX_PERIOD};
 use crate::parallel::{column_group_width, for_each_chunk, for_each_pass_chunk, from_end, sum_blocks, sum_column_groups, Plan, SharedMut};
 use crate::saved::{SavedStats, StatsSource};
 use crate::simd::{
-    acc_grad, grad_combine_out, lane_sum, multiversion, rows_acc_grad, rows_grad_combine_out, rows_per_task, rows_scale, runs_grad, scale, store_fence,
-    streams_backward, WIDE_LANES,
+    acc_grad, constants_skew, grad_combine_out, lane_sum, multiversion, rows_acc_grad, rows_grad_combine_out, rows_per_task, rows_scale, runs_grad, scale,
+    store_fence, streams_backward, WIDE_LANES,
 };
 use crate::strips::strips_acc_grad;
 use crate::tiles::{backward_tiled, tile_width};
@@ -268,9 +268,11 @@ pub fn backward_into(
         let sums = if need_sums { grad_sums(x, dy, d, &saved.mean, &mut ws.sums, &mut ws.shift, &mut ws.totals) } else { sized(&mut ws.totals, 2 * c, 0.0) };
         let (coef, il): (&[f32], _) = match saved.source {
             StatsSource::Batch => {
-                let il = interleaves(d, streams_backward(d));
+                let nt = streams_backward(d);
+                let il = interleaves(d, nt);
                 let arrays = if il { 8 } else { 4 };
-                let (q, spare) = placed(&mut ws.coef, arrays * c, arrays, d.len(), &[x.as_ptr(), dy.as_ptr(), dx.as_ptr()]).split_at_mut(4 * c);
+                let skew = constants_skew(d, nt, dx.as_ptr());
+                let (q, spare) = placed(&mut ws.coef, arrays * c, arrays, d.len(), &[x.as_ptr(), dy.as_ptr(), dx.as_ptr()], skew).split_at_mut(4 * c);
                 for ch in 0..c {
                     let (ctr, a, b, dd) = fold_backward(saved.mean[ch], saved.invstd[ch], gamma(ch), m, sums[ch], sums[c + ch]);
                     (q[ch], q[c + ch], q[2 * c + ch], q[3 * c + ch]) = (ctr, a, b, dd);
@@ -280,7 +282,7 @@ pub fn backward_into(
             }
             StatsSource::Running => {
                 // The eval-mode pass, `dx = dy * a`, reads no `x`.
-                let q = placed(&mut ws.coef, c, 1, d.len(), &[dy.as_ptr(), dx.as_ptr()]);
+                let q = placed(&mut ws.coef, c, 1, d.len(), &[dy.as_ptr(), dx.as_ptr()], 0);
                 for (ch, a) in q.iter_mut().enumerate() {
                     *a = (gamma(ch) * saved.invstd[ch]) as f32;
                 }

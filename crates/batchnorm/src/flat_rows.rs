@@ -11,8 +11,10 @@
 //!
 //! The same loops with ordinary stores write the outputs that stay in cache (tensors under
 //! 16 MB, see `simd::streams`) of rows narrower than [`CACHED_MAX`], of whole lines or not
-//! (see [`cached_rows`]), in 16-lane vectors where the CPU has AVX-512 and in 8-lane ones
-//! where it has AVX2 only.
+//! (and of whole lines up to [`CACHED_LINES_MAX`]; see [`cached_rows`]), in 16-lane vectors
+//! where the CPU has AVX-512 and in 8-lane ones where it has AVX2 only. Their per-channel
+//! constants start as far past a line as the output does (`simd::constants_skew`), so that
+//! over rows of whole lines no load of them straddles two lines.
 
 use crate::simd::{affine1, grad1, head_of};
 use std::arch::x86_64::*;
@@ -69,8 +71,25 @@ pub(crate) fn flat_rows(c: usize, whole_vectors: bool) -> bool {
 /// 2 (4 runs). From rows of 1024 channels the loop a row at a time is as fast or faster (NC
 /// 1024x1024 eval 0.117 -> 0.113 / 0.065 -> 0.059 but forward + backward 0.97x / 1.14x; NC
 /// 512x2048 eval 0.191 -> 0.204 / 0.102 -> 0.100; NC 256x4096 1.13x the time at 2 threads);
-/// rows of 100 channels ran alike either way (NC 8192x100).
+/// rows of 100 channels ran alike either way (NC 8192x100). Those timings had the constants
+/// wherever the allocator's offset put them against the output's lines; rows of whole lines
+/// now run wider (see [`CACHED_LINES_MAX`]).
 pub(crate) const CACHED_MAX: usize = 1024;
+
+/// Rows of whole 64-byte lines narrower than this go as one cached run too (from
+/// [`CACHED_MAX`] on, the loop a row at a time takes the rest).
+///
+/// With the constants on the output's offset within a line (`simd::constants_skew`) no
+/// load of a constant straddles two lines, which is what the one run lost from 1024
+/// channels on. Measured with `x` and `y` 16 bytes past a page (as large buffers are), 1
+/// thread, medians of 800 calls, 3 alternating runs, a row at a time -> one run, ms: NC
+/// 256x1024 eval 0.032 -> 0.026, forward 0.062 -> 0.057, forward + backward 0.163 -> 0.151-0.179
+/// (median 0.156); NC 512x1024 eval 0.061 -> 0.050, forward 0.119 -> 0.108, forward +
+/// backward 0.320 -> 0.302; NC 1024x1024 eval 0.121 -> 0.099, forward 0.235 -> 0.214,
+/// forward + backward 0.71 -> 0.71; NC 2048x1024 (8 MB, from L3) within noise (0.95-1.09x).
+/// Rows of 2048 channels and more ran alike either way (NC 512x2048 eval 0.184 -> 0.182,
+/// forward 0.303 -> 0.300; NC 256x8192 and NC 128x16384 within 4%).
+pub(crate) const CACHED_LINES_MAX: usize = 2048;
 
 /// Rows narrower than this whose outputs are not streamed go as one run of 8-lane vectors
 /// on a CPU with AVX2 but not AVX-512 (the portable loop's AVX2 copy a row at a time
@@ -90,12 +109,14 @@ pub(crate) const CACHED_MAX_8: usize = 256;
 
 /// How a pass over rows of `c` channels whose output is not streamed goes as one run across
 /// rows with ordinary stores: in 16-lane vectors on a CPU with AVX-512 (rows of
-/// [`MIN_CHANNELS`] to [`CACHED_MAX`]), in 8-lane ones on a CPU with AVX2 only (rows of 8 to
-/// [`CACHED_MAX_8`]), or not at all (`None`).
+/// [`MIN_CHANNELS`] to [`CACHED_MAX`], and of whole lines to [`CACHED_LINES_MAX`]), in
+/// 8-lane ones on a CPU with AVX2 only (rows of 8 to [`CACHED_MAX_8`]), or not at all
+/// (`None`).
 #[inline(always)]
 pub(crate) fn cached_rows(c: usize) -> Option<Width> {
     if crate::simd::has_avx512() {
-        (MIN_CHANNELS..CACHED_MAX).contains(&c).then_some(Width::W16)
+        let lines = c.is_multiple_of(16) && c < CACHED_LINES_MAX;
+        ((MIN_CHANNELS..CACHED_MAX).contains(&c) || lines).then_some(Width::W16)
     } else {
         ((8..CACHED_MAX_8).contains(&c) && crate::simd::has_avx2_fma()).then_some(Width::W8)
     }
@@ -332,7 +353,9 @@ mod tests {
         assert_eq!(cached_rows(15), (!w16 && w8).then_some(Width::W8));
         assert_eq!(cached_rows(1023).is_some(), w16);
         assert_eq!(cached_rows(255).is_some(), w16 || w8);
-        assert_eq!(cached_rows(1024), None);
+        assert_eq!(cached_rows(1024), w16.then_some(Width::W16), "whole lines run wider");
+        assert_eq!(cached_rows(1025), None);
+        assert_eq!(cached_rows(2048), None);
         assert_eq!(cached_rows(7), None);
         if !w16 {
             assert!(!flat_rows(100, false) && !flat_rows(104, true), "no AVX-512: streamed rows keep their other paths");
@@ -347,7 +370,7 @@ mod tests {
         }
         let value = |i: usize, s: usize| ((i * 7919 + s * 104_729) % 1013) as f32 * 0.37 - 150.0;
         let same = |got: &[f32], want: &[f32]| got.iter().zip(want).all(|(a, b)| a.to_bits() == b.to_bits());
-        for c in [8, 9, 12, 15, 16, 17, 20, 24, 33, 100, 104, 196, 1001] {
+        for c in [8, 9, 12, 15, 16, 17, 20, 24, 33, 100, 104, 196, 1001, 1024] {
             let mut q: Vec<Vec<f32>> = (0..4).map(|s| (0..c).map(|j| value(j, s + 3) * 1e-3).collect()).collect();
             // (x - ctr) * -0.0 + -0.0 is -0.0 where x > ctr: a +0.0 gathered instead shows.
             (q[1][0], q[2][0]) = (-0.0, -0.0);

@@ -7,7 +7,7 @@ use crate::layout::Dims;
 use crate::narrow::{period, repeat_parts, split, MAX_PERIOD};
 use crate::parallel::{channels_in_parallel, for_each_pass_chunk, CHANNEL_TASK};
 use crate::saved::{running_into, SavedStats};
-use crate::simd::{multiversion, rows_affine_out, rows_per_task, runs_affine_out, store_fence, streams};
+use crate::simd::{constants_skew, multiversion, rows_affine_out, rows_per_task, runs_affine_out, store_fence, streams};
 use crate::tiles::{normalize_tiled, tile_width};
 use crate::workspace::{placed, sized, Workspace};
 
@@ -83,9 +83,11 @@ pub(crate) fn fill_coef<'a>(
     y: &[f32],
 ) -> (&'a [f32], Option<Interleaved<'a>>) {
     let c = mean.len();
-    let interleave_for = interleaves(d, streams(d)).then_some(y.as_ptr());
+    let nt = streams(d);
+    let interleave_for = interleaves(d, nt).then_some(y.as_ptr());
     let arrays = if interleave_for.is_some() { 6 } else { 3 };
-    let (buf, spare) = placed(coef, arrays * c, arrays, d.len(), &[x.as_ptr(), y.as_ptr()]).split_at_mut(3 * c);
+    let skew = constants_skew(d, nt, y.as_ptr());
+    let (buf, spare) = placed(coef, arrays * c, arrays, d.len(), &[x.as_ptr(), y.as_ptr()], skew).split_at_mut(3 * c);
     coef_into(buf, mean, invstd, weight, bias);
     let buf = &*buf;
     let il = interleave_for.map(|y| interleave(parts::<3>(buf, c), y, spare));

@@ -53,9 +53,10 @@ const PLACE_MIN_WORK: usize = 1 << 16;
 const PLACE_SLACK: usize = 4096 / 4;
 
 /// `n` zeroed values of `v` holding `parts` arrays of `n / parts` one after the other (the
-/// per-channel constants of a pass), placed so that every array starts on a 64-byte boundary
-/// as far as it can get, modulo 4 KB, from each of the `streams` the pass reads and writes
-/// (for tensors of `work` elements and more; below that, plainly).
+/// per-channel constants of a pass), placed so that every array starts `skew` bytes (a
+/// multiple of 4 below 64, see `simd::constants_skew`) past a 64-byte boundary as far as it
+/// can get, modulo 4 KB, from each of the `streams` the pass reads and writes (for tensors
+/// of `work` elements and more; below that, plainly).
 ///
 /// Where the constants land against the streams decides how fast a rows pass runs, and an
 /// allocator leaves that to chance. Measured (`x`, `y`, `dy`, `dx` page-aligned alike, as
@@ -68,7 +69,8 @@ const PLACE_SLACK: usize = 4096 / 4;
 /// Channels-first passes and rows held in registers do not read these arrays per value and
 /// are unchanged (NCHW and NHWC 32x56x56x64 within 1%); NHWC 64x14x14x256 forward + backward
 /// is within 3% either way.
-pub(crate) fn placed<'a>(v: &'a mut Vec<f32>, n: usize, parts: usize, work: usize, streams: &[*const f32]) -> &'a mut [f32] {
+pub(crate) fn placed<'a>(v: &'a mut Vec<f32>, n: usize, parts: usize, work: usize, streams: &[*const f32], skew: usize) -> &'a mut [f32] {
+    debug_assert!(skew < 64 && skew.is_multiple_of(4), "skew {skew}");
     if work < PLACE_MIN_WORK {
         return sized(v, n, 0.0);
     }
@@ -77,7 +79,7 @@ pub(crate) fn placed<'a>(v: &'a mut Vec<f32>, n: usize, parts: usize, work: usiz
     v.clear();
     v.reserve_exact(n + PLACE_SLACK);
     let all = sized(v, n + PLACE_SLACK, 0.0);
-    let target = farthest_line(4 * n / parts.max(1), parts, streams);
+    let target = farthest_line(4 * n / parts.max(1), parts, streams) + skew;
     // A byte offset below 4 KB, a multiple of 4: both addresses are 4-byte aligned.
     let off = target.wrapping_sub(all.as_ptr() as usize) % 4096 / 4;
     &mut all[off..off + n]
@@ -112,7 +114,7 @@ mod tests {
             for skew in [0usize, 3, 17, 700] {
                 let (s0, s1) = (x[skew..].as_ptr(), x[2 * skew + 5..].as_ptr());
                 let n = parts * c;
-                let got = placed(&mut v, n, parts, 1 << 20, &[s0, s1]);
+                let got = placed(&mut v, n, parts, 1 << 20, &[s0, s1], 0);
                 assert_eq!(got.len(), n);
                 assert!(got.iter().all(|&g| g == 0.0), "not zeroed");
                 let base = got.as_ptr() as usize;
@@ -123,6 +125,26 @@ mod tests {
                 let best = (0..64).map(|l| (0..parts).flat_map(|k| [s0, s1].map(|s| dist(64 * l + 4 * c * k, s as usize))).min().unwrap()).max().unwrap();
                 assert_eq!(worst, best, "c {c} skew {skew}");
                 got.fill(1.0);
+            }
+        }
+    }
+
+    /// A skew moves every array that far past its line, and no farther from the streams.
+    #[test]
+    fn placed_arrays_take_the_skew_asked_for() {
+        let x = vec![0.0f32; 3 << 16];
+        let mut v = Vec::new();
+        for skew in [0, 4, 16, 60] {
+            for (c, parts) in [(256, 3), (1024, 4)] {
+                let s0 = x[3..].as_ptr();
+                let got = placed(&mut v, parts * c, parts, 1 << 20, &[s0], skew);
+                assert_eq!(got.len(), parts * c);
+                for k in 0..parts {
+                    assert_eq!(got[k * c..].as_ptr() as usize % 64, skew, "c {c}, array {k}, skew {skew}");
+                }
+                let line = got.as_ptr() as usize - skew;
+                let unskewed = placed(&mut v, parts * c, parts, 1 << 20, &[s0], 0).as_ptr() as usize;
+                assert_eq!(line % 4096, unskewed % 4096, "the same line of the page, skewed");
             }
         }
     }
@@ -144,7 +166,7 @@ mod tests {
     #[test]
     fn small_work_is_not_placed() {
         let mut v = Vec::new();
-        let got = placed(&mut v, 300, 3, 1000, &[]);
+        let got = placed(&mut v, 300, 3, 1000, &[], 0);
         assert_eq!(got.len(), 300);
         assert_eq!(v.len(), 300, "no slack below the size that asks for it");
     }
