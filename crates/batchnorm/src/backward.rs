@@ -271,7 +271,7 @@ pub fn backward_into(
                 let nt = streams_backward(d);
                 let il = interleaves(d, nt);
                 let arrays = if il { 8 } else { 4 };
-                let skew = constants_skew(d, nt, dx.as_ptr());
+                let skew = constants_skew(d, nt, x.as_ptr());
                 let (q, spare) = placed(&mut ws.coef, arrays * c, arrays, d.len(), &[x.as_ptr(), dy.as_ptr(), dx.as_ptr()], skew).split_at_mut(4 * c);
                 for ch in 0..c {
                     let (ctr, a, b, dd) = fold_backward(saved.mean[ch], saved.invstd[ch], gamma(ch), m, sums[ch], sums[c + ch]);

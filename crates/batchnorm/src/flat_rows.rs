@@ -12,9 +12,10 @@
 //! The same loops with ordinary stores write the outputs that stay in cache (tensors under
 //! 16 MB, see `simd::streams`) of rows narrower than [`CACHED_MAX`], of whole lines or not
 //! (and of whole lines up to [`CACHED_LINES_MAX`]; see [`cached_rows`]), in 16-lane vectors
-//! where the CPU has AVX-512 and in 8-lane ones where it has AVX2 only. Their per-channel
-//! constants start as far past a line as the output does (`simd::constants_skew`), so that
-//! over rows of whole lines no load of them straddles two lines.
+//! where the CPU has AVX-512 and in 8-lane ones where it has AVX2 only. Those runs start at
+//! the input's first line boundary, and their per-channel constants as far past a line as
+//! the input (`simd::constants_skew`), so that over rows of whole lines no load of them
+//! straddles two lines.
 
 use crate::simd::{affine1, grad1, head_of};
 use std::arch::x86_64::*;
@@ -79,7 +80,7 @@ pub(crate) const CACHED_MAX: usize = 1024;
 /// Rows of whole 64-byte lines narrower than this go as one cached run too (from
 /// [`CACHED_MAX`] on, the loop a row at a time takes the rest).
 ///
-/// With the constants on the output's offset within a line (`simd::constants_skew`) no
+/// With the constants on the input's offset within a line (`simd::constants_skew`) no
 /// load of a constant straddles two lines, which is what the one run lost from 1024
 /// channels on. Measured with `x` and `y` 16 bytes past a page (as large buffers are), 1
 /// thread, medians of 800 calls, 3 alternating runs, a row at a time -> one run, ms: NC
@@ -232,9 +233,26 @@ impl Lanes for __m256 {
 /// writes value `i` (channel `j`) with an ordinary store, up to the first line boundary and
 /// after the last whole vector; `vector(i, j)` gives values `i..i + V::N` (the first of
 /// channel `j`), streamed then fenced where `NT`, stored in cache otherwise.
+///
+/// The boundary is the output's where `NT` (a streaming store writes a whole line), the
+/// input `lead`'s otherwise: a pass loads more than it stores (the input and three or four
+/// constants, placed at the input's offset, see `simd::constants_skew`), and where input
+/// and output lie at different offsets within a line, loads that straddle lines cost more
+/// than stores that do. Measured with `x` and `y` at different offsets (1 thread, medians
+/// of 300 calls, 2 runs, aligned on the output -> on the input, ms): NC 4096x256 eval,
+/// `x` 48 and `y` 16 bytes past a page, 0.104 -> 0.098; NHWC 16x14x14x128 eval, `x` on a
+/// page and `y` 16 past, 0.044 -> 0.040, forward + backward 0.221 -> 0.205; NC 256x1024
+/// eval 0.029 -> 0.027-0.028; alike where both lie at one offset.
 #[inline(always)]
-unsafe fn run_rows<V: Lanes, const NT: bool>(o: *mut f32, n: usize, c: usize, one: impl Fn(usize, usize), vector: impl Fn(usize, usize) -> V) {
-    let h = head_of(o).min(n);
+unsafe fn run_rows<V: Lanes, const NT: bool>(
+    o: *mut f32,
+    lead: *const f32,
+    n: usize,
+    c: usize,
+    one: impl Fn(usize, usize),
+    vector: impl Fn(usize, usize) -> V,
+) {
+    let h = if NT { head_of(o) } else { head_of(lead) }.min(n);
     for i in 0..h {
         one(i, i % c);
     }
@@ -263,6 +281,7 @@ unsafe fn affine_run<V: Lanes, const NT: bool>(x: &[f32], y: &mut [f32], ctr: &[
     let (xp, yp, cp, sp, tp) = (x.as_ptr(), y.as_mut_ptr(), ctr.as_ptr(), s.as_ptr(), t.as_ptr());
     run_rows::<V, NT>(
         yp,
+        xp,
         n,
         c,
         |i, j| *yp.add(i) = affine1(*xp.add(i), *cp.add(j), *sp.add(j), *tp.add(j)),
@@ -283,6 +302,7 @@ unsafe fn grad_run<V: Lanes, const NT: bool>(x: &[f32], dy: &[f32], dx: &mut [f3
     let (cp, ap, bp, dp) = (ctr.as_ptr(), a.as_ptr(), b.as_ptr(), d.as_ptr());
     run_rows::<V, NT>(
         op,
+        xp,
         n,
         c,
         |i, j| *op.add(i) = grad1(*xp.add(i), *gp.add(i), *cp.add(j), *ap.add(j), *bp.add(j), *dp.add(j)),
@@ -381,17 +401,23 @@ mod tests {
                 simd::rows_affine(&x, &mut want_y, &q[0], &q[1], &q[2]);
                 simd::rows_grad_combine(&x, &dy, &mut want_dx, &q[0], &q[1], &q[2], &q[3]);
                 let mut buf = vec![0.0f32; n + 16];
+                // The cached runs start at the input's line boundary, the streamed ones at
+                // the output's: the input moves through a line too, apart from the output.
+                let mut xbuf = vec![0.0f32; n + 16];
                 for &(kind, _, affine, grad) in kinds.iter().filter(|k| c >= k.1) {
                     for off in 0..16 {
                         let out = off..off + n;
+                        let xo = (off * 7 + 3) % 16;
+                        xbuf[xo..xo + n].copy_from_slice(&x);
+                        let x = &xbuf[xo..xo + n];
                         buf.fill(f32::NAN);
                         // SAFETY: the CPU has the kernel's features (`kinds`); c is wide enough.
-                        unsafe { affine(&x, &mut buf[out.clone()], &q[0], &q[1], &q[2]) };
-                        assert!(same(&buf[out.clone()], &want_y), "affine, {kind}: {c} channels, {rows} rows, offset {off}");
+                        unsafe { affine(x, &mut buf[out.clone()], &q[0], &q[1], &q[2]) };
+                        assert!(same(&buf[out.clone()], &want_y), "affine, {kind}: {c} channels, {rows} rows, offsets {off} (x {xo})");
                         buf.fill(f32::NAN);
                         // SAFETY: as above.
-                        unsafe { grad(&x, &dy, &mut buf[out.clone()], &q[0], &q[1], &q[2], &q[3]) };
-                        assert!(same(&buf[out], &want_dx), "dx, {kind}: {c} channels, {rows} rows, offset {off}");
+                        unsafe { grad(x, &dy, &mut buf[out.clone()], &q[0], &q[1], &q[2], &q[3]) };
+                        assert!(same(&buf[out], &want_dx), "dx, {kind}: {c} channels, {rows} rows, offsets {off} (x {xo})");
                     }
                 }
             }

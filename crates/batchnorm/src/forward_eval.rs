@@ -86,7 +86,7 @@ pub(crate) fn fill_coef<'a>(
     let nt = streams(d);
     let interleave_for = interleaves(d, nt).then_some(y.as_ptr());
     let arrays = if interleave_for.is_some() { 6 } else { 3 };
-    let skew = constants_skew(d, nt, y.as_ptr());
+    let skew = constants_skew(d, nt, x.as_ptr());
     let (buf, spare) = placed(coef, arrays * c, arrays, d.len(), &[x.as_ptr(), y.as_ptr()], skew).split_at_mut(3 * c);
     coef_into(buf, mean, invstd, weight, bias);
     let buf = &*buf;

@@ -1782,19 +1782,19 @@ pub(crate) fn rows_per_task(c: usize, nt: bool) -> usize {
 }
 
 /// Bytes past a 64-byte boundary at which the per-channel constants of a pass over rows of
-/// `d` whose output starts at `out` should start (see `workspace::placed`): `out`'s own
-/// offset where the pass goes as one cached run across rows (`flat_rows::cached_rows`) of
-/// whole vectors, 0 otherwise.
+/// `d` whose input starts at `x` should start (see `workspace::placed`): `x`'s own offset
+/// where the pass goes as one cached run across rows (`flat_rows::cached_rows`) of whole
+/// vectors, 0 otherwise.
 ///
-/// That run stores from the output's first line boundary on, so with rows a whole number of
-/// lines wide the vector of channels `j..j + 16` always starts `out % 64` bytes before a line
-/// of the output; constants that start on a line are then loaded `64 - out % 64` bytes off
+/// That run loads from the input's first line boundary on, so with rows a whole number of
+/// lines wide the vector of channels `j..j + 16` always starts `x % 64` bytes before a line
+/// of the input; constants that start on a line are then loaded `64 - x % 64` bytes off
 /// one, every load touching two lines. Large buffers start 16 bytes past a page (a page and
 /// the allocator's header), so that was the common case. Measured (`examples/shapes`-like
 /// timings, 1 thread, medians of 400 calls, `x` and `y` 16 bytes past a page, constants on
 /// a line -> at `y`'s offset; eval / forward ms): NC 4096x256 0.135 / 0.252 -> 0.092 /
 /// 0.209 (the same with `y` on a page), NC 2048x512 0.131 / 0.240 -> 0.093 / 0.204.
-pub(crate) fn constants_skew(d: crate::layout::Dims, nt: bool, out: *const f32) -> usize {
+pub(crate) fn constants_skew(d: crate::layout::Dims, nt: bool, x: *const f32) -> usize {
     #[cfg(target_arch = "x86_64")]
     {
         use crate::flat_rows::{cached_rows, Width};
@@ -1806,10 +1806,10 @@ pub(crate) fn constants_skew(d: crate::layout::Dims, nt: bool, out: *const f32) 
             None => false,
         };
         if flat && whole {
-            return out as usize % 64;
+            return x as usize % 64;
         }
     }
-    let _ = (d, nt, out);
+    let _ = (d, nt, x);
     0
 }
 
@@ -2006,7 +2006,7 @@ pub(crate) fn store_fence() {
 mod tests {
     use super::*;
 
-    /// The constants take the output's offset within a line exactly where the pass goes as
+    /// The constants take the input's offset within a line exactly where the pass goes as
     /// one cached run over rows of whole vectors, and start on a line everywhere else.
     #[test]
     fn constants_skew_follows_the_one_cached_run() {
@@ -2030,7 +2030,7 @@ mod tests {
             for (layout, shape, by16, by8) in &cases {
                 let d = Dims::new(*layout, shape).unwrap();
                 let want = if (w16 && *by16) || (w8 && *by8) { at } else { 0 };
-                assert_eq!(constants_skew(d, false, out), want, "{layout:?} {shape:?}, output {at} bytes past a line");
+                assert_eq!(constants_skew(d, false, out), want, "{layout:?} {shape:?}, input {at} bytes past a line");
                 assert_eq!(constants_skew(d, true, out), 0, "{layout:?} {shape:?} streamed: the streamed passes keep their own constants");
             }
         }
