@@ -1792,8 +1792,8 @@ pub(crate) fn rows_per_task(c: usize, nt: bool) -> usize {
 /// one, every load touching two lines. Large buffers start 16 bytes past a page (a page and
 /// the allocator's header), so that was the common case. Measured (`examples/shapes`-like
 /// timings, 1 thread, medians of 400 calls, `x` and `y` 16 bytes past a page, constants on
-/// a line -> at `y`'s offset; eval / forward ms): NC 4096x256 0.135 / 0.252 -> 0.092 /
-/// 0.209 (the same with `y` on a page), NC 2048x512 0.131 / 0.240 -> 0.093 / 0.204.
+/// a line -> 16 bytes past one too; eval / forward ms): NC 4096x256 0.135 / 0.252 -> 0.092 /
+/// 0.209 (the time with `x` and `y` on a page), NC 2048x512 0.131 / 0.240 -> 0.093 / 0.204.
 pub(crate) fn constants_skew(d: crate::layout::Dims, nt: bool, x: *const f32) -> usize {
     #[cfg(target_arch = "x86_64")]
     {
