@@ -67,7 +67,7 @@ enum Cmd {
         unit: usize,
         #[arg(long, default_value_t = 60, allow_negative_numbers = true)]
         batch_size: usize,
-        /// Output directory (default runs/paper-<timestamp>).
+        /// Output directory (default `runs/paper-<timestamp>`).
         #[arg(long)]
         out: Option<PathBuf>,
         #[command(flatten)]
@@ -117,7 +117,7 @@ enum Cmd {
         /// tensors, channels-last ones as channels-last strides).
         #[arg(long, value_delimiter = ',')]
         shapes: Vec<String>,
-        /// Output directory (default runs/bench-<timestamp>).
+        /// Output directory (default `runs/bench-<timestamp>`).
         #[arg(long)]
         out: Option<PathBuf>,
     },
@@ -146,7 +146,7 @@ struct ExpOpts {
     /// Seeds for headline figures (for `all`, Figure 1's too) [default: 3, with --quick 1].
     #[arg(long, allow_negative_numbers = true)]
     seeds: Option<usize>,
-    /// Output directory (default runs/<name>-<timestamp>; for `all`, the runs directory).
+    /// Output directory (default `runs/<name>-<timestamp>`; for `all`, the runs directory).
     #[arg(long)]
     out: Option<PathBuf>,
     #[command(flatten)]
@@ -223,7 +223,7 @@ struct TrainArgs {
     /// Train on the first N training examples only.
     #[arg(long, allow_negative_numbers = true)]
     train_subset: Option<usize>,
-    /// Run directory (default runs/train-<timestamp>).
+    /// Run directory (default `runs/train-<timestamp>`).
     #[arg(long)]
     out: Option<PathBuf>,
     /// Continue the run in this directory from its last checkpoint (its config.json holds

@@ -10,7 +10,7 @@
 //! x + dy` (W2, into a buffer of its own, as the step writes `y` and `dx` apart), each with
 //! ordinary and with streaming stores (the faster skeleton counts). The reads carry the
 //! arithmetic because on this machine the two do not overlap completely even in that
-//! simplest loop (see [`stats_streams`]); they were float32 sums, with the arithmetic timed
+//! simplest loop (see `stats_streams`); they were float32 sums, with the arithmetic timed
 //! apart and assumed free under the read. Separately, the same arithmetic on data in the L2
 //! cache, all threads at once, gives the time `A` exact statistics take even when memory is
 //! free, and the same timing of the gradient sums ([`batchnorm::param_grads_into`]) the
