@@ -264,20 +264,18 @@ unsafe fn run_rows<V: Lanes, const NT: bool>(
     }
     let m = (n - h) / V::N;
     let end = h + m * V::N;
-    // From the last vector to the first where `back` (see above); one call of `vector`, so
-    // that it is inlined into this function's target features.
+    // From the last vector to the first where `back` (see above), in one loop either way:
+    // `vector` keeps one call site, so that it is inlined into this function's target
+    // features, and the direction is two steps fixed before the loop. A step back of a
+    // vector is one of `c - V::N` channels forward, wrapped.
     let (mut i, mut j) = if back && m > 0 { (end - V::N, (end - V::N) % c) } else { (h, h % c) };
+    let (di, dj) = if back { (V::N.wrapping_neg(), c - V::N) } else { (V::N, V::N) };
     for _ in 0..m {
         V::store::<NT>(o.add(i), vector(i, j));
-        if back {
-            i = i.wrapping_sub(V::N);
-            j = if j >= V::N { j - V::N } else { j + c - V::N };
-        } else {
-            i += V::N;
-            j += V::N;
-            if j >= c {
-                j -= c;
-            }
+        i = i.wrapping_add(di);
+        j += dj;
+        if j >= c {
+            j -= c;
         }
     }
     for i in end..n {
