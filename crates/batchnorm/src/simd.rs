@@ -1612,9 +1612,10 @@ pub(crate) fn rows_acc_grad(x: &[f32], dy: &[f32], k: &[f64], a1: &mut [f64], a2
 /// 37.7-38.9 / 27.2-27.4 -> 24.1-32.6, NHWC 64x14x14x256 547-556 -> 1407-1493 / 283-284 ->
 /// 571-644, NHWC 8x14x14x256 43.0 -> 48.5 at 1 thread. Rows 1-4 KB apart put the stores of
 /// one row and the loads of the next at the same offsets within 4 KB, which may be why
-/// (not followed up). Rows of 16 to 1023 channels go as one run across the rows instead
-/// where the CPU has AVX-512 (`flat_rows`), streamed or not, and rows of 8 to 1023 channels
-/// that are not streamed where it has AVX2.
+/// (not followed up). Many rows go as one run across the rows instead: streamed ones that
+/// are not whole lines wide, on a CPU with AVX-512 (`flat_rows::flat_rows`), and cached ones
+/// of 16 to 1023 channels (of whole lines to 2047) with AVX-512, of 8 to 255 with AVX2 only
+/// (`flat_rows::cached_rows`).
 #[inline(always)]
 pub(crate) fn rows_affine(x: &[f32], y: &mut [f32], ctr: &[f32], s: &[f32], t: &[f32]) {
     let c = ctr.len();
@@ -1851,7 +1852,8 @@ pub(crate) fn constants_skew(d: crate::layout::Dims, nt: bool, x: *const f32) ->
     {
         use crate::flat_rows::{cached_rows, Width};
         let c = d.channels;
-        let flat = !nt && d.is_rows() && crate::tiles::tile_width(d).is_none() && crate::narrow::period(c).is_none();
+        // Rows of whole vectors are never regrouped (`narrow::period`), so that needs no test.
+        let flat = !nt && d.is_rows() && crate::tiles::tile_width(d).is_none();
         let whole = match cached_rows(c) {
             Some(Width::W16) => c.is_multiple_of(16),
             Some(Width::W8) => c.is_multiple_of(8),
@@ -2071,6 +2073,7 @@ mod tests {
             (Layout::Nc, vec![256, 1024], true, false),
             (Layout::Nhwc, vec![8, 7, 7, 64], true, true),
             (Layout::Nc, vec![512, 24], false, true),
+            (Layout::Nc, vec![512, 12], false, false),
             (Layout::Nc, vec![512, 100], false, false),
             (Layout::Nc, vec![256, 2048], false, false),
             (Layout::Nc, vec![64, 4096], false, false),
