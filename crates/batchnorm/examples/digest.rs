@@ -12,8 +12,8 @@
 //! batch's statistics, the converted eval (float32 stored as bytes), and the same three
 //! float64 kernels. The default shapes are chosen to reach the kernels' dispatches: tiny
 //! tensors, channels-first runs short and long, rows of 1 to 8192 channels (held in
-//! registers, whole lines, whole vectors only, odd widths), tensors under and over the 11
-//! and 16 MB from which the passes stream their outputs.
+//! registers, whole lines, whole vectors only, odd widths), tensors under and over the 8 (one
+//! thread), 11 and 16 MB from which the passes stream their outputs.
 
 use batchnorm::{
     backward_f64_into, backward_into, forward_eval_converted_into, forward_eval_f64_into, forward_eval_into, forward_train_f64_into, forward_train_into,
@@ -34,6 +34,7 @@ const DEFAULT: &[&str] = &[
     "NCHW:2x3x5x7",
     "NCHW:32x64x14x14",
     "NCHW:32x64x56x56",
+    "NCHW:2x64x128x128",
     "NCDHW:2x32x8x28x28",
     "NCHW:128x512x7x7",
     "NCHW:4x8x1x1000",

@@ -46,16 +46,16 @@ fn affine_rows_plain(x: &[f32], y: &mut [f32], coef: &[f32], il: Option<Interlea
 
 /// `y = (x - ctr[c]) * s[c] + t[c]` over the whole tensor, with `coef = [ctr | s | t]` and
 /// `il` as [`fill_coef`] gives them. `back`: run from the end (the pass follows a reduction
-/// of `x`, see `parallel::from_end`).
-pub(crate) fn normalize_unchecked(x: &[f32], d: Dims, coef: &[f32], il: Option<Interleaved>, y: &mut [f32], back: bool) {
+/// of `x`, see `parallel::from_end`); `nt`: stream `y` (`simd::streams`, or in the training
+/// forward `simd::streams_train`).
+pub(crate) fn normalize_unchecked(x: &[f32], d: Dims, coef: &[f32], il: Option<Interleaved>, y: &mut [f32], back: bool, nt: bool) {
     let c = d.channels;
     let [ctr, s, t] = parts(coef, c);
     if d.is_empty() {
         return;
     }
-    let nt = streams(d);
     if let Some(w) = tile_width(d) {
-        normalize_tiled(x, d, w, coef, y);
+        normalize_tiled(x, d, w, coef, y, nt);
     } else if d.is_rows() {
         for_each_pass_chunk(y, c, rows_per_task(c, nt), back, |lo, yc| {
             affine_rows(&x[lo..lo + yc.len()], yc, coef, il, c, nt);
@@ -69,8 +69,9 @@ pub(crate) fn normalize_unchecked(x: &[f32], d: Dims, coef: &[f32], il: Option<I
 
 /// Fills `coef = [ctr | s | t]` for every channel from means and inverse standard deviations,
 /// placed in its buffer away from `x` and `y`, the input and output of the normalising pass
-/// over `d` (see [`placed`]); where that pass reads interleaved constants
-/// (`interleave::interleaves`), also the three arrays interleaved for `y`.
+/// over `d` (see [`placed`]), which streams `y` where `nt`; where that pass reads
+/// interleaved constants (`interleave::interleaves`), also the three arrays interleaved for
+/// `y`.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn fill_coef<'a>(
     coef: &'a mut Vec<f32>,
@@ -81,9 +82,9 @@ pub(crate) fn fill_coef<'a>(
     x: &[f32],
     d: Dims,
     y: &[f32],
+    nt: bool,
 ) -> (&'a [f32], Option<Interleaved<'a>>) {
     let c = mean.len();
-    let nt = streams(d);
     let interleave_for = interleaves(d, nt).then_some(y.as_ptr());
     let arrays = if interleave_for.is_some() { 6 } else { 3 };
     let skew = constants_skew(d, nt, x.as_ptr());
@@ -147,9 +148,10 @@ pub(crate) fn normalize_with_saved(
     y: &mut [f32],
     ws: &mut Workspace,
     back: bool,
+    nt: bool,
 ) {
-    let (coef, il) = fill_coef(&mut ws.coef, &saved.mean, &saved.invstd, weight, bias, x, d, y);
-    normalize_unchecked(x, d, coef, il, y, back);
+    let (coef, il) = fill_coef(&mut ws.coef, &saved.mean, &saved.invstd, weight, bias, x, d, y, nt);
+    normalize_unchecked(x, d, coef, il, y, back, nt);
 }
 
 /// An eval forward's checks, for any element type: the lengths of `x` and `y` (`lens`), of
@@ -198,8 +200,9 @@ pub fn forward_eval_into(
     ws: &mut Workspace,
 ) -> Result<()> {
     let (m, is) = eval_stats(d, (x.len(), y.len()), weight, bias, mean, var, eps, &mut ws.totals)?;
-    let (coef, il) = fill_coef(&mut ws.coef, m, is, weight, bias, x, d, y);
-    normalize_unchecked(x, d, coef, il, y, false);
+    let nt = streams(d);
+    let (coef, il) = fill_coef(&mut ws.coef, m, is, weight, bias, x, d, y, nt);
+    normalize_unchecked(x, d, coef, il, y, false, nt);
     Ok(())
 }
 

@@ -7,7 +7,7 @@ use crate::layout::Dims;
 use crate::moments::Moments;
 use crate::parallel::{for_each_chunk, from_end, Plan, SharedMut};
 use crate::saved::{SavedStats, StatsSource};
-use crate::simd::{acc_shifted, affine_out, lane_sum, multiversion, store_fence, streams, LANES};
+use crate::simd::{acc_shifted, affine_out, lane_sum, multiversion, store_fence, streams_train, LANES};
 use crate::stats::{channel_moments, moments_unchecked, shifts};
 use crate::workspace::Workspace;
 
@@ -18,7 +18,7 @@ multiversion! {
     /// pass followed by a write-only pass leaves half of that idle). Returns `next`'s
     /// moments, computed exactly as [`channel_moments`] does.
     fn affine_channel(x: &[f32], y: &SharedMut, d: Dims, c: usize, ctr: f32, s: f32, t: f32, next: Option<(usize, f64)>) -> Option<Moments> {
-        let nt = streams(d);
+        let nt = streams_train(d);
         let mut a1 = [0.0f64; LANES];
         let mut a2 = [0.0f64; LANES];
         for n in 0..d.outer {
@@ -186,7 +186,7 @@ pub fn forward_train_into(
         // the shape has blocks of rows (`parallel::column_group_width`).
         moments_unchecked(x, d, moments, ws);
         save_stats(moments, eps, saved);
-        normalize_with_saved(x, d, weight, bias, saved, y, ws, from_end(d));
+        normalize_with_saved(x, d, weight, bias, saved, y, ws, from_end(d), streams_train(d));
         return Ok(());
     }
     save_stats(moments, eps, saved);

@@ -491,7 +491,7 @@ mod tests {
             let coef = |parts: usize| -> Vec<f32> { (0..parts * c).map(|i| ((i * 31) % 17) as f32 * 0.25 - 2.0).collect() };
             type Pass<'a> = Box<dyn Fn(&mut [f32], bool) + Sync + 'a>;
             let passes: [(&str, Pass); 3] = [
-                ("normalising", Box::new(|y, back| normalize_unchecked(&x, d, &coef(3), None, y, back))),
+                ("normalising", Box::new(|y, back| normalize_unchecked(&x, d, &coef(3), None, y, back, crate::simd::streams(d)))),
                 ("dx, batch statistics", Box::new(|o, back| combine_unchecked(&x, &dy, d, &coef(4), None, o, back))),
                 ("dx, running statistics", Box::new(|o, back| combine_unchecked(&x, &dy, d, &coef(1), None, o, back))),
             ];

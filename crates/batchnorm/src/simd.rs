@@ -1700,9 +1700,57 @@ pub(crate) fn streams_bytes(bytes: usize) -> bool {
 /// again later in `bnlab bench` (6 alternating runs, forward + backward ms, 1 / 2 threads,
 /// without this bound and with it): NHWC 64x14x14x256 3.33 -> 2.96 / 2.02 -> 1.74; the NCHW
 /// shapes of 12.8 MB within 3% either way.
+///
+/// One thread alone also streams dx over rows, whatever their width, and over channels
+/// taken one by one ([`crate::reads_once`]) from [`ALONE_STREAM_MIN_BYTES`]: in a training
+/// step the pass follows the forward's and the gradient sums' reads of `x` and `dy` (the
+/// loss above was measured on backward passes alone, repeated over tensors that stayed in
+/// the cache). Measured as `train_fwd_bwd` runs it (forward then backward over the same
+/// tensors, 1 thread, the forward streaming from 8 MB; rows: in one process alternating
+/// blocks of 8 calls, medians of 90; channels: 3 alternating runs of medians of 200; ms,
+/// without and with): NHWC 16x56x56x64 2.93 -> 2.51, NHWC 12x56x56x64 1.94 -> 1.62, NHWC
+/// 32x28x28x128 3.04 -> 2.64, NC 4096x512 1.70 -> 1.47, NC 2560x1024 2.74 -> 2.28, NC
+/// 2048x1024 2.14 -> 1.79; NCHW 2x64x128x128 2.13-3.14 -> 1.42-1.76, NCHW 3x64x112x112
+/// 2.52-2.83 -> 1.94-2.01. Channels-first slices in memory order did not gain (NCHW
+/// 48x256x14x14, 9.6 MB: 2.35-2.73 -> 2.45-2.57; NCHW 24x128x28x28 2.19-3.09 ->
+/// 2.79-2.86) and keep the bound above.
 #[inline(always)]
 pub(crate) fn streams_backward(d: crate::layout::Dims) -> bool {
-    streams(d) || (d.len() * 4 * 3 >= 2 * STREAM_MIN_BYTES && (!d.is_rows() || d.channels >= 256))
+    streams(d)
+        || (d.len() * 4 * 3 >= 2 * STREAM_MIN_BYTES && (!d.is_rows() || d.channels >= 256))
+        || ((d.is_rows() || crate::parallel::reads_once(d)) && streams_alone(d))
+}
+
+/// The output of a training pass that one thread runs alone streams from this many bytes,
+/// under [`STREAM_MIN_BYTES`]: the pass follows a read of the whole input (the statistics,
+/// or the gradient sums), which leaves the output's lines out of the cache, and one core
+/// fetching every line it writes (a read for ownership) besides the line it reads keeps too
+/// few of its own reads in flight. Two threads keep twice as many; there the shared bound
+/// holds (see [`streams_train`]).
+const ALONE_STREAM_MIN_BYTES: usize = 8 << 20;
+
+/// Whether one thread runs a pass over `d` alone and its output reaches
+/// [`ALONE_STREAM_MIN_BYTES`].
+#[inline(always)]
+fn streams_alone(d: crate::layout::Dims) -> bool {
+    d.len() * 4 >= ALONE_STREAM_MIN_BYTES && rayon::current_num_threads() == 1
+}
+
+/// Whether the training forward's normalising pass streams `y`: as [`streams`], and on one
+/// thread from [`ALONE_STREAM_MIN_BYTES`] (the eval forward keeps [`STREAM_MIN_BYTES`]: its
+/// input, just written by the layer before, may hold the cache, and `y` with it). Measured
+/// (the training forward, bench placement: `x`, `y` 2608 and 2640 bytes into their pages; 1
+/// thread, in one process alternating blocks of 8 calls, medians of 180, ms, without and
+/// with): NHWC 64x14x14x256 1.07 -> 0.83, NHWC 16x28x28x256 1.10 -> 0.82, NC 2048x1536 1.55
+/// -> 0.94, NC 1024x2048 0.86 -> 0.60, NCHW 16x64x56x56 0.96 -> 0.80, NCHW 64x256x14x14
+/// 1.05 -> 0.99, NCHW 128x512x7x7 1.02 -> 0.98; forward + backward (medians of 90) NHWC
+/// 64x14x14x256 4.01 -> 3.28, NC 2048x1536 3.85 -> 2.93, NC 1024x2048 3.34 -> 2.70. From 6
+/// MB a thread it lost: NHWC 32x14x14x256 (6.4 MB) at 1 thread 0.38 -> 0.43, and the 12.8
+/// MB shapes at 2 threads (NCHW 64x256x14x14 0.53 -> 0.71, NCHW 128x512x7x7 0.51 -> 0.64,
+/// NHWC 64x14x14x256 0.61 -> 0.65; NC 2048x1536 0.75 -> 0.65).
+#[inline(always)]
+pub(crate) fn streams_train(d: crate::layout::Dims) -> bool {
+    streams(d) || streams_alone(d)
 }
 
 /// Shortest contiguous run written with streaming stores. A streamed run's unaligned head

@@ -25,7 +25,7 @@ use crate::coefficients::fold_backward;
 use crate::layout::Dims;
 use crate::moments::Moments;
 use crate::parallel::{for_each_chunk, for_each_task, SharedMut};
-use crate::simd::{multiversion, row_affine_out, row_grad_combine_out, store_fence, streams};
+use crate::simd::{multiversion, row_affine_out, row_grad_combine_out, store_fence};
 use crate::strips::{strips_acc_grad, strips_acc_shifted, Ahead};
 
 /// Channels-last tensors with fewer rows than this are cut into tiles (with more, blocks
@@ -75,9 +75,8 @@ pub(crate) fn moments_tiled(x: &[f32], d: Dims, w: usize, k: &[f64], out: &mut [
 multiversion! {
     /// One tile of the normalising pass: `y = (x - ctr) * s + t` on channels `j0..j0 + w` of
     /// every row (`ctr`, `s`, `t` are the tile's).
-    fn affine_tile(x: &[f32], y: &SharedMut, d: Dims, j0: usize, ctr: &[f32], s: &[f32], t: &[f32]) {
+    fn affine_tile(x: &[f32], y: &SharedMut, d: Dims, j0: usize, ctr: &[f32], s: &[f32], t: &[f32], nt: bool) {
         let (c, w) = (d.channels, ctr.len());
-        let nt = streams(d);
         for r in 0..d.outer {
             let off = r * c + j0;
             // SAFETY: these channels of every row belong to this tile alone.
@@ -92,13 +91,13 @@ multiversion! {
 
 /// The normalising pass tile by tile, `coef = [ctr | s | t]` (C each): in memory order a
 /// tensor of few rows is one task, and every row reads all 3 x C coefficients again.
-pub(crate) fn normalize_tiled(x: &[f32], d: Dims, w: usize, coef: &[f32], y: &mut [f32]) {
+pub(crate) fn normalize_tiled(x: &[f32], d: Dims, w: usize, coef: &[f32], y: &mut [f32], nt: bool) {
     let c = d.channels;
     let yp = SharedMut::new(y);
     let tile = |i: usize| {
         let j = i * w..((i + 1) * w).min(c);
         let k = |p: usize| &coef[p * c + j.start..p * c + j.end];
-        affine_tile(x, &yp, d, j.start, k(0), k(1), k(2));
+        affine_tile(x, &yp, d, j.start, k(0), k(1), k(2), nt);
     };
     for_each_task(c.div_ceil(w), d.len(), tile);
 }
