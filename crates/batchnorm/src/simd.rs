@@ -1718,39 +1718,53 @@ pub(crate) fn streams_bytes(bytes: usize) -> bool {
 pub(crate) fn streams_backward(d: crate::layout::Dims) -> bool {
     streams(d)
         || (d.len() * 4 * 3 >= 2 * STREAM_MIN_BYTES && (!d.is_rows() || d.channels >= 256))
-        || ((d.is_rows() || crate::parallel::reads_once(d)) && streams_alone(d))
+        || ((d.is_rows() || crate::parallel::reads_once(d)) && streams_alone(d, ALONE_STREAM_MIN_BYTES))
 }
 
 /// The output of a training pass that one thread runs alone streams from this many bytes,
-/// under [`STREAM_MIN_BYTES`]: the pass follows a read of the whole input (the statistics,
-/// or the gradient sums), which leaves the output's lines out of the cache, and one core
-/// fetching every line it writes (a read for ownership) besides the line it reads keeps too
-/// few of its own reads in flight. Two threads keep twice as many; there the shared bound
-/// holds (see [`streams_train`]).
+/// under [`STREAM_MIN_BYTES`], over rows and over channels taken one by one: the pass
+/// follows a read of the whole input (the statistics, or the gradient sums), which leaves
+/// the output's lines out of the cache, and one core fetching every line it writes (a read
+/// for ownership) besides the line it reads keeps too few of its own reads in flight. Two
+/// threads keep twice as many; there the shared bound holds (see [`streams_train`]).
 const ALONE_STREAM_MIN_BYTES: usize = 8 << 20;
 
-/// Whether one thread runs a pass over `d` alone and its output reaches
-/// [`ALONE_STREAM_MIN_BYTES`].
+/// [`ALONE_STREAM_MIN_BYTES`] for the forward's channels-first slices in memory order, whose
+/// output passes one run at a time (or as one flat stream across short runs).
+const ALONE_SLICES_STREAM_MIN_BYTES: usize = 12 << 20;
+
+/// Whether one thread runs a pass over `d` alone and its output reaches `min` bytes.
 #[inline(always)]
-fn streams_alone(d: crate::layout::Dims) -> bool {
-    d.len() * 4 >= ALONE_STREAM_MIN_BYTES && rayon::current_num_threads() == 1
+fn streams_alone(d: crate::layout::Dims, min: usize) -> bool {
+    d.len() * 4 >= min && rayon::current_num_threads() == 1
 }
 
 /// Whether the training forward's normalising pass streams `y`: as [`streams`], and on one
-/// thread from [`ALONE_STREAM_MIN_BYTES`] (the eval forward keeps [`STREAM_MIN_BYTES`]: its
-/// input, just written by the layer before, may hold the cache, and `y` with it). Measured
-/// (the training forward, bench placement: `x`, `y` 2608 and 2640 bytes into their pages; 1
-/// thread, in one process alternating blocks of 8 calls, medians of 180, ms, without and
-/// with): NHWC 64x14x14x256 1.07 -> 0.83, NHWC 16x28x28x256 1.10 -> 0.82, NC 2048x1536 1.55
-/// -> 0.94, NC 1024x2048 0.86 -> 0.60, NCHW 16x64x56x56 0.96 -> 0.80, NCHW 64x256x14x14
-/// 1.05 -> 0.99, NCHW 128x512x7x7 1.02 -> 0.98; forward + backward (medians of 90) NHWC
-/// 64x14x14x256 4.01 -> 3.28, NC 2048x1536 3.85 -> 2.93, NC 1024x2048 3.34 -> 2.70. From 6
-/// MB a thread it lost: NHWC 32x14x14x256 (6.4 MB) at 1 thread 0.38 -> 0.43, and the 12.8
-/// MB shapes at 2 threads (NCHW 64x256x14x14 0.53 -> 0.71, NCHW 128x512x7x7 0.51 -> 0.64,
-/// NHWC 64x14x14x256 0.61 -> 0.65; NC 2048x1536 0.75 -> 0.65).
+/// thread from [`ALONE_STREAM_MIN_BYTES`] (channels-first slices in memory order from
+/// [`ALONE_SLICES_STREAM_MIN_BYTES`]); the eval forward keeps [`STREAM_MIN_BYTES`]: its
+/// input, just written by the layer before, may hold the cache, and `y` with it.
+///
+/// Measured (the training forward, bench placement: `x`, `y` 2608 and 2640 bytes into their
+/// pages; 1 thread, in one process alternating blocks of 8 calls, medians of 180, ms,
+/// without and with): NHWC 64x14x14x256 1.07 -> 0.83, NHWC 16x28x28x256 1.10 -> 0.82, NC
+/// 2048x1536 1.55 -> 0.94, NC 1024x2048 0.86 -> 0.60, NCHW 16x64x56x56 0.96 -> 0.80, NCHW
+/// 64x256x14x14 1.05 -> 0.99, NCHW 128x512x7x7 1.02 -> 0.98; forward + backward (medians of
+/// 90) NHWC 64x14x14x256 4.01 -> 3.28, NC 2048x1536 3.85 -> 2.93, NC 1024x2048 3.34 -> 2.70.
+/// In `bnlab bench` (1 thread, 3 alternating runs, forward ms, without and with): NHWC
+/// 16x56x56x64 0.93-1.25 -> 0.83-1.00, NHWC 32x28x28x128 1.20-1.31 -> 0.79-0.84, NC 4096x512
+/// (8.4 MB) 0.51-0.55 -> 0.51-0.55, NCHW 2x64x128x128 (8.4 MB, channels one by one) 0.61-0.66
+/// -> 0.58-0.62, NCHW 3x64x112x112 0.77-0.85 -> 0.66-0.72, NCHW 32x128x28x28 0.93-1.30 ->
+/// 0.81-0.89, NCHW 72x256x14x14 1.22-1.29 -> 1.01-1.04; but channels-first slices in memory
+/// order under 12 MB lost (NCHW 48x256x14x14, 9.6 MB, 0.59-0.64 -> 0.71-0.81, NCHW
+/// 96x512x7x7 0.53-0.58 -> 0.67-0.72, NCHW 24x128x28x28 0.49-0.56 -> 0.63, NCHW 12x64x56x56
+/// 0.52-0.61 -> 0.58-0.64; at 12 MB even, NCHW 60x256x14x14 0.90-1.29 -> 0.92-1.26). From
+/// 6 MB a thread it lost: NHWC 32x14x14x256 (6.4 MB) at 1 thread 0.38 -> 0.43, and the
+/// 12.8 MB shapes at 2 threads (NCHW 64x256x14x14 0.53 -> 0.71, NCHW 128x512x7x7 0.51 ->
+/// 0.64, NHWC 64x14x14x256 0.61 -> 0.65; NC 2048x1536 0.75 -> 0.65).
 #[inline(always)]
 pub(crate) fn streams_train(d: crate::layout::Dims) -> bool {
-    streams(d) || streams_alone(d)
+    let slices = !d.is_rows() && !crate::parallel::reads_once(d);
+    streams(d) || streams_alone(d, if slices { ALONE_SLICES_STREAM_MIN_BYTES } else { ALONE_STREAM_MIN_BYTES })
 }
 
 /// Shortest contiguous run written with streaming stores. A streamed run's unaligned head
