@@ -1665,7 +1665,8 @@ pub(crate) fn rows_scale(dy: &[f32], dx: &mut [f32], a: &[f32]) {
 /// eval ms at 1 thread: NC 1024x2048 0.93 -> 0.55, NHWC 64x14x14x256 0.84 -> 0.69) and lost
 /// when a tensor of 12.8 MB stayed in it, as a layer's input just written by the layer before
 /// does (`bnlab bench`, 3 alternating runs, NHWC 64x14x14x256 eval 0.51-0.70 -> 0.73-0.76 ms at
-/// 1 thread, 0.30-0.36 -> 0.49-0.51 at 2), so every layout streams from 16 MB.
+/// 1 thread, 0.30-0.36 -> 0.49-0.51 at 2), so every layout streams from 16 MB (the training
+/// passes on one thread from 8 MB: see [`streams_train`] and [`streams_backward`]).
 ///
 /// The bound does not follow the size of the last-level cache: on a 16-core Xeon with 300
 /// MB of L3, tensors that fit in it twice over still gained from streaming (`examples/shapes`,
