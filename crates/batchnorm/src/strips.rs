@@ -345,6 +345,14 @@ impl Prefetch {
     /// 5.03 / 3.96 -> 4.89 / 3.78, forward + backward 16.0 / 11.4 -> 15.9 / 11.1; NC
     /// 8192x2048 2.53 / 3.11 -> 2.37 / 2.73, 5.20 / 6.13 -> 4.96 / 5.34, 16.0 / 18.5 -> 15.7
     /// / 17.9.
+    /// With it the other heights and distances were measured again (NC 4096x4096, the same
+    /// way, ms, the kept ones first): blocks of 8 rows for the gradient sums and 16 for the
+    /// statistics lost (forward + backward at 1 thread 21.3 / 21.3 against 22.4 / 23.4,
+    /// statistics 3.14 / 2.88 against 3.73 / 3.47; at 2 threads 14.7 / 16.6 against 15.9 /
+    /// 17.3), 2 and 4 lost (20.9 / 20.4 against 22.0 / 22.2 at 1 thread, gradient sums 7.02 /
+    /// 7.18 against 7.91 / 8.40), 1,024 values along instead of 512 came out even (24.8 /
+    /// 22.5 against 25.0 / 22.1 at 1 thread, 15.4 against 15.1 at 2) and 256 lost (20.9 /
+    /// 21.9 against 21.7 / 22.1, statistics 2.88 against 3.24).
     #[inline(always)]
     fn at(self, col: usize, c: usize, block: usize) -> Prefetch {
         if self.along && col + self.offset >= c {
