@@ -7,7 +7,7 @@ use crate::layout::Dims;
 use crate::narrow::{period, repeat_parts, split, MAX_PERIOD};
 use crate::parallel::{channels_in_parallel, for_each_pass_chunk, CHANNEL_TASK};
 use crate::saved::{running_into, SavedStats};
-use crate::simd::{constants_skew, multiversion, rows_affine_out, rows_per_task, runs_affine_out, store_fence, streams};
+use crate::simd::{constants_skew, multiversion, rows_affine_out, rows_per_task, runs_affine_out, store_fence, streams_eval};
 use crate::tiles::{normalize_tiled, tile_width};
 use crate::workspace::{placed, sized, Workspace};
 
@@ -200,7 +200,7 @@ pub fn forward_eval_into(
     ws: &mut Workspace,
 ) -> Result<()> {
     let (m, is) = eval_stats(d, (x.len(), y.len()), weight, bias, mean, var, eps, &mut ws.totals)?;
-    let nt = streams(d);
+    let nt = streams_eval(d);
     let (coef, il) = fill_coef(&mut ws.coef, m, is, weight, bias, x, d, y, nt);
     normalize_unchecked(x, d, coef, il, y, false, nt);
     Ok(())

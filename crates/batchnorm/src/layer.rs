@@ -228,7 +228,7 @@ impl BatchNorm {
                 check_len("x", d.len(), x.len())?;
                 check_len("y", d.len(), y.len())?;
                 saved.fill_running(rm, rv, self.config.eps);
-                normalize_with_saved(x, d, self.weight.as_deref(), self.bias.as_deref(), saved, y, &mut self.ws, false, crate::simd::streams(d));
+                normalize_with_saved(x, d, self.weight.as_deref(), self.bias.as_deref(), saved, y, &mut self.ws, false, crate::simd::streams_eval(d));
                 Ok(())
             }
             _ => self.batch_forward(x, d, y, saved),

@@ -1719,7 +1719,7 @@ pub(crate) fn streams_bytes(bytes: usize) -> bool {
 pub(crate) fn streams_backward(d: crate::layout::Dims) -> bool {
     streams(d)
         || (d.len() * 4 * 3 >= 2 * STREAM_MIN_BYTES && (!d.is_rows() || d.channels >= 256))
-        || ((d.is_rows() || crate::parallel::reads_once(d)) && streams_alone(d, ALONE_STREAM_MIN_BYTES))
+        || ((d.is_rows() || crate::parallel::reads_once(d)) && streams_alone(d.len() * 4, ALONE_STREAM_MIN_BYTES))
 }
 
 /// The output of a training pass that one thread runs alone streams from this many bytes,
@@ -1734,10 +1734,34 @@ const ALONE_STREAM_MIN_BYTES: usize = 8 << 20;
 /// output passes one run at a time (or as one flat stream across short runs).
 const ALONE_SLICES_STREAM_MIN_BYTES: usize = 12 << 20;
 
-/// Whether one thread runs a pass over `d` alone and its output reaches `min` bytes.
+/// Whether one thread runs a pass alone and its output of `bytes` reaches `min`.
 #[inline(always)]
-fn streams_alone(d: crate::layout::Dims, min: usize) -> bool {
-    d.len() * 4 >= min && rayon::current_num_threads() == 1
+fn streams_alone(bytes: usize, min: usize) -> bool {
+    bytes >= min && rayon::current_num_threads() == 1
+}
+
+/// Whether one thread runs a pass alone and its output of `bytes` reaches
+/// [`ALONE_STREAM_MIN_BYTES`]: the float64 passes, all of which stream then (see
+/// `float64::streamed::streams`).
+#[inline(always)]
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+pub(crate) fn streams_alone_bytes(bytes: usize) -> bool {
+    streams_alone(bytes, ALONE_STREAM_MIN_BYTES)
+}
+
+/// Whether the eval forward streams `y`: as [`streams`], and on one thread over rows from
+/// [`ALONE_STREAM_MIN_BYTES`]. Where the eval follows a training step over the same
+/// buffers, as in `bnlab bench`, `y` is out of the cache once the training passes stream
+/// it, and a core writing through the cache takes about six calls to pull it back in: the
+/// rows' evals timed that way (1 thread, the same binary with the bound at 16 and 8 MB
+/// alternating, 4 runs each, medians of the bench's 15 calls, ms) NHWC 64x14x14x256 0.70-0.98
+/// -> 0.51, NC 2048x1536 1.00-1.54 -> 0.55-0.60, NHWC 16x56x56x64 0.64-1.01 -> 0.48-0.50.
+/// Channels-first slices lost the same way (NCHW 64x256x14x14 0.56-0.71 -> 0.64-0.71, NCHW
+/// 128x512x7x7 0.57-0.73 -> 0.62-0.68, NCHW 48x256x14x14 0.28-0.39 -> 0.42-0.45) and keep
+/// [`STREAM_MIN_BYTES`].
+#[inline(always)]
+pub(crate) fn streams_eval(d: crate::layout::Dims) -> bool {
+    streams(d) || (d.is_rows() && streams_alone(d.len() * 4, ALONE_STREAM_MIN_BYTES))
 }
 
 /// Whether the training forward's normalising pass streams `y`: as [`streams`], and on one
@@ -1765,7 +1789,7 @@ fn streams_alone(d: crate::layout::Dims, min: usize) -> bool {
 #[inline(always)]
 pub(crate) fn streams_train(d: crate::layout::Dims) -> bool {
     let slices = !d.is_rows() && !crate::parallel::reads_once(d);
-    streams(d) || streams_alone(d, if slices { ALONE_SLICES_STREAM_MIN_BYTES } else { ALONE_STREAM_MIN_BYTES })
+    streams(d) || streams_alone(d.len() * 4, if slices { ALONE_SLICES_STREAM_MIN_BYTES } else { ALONE_STREAM_MIN_BYTES })
 }
 
 /// Shortest contiguous run written with streaming stores. A streamed run's unaligned head

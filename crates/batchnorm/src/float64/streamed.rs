@@ -14,7 +14,14 @@ use std::arch::x86_64::*;
 const MIN_SPAN: usize = 8;
 
 /// Whether a pass over a float64 tensor of dimensions `d` streams its output: on AVX-512,
-/// from the float32 passes' size on, over rows or runs of at least [`MIN_SPAN`] values.
+/// from the float32 passes' size on (on one thread from 8 MB, every pass and layout: see
+/// `simd::streams_alone_bytes`), over rows or runs of at least [`MIN_SPAN`] values.
+///
+/// On one thread from 8 MB (`bnlab bench --dtype f64 --threads 1`, the same binary with
+/// the bound at 16 and 8 MB alternating, 4 runs each, medians, ms): NHWC 32x14x14x256
+/// (12.8 MB) forward 2.50 -> 1.83, forward + backward 6.16 -> 4.94, eval 1.06 -> 0.59; NC
+/// 1024x1536 2.81 -> 2.48, 7.47 -> 6.88, 1.04 -> 0.79; NCHW 32x256x14x14 2.40 -> 1.96,
+/// 5.64 -> 4.53, 0.84 -> 0.52; NCHW 8x64x56x56 2.01 -> 1.61, 4.94 -> 3.76, 0.81 -> 0.52.
 ///
 /// Rows and runs are streamed as one stream of whole lines across their boundaries
 /// ([`runs`], [`flat_rows`]); each streamed on its own, with its unaligned ends ordinary
@@ -29,7 +36,8 @@ const MIN_SPAN: usize = 8;
 /// stream NC 4096x4096 took 15.1 ms against 9.4 at 1 thread, 8.3 against 6.0 at 2).
 pub(crate) fn streams(d: Dims) -> bool {
     let span = if d.is_rows() { d.channels } else { d.inner };
-    span >= MIN_SPAN && crate::simd::has_avx512() && crate::simd::streams_bytes(8 * d.len())
+    let bytes = 8 * d.len();
+    span >= MIN_SPAN && crate::simd::has_avx512() && (crate::simd::streams_bytes(bytes) || crate::simd::streams_alone_bytes(bytes))
 }
 
 /// Values before `p` reaches a 64-byte boundary (at most `n`).
