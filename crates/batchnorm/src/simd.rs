@@ -1666,7 +1666,8 @@ pub(crate) fn rows_scale(dy: &[f32], dx: &mut [f32], a: &[f32]) {
 /// when a tensor of 12.8 MB stayed in it, as a layer's input just written by the layer before
 /// does (`bnlab bench`, 3 alternating runs, NHWC 64x14x14x256 eval 0.51-0.70 -> 0.73-0.76 ms at
 /// 1 thread, 0.30-0.36 -> 0.49-0.51 at 2), so every layout streams from 16 MB (the training
-/// passes on one thread from 8 MB: see [`streams_train`] and [`streams_backward`]).
+/// passes and the eval over rows on one thread from 8 MB: see [`streams_train`],
+/// [`streams_backward`] and [`streams_eval`]).
 ///
 /// The bound does not follow the size of the last-level cache: on a 16-core Xeon with 300
 /// MB of L3, tensors that fit in it twice over still gained from streaming (`examples/shapes`,
@@ -1766,8 +1767,8 @@ pub(crate) fn streams_eval(d: crate::layout::Dims) -> bool {
 
 /// Whether the training forward's normalising pass streams `y`: as [`streams`], and on one
 /// thread from [`ALONE_STREAM_MIN_BYTES`] (channels-first slices in memory order from
-/// [`ALONE_SLICES_STREAM_MIN_BYTES`]); the eval forward keeps [`STREAM_MIN_BYTES`]: its
-/// input, just written by the layer before, may hold the cache, and `y` with it.
+/// [`ALONE_SLICES_STREAM_MIN_BYTES`]); the eval forward has its own rule
+/// ([`streams_eval`]).
 ///
 /// Measured (the training forward, bench placement: `x`, `y` 2608 and 2640 bytes into their
 /// pages; 1 thread, in one process alternating blocks of 8 calls, medians of 180, ms,
