@@ -47,9 +47,9 @@ multiversion! {
 multiversion! {
     /// dx of channel `c`; given `next = (channel, shift)`, also sums that channel in the same
     /// pass, run by run, so its reads overlap the writes of `c`; returns what
-    /// [`channel_grad_sums`] returns for it.
-    fn combine_channel(x: &[f32], dy: &[f32], dx: &SharedMut, d: Dims, c: usize, q: (f32, f32, f32, f32), next: Option<(usize, f64)>) -> Option<(f64, f64)> {
-        let nt = streams_backward(d);
+    /// [`channel_grad_sums`] returns for it. `nt`: stream dx ([`streams_backward`]).
+    #[allow(clippy::too_many_arguments)]
+    fn combine_channel(x: &[f32], dy: &[f32], dx: &SharedMut, d: Dims, c: usize, q: (f32, f32, f32, f32), next: Option<(usize, f64)>, nt: bool) -> Option<(f64, f64)> {
         let mut a1 = [0.0f64; WIDE_LANES];
         let mut a2 = [0.0f64; WIDE_LANES];
         for n in 0..d.outer {
@@ -246,7 +246,7 @@ pub fn backward_into(
         // [sum(dy), sum(dy * (x - mean))] per channel, in groups of channels per task.
         let part = sized(&mut ws.sums, 2 * c, 0.0);
         let dxp = SharedMut::new(dx);
-        let group = plan.group;
+        let (group, nt) = (plan.group, streams_backward(d));
         for_each_chunk(part, 2 * group, d.len(), |i, p| {
             let c0 = i * group;
             let mut next = channel_grad_sums(x, dy, d, c0, saved.mean[c0]);
@@ -255,7 +255,7 @@ pub fn backward_into(
                 let (a, b) = next;
                 let q = fold_backward(saved.mean[ch], saved.invstd[ch], gamma(ch), m, a, b);
                 let following = (2 * (j + 1) < p.len()).then(|| (ch + 1, saved.mean[ch + 1]));
-                if let Some(sums) = combine_channel(x, dy, &dxp, d, ch, q, following) {
+                if let Some(sums) = combine_channel(x, dy, &dxp, d, ch, q, following, nt) {
                     next = sums;
                 }
                 (p[2 * j], p[2 * j + 1]) = (a, b);

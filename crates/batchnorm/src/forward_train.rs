@@ -16,9 +16,10 @@ multiversion! {
     /// the same pass, run by run, so its reads from memory overlap the writes of `c` (one
     /// core's memory traffic is limited by how many misses it keeps in flight; a read-only
     /// pass followed by a write-only pass leaves half of that idle). Returns `next`'s
-    /// moments, computed exactly as [`channel_moments`] does.
-    fn affine_channel(x: &[f32], y: &SharedMut, d: Dims, c: usize, ctr: f32, s: f32, t: f32, next: Option<(usize, f64)>) -> Option<Moments> {
-        let nt = streams_train(d);
+    /// moments, computed exactly as [`channel_moments`] does. `nt`: stream `y`
+    /// ([`streams_train`]).
+    #[allow(clippy::too_many_arguments)]
+    fn affine_channel(x: &[f32], y: &SharedMut, d: Dims, c: usize, ctr: f32, s: f32, t: f32, next: Option<(usize, f64)>, nt: bool) -> Option<Moments> {
         let mut a1 = [0.0f64; LANES];
         let mut a2 = [0.0f64; LANES];
         for n in 0..d.outer {
@@ -116,7 +117,7 @@ pub fn forward_train_into(
         // it is still in cache, reducing the next in the same pass.
         let k = shifts(x, d, &mut ws.shift);
         let yp = SharedMut::new(y);
-        let group = plan.group;
+        let (group, nt) = (plan.group, streams_train(d));
         for_each_chunk(moments, group, d.len(), |i, m| {
             let c0 = i * group;
             let mut next = channel_moments(x, d, c0, k[c0]);
@@ -128,7 +129,7 @@ pub fn forward_train_into(
                 let b = bias.map_or(0.0, |b| b[c] as f64);
                 let (ctr, s, t) = fold_affine(m[j].mean, is, g, b);
                 let following = (j + 1 < m.len()).then(|| (c + 1, k[c + 1]));
-                if let Some(mo) = affine_channel(x, &yp, d, c, ctr, s, t, following) {
+                if let Some(mo) = affine_channel(x, &yp, d, c, ctr, s, t, following, nt) {
                     next = mo;
                 }
             }
